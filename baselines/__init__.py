@@ -1,0 +1,1 @@
+"""Compared methods: Gaussian heatmaps (HRNet/SimpleBaseline), DARK, UDP, SPSR+pose."""

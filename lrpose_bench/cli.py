@@ -1,0 +1,331 @@
+"""Command line: ``lrpose-bench run|train|evaluate|data|models|methods|oracle|report|regress|bench``.
+
+Every user-fixable problem is printed as one line (``lrpose-bench: error: ...``) with exit status 2;
+``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import textwrap
+import warnings
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from lrpose_bench.errors import ConfigError, UserError
+
+EXAMPLES = {
+    "run": "lrpose-bench run --methods cal,udp,dark --res 64x48 --profile quick --out runs/demo",
+    "train": "lrpose-bench train --method cal --res 64x48 --profile quick --out runs/one",
+    "evaluate": "lrpose-bench evaluate --checkpoint runs/demo/cal__hrnet-w8__64x48__s0",
+    "data": "lrpose-bench data synth --out ~/.cache/lrpose-bench",
+    "models": "lrpose-bench models --res 64x48,128x96,256x192,384x288",
+    "methods": "lrpose-bench methods",
+}
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--profile", default="quick", help="configuration profile: quick (SynthPose, small "
+                        "HRNet, minutes on a CPU) or paper (the paper's 210-epoch schedule). Default: quick")
+    parser.add_argument("--config", default=None, metavar="FILE", help="YAML file merged over the profile, "
+                        "e.g. my.yaml with 'train: {epochs: 20}'")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                        help="override one config key, e.g. --set train.epochs=5 (repeatable)")
+    parser.add_argument("--backbone", default=None, help="backbone name, e.g. hrnet-w32, hrnet-w8, "
+                        "simplebaseline-r50 (see 'lrpose-bench models'); default from the profile")
+    parser.add_argument("--data", default=None, help="data source: synth (embedded SynthPose, default) or coco")
+    parser.add_argument("--coco-root", default=None, metavar="DIR", help="COCO 2017 folder (annotations/, "
+                        "train2017/, val2017/) for --data coco")
+    parser.add_argument("--person-boxes", default=None, metavar="FILE", help="COCO detection results file "
+                        "with person boxes for evaluation (default: ground-truth boxes)")
+    parser.add_argument("--seed", type=int, default=None, help="random seed of training (default 0)")
+    parser.add_argument("--degrade", default=None, help="source degradation preset: clean (default), "
+                        "lr-mild, lr-severe")
+    parser.add_argument("--device", default=None, help="cpu, cuda, or auto (default)")
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def _bench_config(args: argparse.Namespace):
+    from lrpose_bench.config import load_config, parse_override
+
+    overrides: dict[str, Any] = {}
+    for text in args.overrides:
+        key, value = parse_override(text)
+        overrides[key] = value
+    if args.backbone:
+        overrides["model.backbone"] = args.backbone
+    if args.data:
+        overrides["data.source"] = args.data
+    if args.coco_root:
+        overrides["data.coco_root"] = args.coco_root
+    if args.person_boxes:
+        overrides["data.person_boxes"] = args.person_boxes
+        overrides["eval.use_gt_boxes"] = False
+    if args.seed is not None:
+        overrides["seed"] = args.seed
+    if args.degrade:
+        overrides["degrade"] = args.degrade
+    if args.device:
+        overrides["train.device"] = args.device
+    return load_config(args.profile, args.config, overrides)
+
+
+def _parse_ablation(items: Sequence[str]) -> tuple[tuple[str, Any], ...]:
+    from lrpose_bench.config import parse_override
+
+    pairs = []
+    for text in items:
+        for part in text.split(","):
+            if part.strip():
+                pairs.append(parse_override(part.strip()))
+    return tuple(sorted(pairs))
+
+
+def _method_names(text: str) -> list[str]:
+    from lrpose_bench.registry import METHODS
+
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise ConfigError("no method given: pass for example --methods hrnet,udp,cal")
+    for name in names:
+        METHODS.get(name)
+    return names
+
+
+def _check_backbone(name: str) -> None:
+    from lrpose_bench.registry import BACKBONES
+
+    BACKBONES.get(name)
+
+
+# ------------------------------------------------------------------------------------- run
+def cmd_run(args: argparse.Namespace) -> int:
+    from lrpose_bench.resolution import parse_resolution_list
+
+    cfg = _bench_config(args)
+    methods = _method_names(args.methods)
+    resolutions = parse_resolution_list(args.res)
+    _check_backbone(cfg.model.backbone)
+    ablation = _parse_ablation(args.ablation)
+    return _run_cells(cfg, methods, resolutions, ablation, Path(args.out), not args.no_progress,
+                      report=not args.no_report, seeds=args.seeds)
+
+
+def _run_cells(cfg, methods, resolutions, ablation, out: Path, progress: bool, report: bool = True,
+               seeds: str | None = None) -> int:
+    import pandas as pd
+
+    from lrpose_bench.data.dataset import ImageCache
+    from lrpose_bench.data.sources import load_data
+    from lrpose_bench.engine.cell import CellSpec, build_method, run_cell
+    from lrpose_bench.environment import environment
+    from lrpose_bench.store import ensure_writable_folder, now, write_json
+
+    out = ensure_writable_folder(out)
+    seed_list = [int(s) for s in seeds.split(",")] if seeds else [cfg.seed]
+    specs = []
+    for method in methods:
+        for res in resolutions:
+            for seed in seed_list:
+                specs.append(CellSpec(method, cfg.model.backbone, res, seed, ablation))
+    for spec in specs:  # validate every ablation key before any training starts
+        build_method(spec, cfg)
+    bundle = load_data(cfg.data, progress=progress)
+    write_json(out / "run.json", {"started": now(), "config": cfg.to_dict(), "cells": [s.cell_id for s in specs],
+                                  "dataset": bundle.name, "eval_split": bundle.eval_label,
+                                  "environment": environment(), "argv": sys.argv[1:]})
+    cache = ImageCache(cfg.data.image_cache_mb)
+    rows = []
+    floor = None
+    failures = 0
+    for spec in specs:
+        print(f"== cell {spec.cell_id}", flush=True)
+        result = run_cell(spec, cfg, bundle, out, progress=progress, image_cache=cache)
+        if result.state == "failed":
+            failures += 1
+            print(f"   cell {spec.cell_id} FAILED: {result.reason}", flush=True)
+            rows.append({"cell": spec.cell_id, "state": "failed"})
+            continue
+        metrics = result.metrics["metrics"]
+        floor = result.metrics.get("floor", floor)
+        rows.append({"cell": spec.cell_id, "state": result.state,
+                     **{k: _percent(metrics.get(k)) for k in ("AP", "AP50", "AP75", "APM", "APL", "AR")}})
+    table = pd.DataFrame(rows)
+    print()
+    print(f"Results on {bundle.eval_label} (OKS AP ×100; {cfg.profile} profile, backbone {cfg.model.backbone}):")
+    print(table.to_string(index=False))
+    if floor is not None:
+        print(f"mean-pose floor: AP {100 * floor['AP']:.1f}  (a predictor that ignores the image)")
+    if report:
+        try:
+            from lrpose_bench.report.build import build_report
+        except ImportError:
+            pass
+        else:
+            paths = build_report(out, formats=cfg.report.formats)
+            print(f"report: {paths.get('html', out / 'report')}")
+    return 1 if failures else 0
+
+
+def _percent(value: Any) -> float:
+    """Metric fraction → percent with one decimal; missing (None/NaN) stays NaN."""
+    if value is None or value != value:
+        return float("nan")
+    return round(100.0 * float(value), 1)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from lrpose_bench.resolution import parse_resolution_list
+
+    cfg = _bench_config(args)
+    _check_backbone(cfg.model.backbone)
+    return _run_cells(cfg, _method_names(args.method), parse_resolution_list(args.res),
+                      _parse_ablation(args.ablation), Path(args.out), not args.no_progress, report=False)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from lrpose_bench.engine.evaluate_cli import evaluate_checkpoint
+
+    return evaluate_checkpoint(args)
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    from lrpose_bench.config import load_config
+    from lrpose_bench.data.synthetic import ensure_synthpose
+
+    cfg = load_config(args.profile, args.config)
+    out = Path(args.out).expanduser() if args.out else Path(cfg.data.cache_dir).expanduser()
+    paths = ensure_synthpose(out, cfg.data.synth, progress=not args.no_progress)
+    print(f"SynthPose ready: {paths.root}")
+    print(f"  train: {paths.train_annotations}")
+    print(f"  val:   {paths.val_annotations}")
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from lrpose_bench.models.complexity import models_table
+    from lrpose_bench.registry import BACKBONES
+    from lrpose_bench.resolution import parse_resolution_list
+
+    names = [n.strip() for n in args.backbones.split(",")] if args.backbones else None
+    for name in names or []:
+        BACKBONES.get(name)
+    table = models_table(parse_resolution_list(args.res), names, out_channels=args.out_channels)
+    print(table.to_string(index=False))
+    print("GMACs: multiply-adds (a multiply-add counts once; torch.utils.flop_counter's FLOPs / 2) in units "
+          "of 2^30, with transposed convolutions counted per output pixel: the convention of the official "
+          "HRNet repository's get_model_summary, whose 'GFLOPs' the papers print (configs/models.yaml: complexity).")
+    return 0
+
+
+def cmd_methods(args: argparse.Namespace) -> int:
+    from lrpose_bench.method_catalog import describe_methods
+
+    print(describe_methods())
+    return 0
+
+
+# ----------------------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lrpose-bench",
+        description="Benchmark suite for low-resolution human pose estimation (CAL, UDP, DARK, HRNet, "
+                    "SimpleBaseline, SPSR+pose).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n  " + "\n  ".join(EXAMPLES.values()),
+    )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def add(name: str, func: Callable[[argparse.Namespace], int], help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text,
+                           epilog=f"example:\n  {EXAMPLES.get(name, '')}",
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        p.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+        p.set_defaults(func=func)
+        return p
+
+    p = add("run", cmd_run, "train and evaluate every (method, resolution) cell, print a table, write a report")
+    p.add_argument("--methods", required=True, help="comma-separated methods, e.g. hrnet,dark,udp,cal "
+                   "(see 'lrpose-bench methods')")
+    p.add_argument("--res", default="64x48", help="comma-separated input sizes HxW, e.g. 64x48,128x96 (default 64x48)")
+    p.add_argument("--out", default="runs/latest", help="output folder, one sub-folder per cell (default runs/latest); "
+                   "re-running on the same folder skips finished cells and resumes interrupted ones")
+    p.add_argument("--ablation", action="append", default=[], metavar="KEY=VALUE",
+                   help="method constant override, e.g. --ablation offset_mask=binary (CAL ablations)")
+    p.add_argument("--seeds", default=None, help="comma-separated seeds for several runs per cell, e.g. 0,1,2")
+    p.add_argument("--no-report", action="store_true", help="skip the report at the end")
+    _add_common(p)
+
+    p = add("train", cmd_train, "train and evaluate one cell (a run with one method)")
+    p.add_argument("--method", required=True, help="method name, e.g. cal")
+    p.add_argument("--res", default="64x48", help="input size HxW (default 64x48)")
+    p.add_argument("--out", default="runs/latest", help="output folder (default runs/latest)")
+    p.add_argument("--ablation", action="append", default=[], metavar="KEY=VALUE", help="method constant override")
+    _add_common(p)
+
+    p = add("evaluate", cmd_evaluate, "evaluate a trained cell folder (or checkpoint), optionally at other resolutions")
+    p.add_argument("--checkpoint", required=True, help="cell folder or its checkpoint.pt")
+    p.add_argument("--res", default=None, help="evaluation input sizes (default: the training size)")
+    p.add_argument("--out", default=None, help="where to write the evaluation (default: inside the cell folder)")
+    _add_common(p)
+
+    p = add("data", cmd_data, "generate the embedded SynthPose data set into its cache folder")
+    p.add_argument("what", choices=["synth"], help="which data set (synth)")
+    p.add_argument("--out", default=None, help="cache folder (default from config: ~/.cache/lrpose-bench)")
+    p.add_argument("--profile", default="quick", help="configuration profile (default quick)")
+    p.add_argument("--config", default=None, help="YAML file with data.synth settings")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+    p = add("models", cmd_models, "list backbones with parameters and GMACs at each resolution")
+    p.add_argument("--res", default="64x48,128x96,256x192,384x288", help="resolutions HxW")
+    p.add_argument("--backbones", default=None, help="comma-separated subset (default: all)")
+    p.add_argument("--out-channels", type=int, default=17, help="head channels: 17 (heatmaps) or 51 (UDP/CAL)")
+
+    add("methods", cmd_methods, "list every method with its codec, loss, stages and constants")
+    for extra in ("oracle", "report", "regress", "bench"):
+        _register_optional(sub, extra, add)
+    return parser
+
+
+def _register_optional(sub: Any, name: str, add: Callable[..., argparse.ArgumentParser]) -> None:
+    """Sub-commands that live in their own modules (``lrpose_bench.commands.<name>``)."""
+    import importlib
+
+    try:
+        module = importlib.import_module(f"lrpose_bench.commands.{name}")
+    except ModuleNotFoundError as error:
+        if error.name and error.name.startswith("lrpose_bench.commands"):
+            return
+        raise
+    parser = add(name, module.run, module.HELP)
+    module.add_arguments(parser)
+    if name not in ("regress", "report"):
+        if not any(a.dest == "profile" for a in parser._actions):
+            _add_common(parser)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    debug = bool(getattr(args, "debug", False))
+    if not debug:
+        warnings.filterwarnings("ignore", category=UserWarning, module="torch")
+    try:
+        return int(args.func(args) or 0)
+    except UserError as error:
+        if debug:
+            raise
+        print(f"lrpose-bench: error: {error}", file=sys.stderr)
+        return error.exit_code
+    except KeyboardInterrupt:
+        print("lrpose-bench: interrupted; re-run the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,372 @@
+"""Typed configuration: YAML files in ``configs/`` merged into dataclasses, validated with clear errors.
+
+Layers, later wins: ``configs/defaults.yaml`` → ``configs/profiles/<profile>.yaml`` → a user YAML
+(``--config FILE``) → command-line options. Method constants live in
+``configs/methods/<method>.yaml`` as ``defaults`` plus ``per_resolution`` overrides, validated against
+the method's ``Params`` dataclass; ablation switches (``--ablation key=value``) override them.
+
+Validation names the offending key with its dotted path and the expected type, e.g.
+``config key train.lr: expected float, got 'fast'``.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, get_args, get_origin, get_type_hints
+
+import yaml
+
+from lrpose_bench.errors import ConfigError
+from lrpose_bench.resolution import Resolution
+
+CONFIG_DIR = Path(__file__).resolve().parent / "configs_data"
+
+
+def config_dir() -> Path:
+    """Folder holding the packaged YAML configs (the top-level ``configs/`` in a checkout)."""
+    repo_configs = Path(__file__).resolve().parent.parent / "configs"
+    if (repo_configs / "defaults.yaml").is_file():
+        return repo_configs
+    return CONFIG_DIR
+
+
+# ---------------------------------------------------------------------------------- schema
+@dataclass
+class SynthConfig:
+    """SynthPose, the embedded procedural data set (see ``lrpose_bench.data.synthetic``)."""
+
+    seed: int = 0
+    num_train_images: int = 1200
+    num_val_images: int = 200
+    image_height: int = 192
+    image_width: int = 192
+    max_persons: int = 3
+    multi_person_prob: float = 0.3
+    occlusion_prob: float = 0.25
+    truncation_prob: float = 0.15
+
+
+@dataclass
+class DataConfig:
+    """Which data set, where, and how person boxes are made."""
+
+    source: str = "synth"
+    cache_dir: str = "~/.cache/lrpose-bench"
+    synth: SynthConfig = field(default_factory=SynthConfig)
+    coco_root: str | None = None
+    train_annotations: str = "annotations/person_keypoints_train2017.json"
+    val_annotations: str = "annotations/person_keypoints_val2017.json"
+    train_images: str = "train2017"
+    val_images: str = "val2017"
+    person_boxes: str | None = None
+    box_score_threshold: float = 0.0
+    box_padding: float = 1.25
+    min_keypoints: int = 1
+    max_train_instances: int | None = None
+    max_val_instances: int | None = None
+    image_cache_mb: int = 1024
+
+
+@dataclass
+class AugmentConfig:
+    """Training augmentation (HRNet/UDP reference: scale 0.35 → [0.65,1.35], rotation 45° w.p. 0.6)."""
+
+    scale_factor: float = 0.35
+    rotation_factor: float = 45.0
+    rotation_prob: float = 0.6
+    flip_prob: float = 0.5
+    half_body_prob: float = 0.0
+    half_body_min_joints: int = 8
+
+
+@dataclass
+class TrainConfig:
+    """Optimiser and schedule (paper: Adam 1e-3, ×0.1 at 170 and 200 of 210 epochs)."""
+
+    epochs: int = 210
+    batch_size: int = 32
+    lr: float = 1.0e-3
+    lr_milestones: list[int] = field(default_factory=lambda: [170, 200])
+    lr_gamma: float = 0.1
+    schedule_reference_epochs: int = 210
+    weight_decay: float = 0.0
+    num_workers: int = 0
+    threads: int = 0
+    checkpoint_every_iters: int = 0
+    deterministic: bool = True
+    device: str = "auto"
+    amp: bool = True
+    channels_last: bool = True
+    compile: bool = False
+
+    def milestones(self) -> list[int]:
+        """Milestones scaled to this profile's epoch count (quick profile: proportional)."""
+        scale = self.epochs / float(self.schedule_reference_epochs)
+        return sorted({max(1, round(m * scale)) for m in self.lr_milestones})
+
+
+@dataclass
+class EvalConfig:
+    """Evaluation protocol (HRNet reference: flip test, keypoint score threshold 0.2, OKS-NMS 0.9)."""
+
+    flip_test: bool = True
+    batch_size: int = 64
+    kpt_score_threshold: float = 0.2
+    oks_nms_threshold: float = 0.9
+    use_gt_boxes: bool = True
+    bootstrap_samples: int = 200
+
+
+@dataclass
+class ModelConfig:
+    """Backbone by registry name; optional local checkpoint for its weights."""
+
+    backbone: str = "hrnet-w32"
+    pretrained: str | None = None
+
+
+@dataclass
+class ReportConfig:
+    """Report outputs."""
+
+    formats: list[str] = field(default_factory=lambda: ["html", "latex", "csv", "json"])
+    displacement_bins: list[float] = field(default_factory=lambda: [0.0, 1.0, 2.0, 3.0])
+
+
+@dataclass
+class BenchConfig:
+    """Top-level configuration of one run (shared by every cell)."""
+
+    profile: str = "paper"
+    seed: int = 0
+    data: DataConfig = field(default_factory=DataConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
+    degrade: str = "clean"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def digest(self) -> str:
+        """Stable hash of the configuration (used by the regression baseline)."""
+        text = json.dumps(self.to_dict(), sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+# ------------------------------------------------------------------------------ validation
+def _type_name(tp: Any) -> str:
+    origin = get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in get_args(tp))
+    if origin is list:
+        (inner,) = get_args(tp) or (Any,)
+        return f"list of {_type_name(inner)}"
+    if origin is dict:
+        return "mapping"
+    if tp is type(None):
+        return "null"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp: Any, path: str) -> Any:
+    """Check ``value`` against type hint ``tp``; return it (ints accepted for floats)."""
+    origin = get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        errors = []
+        for option in get_args(tp):
+            try:
+                return _coerce(value, option, path)
+            except ConfigError as error:
+                errors.append(error)
+        raise ConfigError(f"config key {path}: expected {_type_name(tp)}, got {value!r}")
+    if tp is type(None):
+        if value is None:
+            return None
+        raise ConfigError(f"config key {path}: expected null, got {value!r}")
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"config key {path}: expected a mapping of {tp.__name__} fields, got {value!r}")
+        return from_mapping(tp, value, path)
+    if origin is list:
+        (inner,) = get_args(tp) or (Any,)
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"config key {path}: expected {_type_name(tp)}, got {value!r}")
+        return [_coerce(v, inner, f"{path}[{i}]") for i, v in enumerate(value)]
+    if origin is tuple:
+        args = get_args(tp)
+        if not isinstance(value, (list, tuple)) or (args and args[-1] is not Ellipsis and len(value) != len(args)):
+            raise ConfigError(f"config key {path}: expected {_type_name(tp)}, got {value!r}")
+        inner_types = [args[0]] * len(value) if args and args[-1] is Ellipsis else list(args)
+        return tuple(_coerce(v, t, f"{path}[{i}]") for i, (v, t) in enumerate(zip(value, inner_types)))
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"config key {path}: expected a mapping, got {value!r}")
+        return dict(value)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"config key {path}: expected bool (true/false), got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"config key {path}: expected int, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"config key {path}: expected float, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"config key {path}: expected str, got {value!r}")
+    return value
+
+
+def from_mapping(cls: type, data: Mapping[str, Any], path: str = "") -> Any:
+    """Build dataclass ``cls`` from ``data``; unknown keys and wrong types raise :class:`ConfigError`."""
+    hints = get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in names:
+            where = f"{path}.{key}" if path else str(key)
+            raise ConfigError(
+                f"unknown config key {where!r}; known keys here: {', '.join(sorted(names))}"
+            )
+    kwargs = {}
+    for key, value in data.items():
+        where = f"{path}.{key}" if path else key
+        kwargs[key] = _coerce(value, hints[key], where)
+    return cls(**kwargs)
+
+
+def deep_merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """Recursive dict merge; ``override`` wins."""
+    result = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(result.get(key), dict):
+            result[key] = deep_merge(result[key], value)
+        else:
+            result[key] = copy.deepcopy(value)
+    return result
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    """Read a YAML mapping with a clear error for missing or malformed files."""
+    try:
+        text = Path(path).read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} not found") from None
+    except OSError as error:
+        raise ConfigError(f"cannot read config file {path}: {error.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"config file {path} is not valid YAML{where}: fix the syntax") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of keys, not {type(data).__name__}")
+    return data
+
+
+def set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set ``a.b.c = value`` inside nested dicts."""
+    parts = dotted.split(".")
+    node = data
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"config key {dotted!r}: {part!r} is not a section")
+    node[parts[-1]] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """Parse ``key=value`` with a YAML-typed value (``train.lr=0.002``, ``flip_test=false``)."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like key=value, for example train.epochs=5")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"override {text!r} has an empty key")
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError:
+        value = raw
+    return key, value
+
+
+def load_config(
+    profile: str = "quick",
+    user_file: str | Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> BenchConfig:
+    """Merge defaults, profile, user file and dotted overrides into a validated :class:`BenchConfig`."""
+    root = config_dir()
+    data = read_yaml(root / "defaults.yaml")
+    profile_path = root / "profiles" / f"{profile}.yaml"
+    if not profile_path.is_file():
+        known = sorted(p.stem for p in (root / "profiles").glob("*.yaml"))
+        raise ConfigError(f"unknown profile {profile!r}; known profiles: {', '.join(known)}")
+    data = deep_merge(data, read_yaml(profile_path))
+    data["profile"] = profile
+    if user_file is not None:
+        data = deep_merge(data, read_yaml(Path(user_file)))
+    for key, value in (overrides or {}).items():
+        set_dotted(data, key, value)
+    return from_mapping(BenchConfig, data)
+
+
+# --------------------------------------------------------------------------- method params
+def method_param_data(method_name: str, resolution: Resolution) -> dict[str, Any]:
+    """Method constants from ``configs/methods/<name>.yaml`` for one resolution (no validation)."""
+    path = config_dir() / "methods" / f"{method_name}.yaml"
+    if not path.is_file():
+        return {}
+    data = read_yaml(path)
+    unknown = set(data) - {"defaults", "per_resolution", "notes"}
+    if unknown:
+        raise ConfigError(f"{path}: unknown top-level keys {sorted(unknown)}; use defaults/per_resolution/notes")
+    params = dict(data.get("defaults") or {})
+    per_res = data.get("per_resolution") or {}
+    for key, values in per_res.items():
+        if Resolution.parse(str(key)) == resolution:
+            params.update(values or {})
+    return params
+
+
+def resolve_method_params(
+    params_cls: type,
+    method_name: str,
+    resolution: Resolution,
+    ablation: Mapping[str, Any] | None = None,
+    extra_data: Mapping[str, Any] | None = None,
+) -> Any:
+    """Validated ``Params`` for a method at a resolution, with ablation switches applied."""
+    data = method_param_data(method_name, resolution)
+    if extra_data:
+        data.update(extra_data)
+    if ablation:
+        names = {f.name for f in dataclasses.fields(params_cls)} if dataclasses.is_dataclass(params_cls) else set()
+        for key in ablation:
+            if key not in names:
+                raise ConfigError(
+                    f"unknown ablation key {key!r} for method {method_name!r}; "
+                    f"known keys: {', '.join(sorted(names)) or '(none)'}"
+                )
+        data.update(ablation)
+    if not dataclasses.is_dataclass(params_cls):
+        return None
+    return from_mapping(params_cls, data, f"methods.{method_name}")

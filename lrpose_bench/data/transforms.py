@@ -1,0 +1,99 @@
+"""UDP's unbiased data processing, shared by every method (Huang et al., CVPR 2020).
+
+Coordinates are measured in *unit length*: pixel centres sit on integer coordinates and an image of
+width ``w`` spans ``[0, w-1]``. A person box of width ``bw`` (image pixels) maps onto the input
+span ``w_in - 1`` (UDP-Pose ``get_warpmatrix(theta, c*2, image_size-1, s)``; mmpose
+``get_udp_warp_matrix``), and input → heatmap is scaled by ``(W-1)/(w_in-1)`` per axis. With this
+system a horizontal flip is exactly ``x → w-1-x`` at every scale, crop-then-inverse is the identity,
+and no flip-test pixel shift is needed.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from lrpose_bench.config import AugmentConfig
+
+
+@dataclass(frozen=True)
+class CropParams:
+    """Everything that defines one crop: the box centre/size and the augmentation applied."""
+
+    center: tuple[float, float]  # box centre (image px)
+    size: tuple[float, float]  # box (width, height) in image px after aspect fix and padding
+    rotation: float = 0.0  # degrees, counter-clockwise in the image
+    flip: bool = False
+
+
+def box_to_center_size(bbox: np.ndarray, aspect: float, padding: float) -> tuple[tuple[float, float], tuple[float, float]]:
+    """COCO box → centre and padded size with the input's aspect ratio (w/h), as HRNet's ``_xywh2cs``."""
+    x, y, w, h = (float(v) for v in bbox)
+    center = (x + 0.5 * w, y + 0.5 * h)
+    if w > aspect * h:
+        h = w / aspect
+    else:
+        w = h * aspect
+    return center, (w * padding, h * padding)
+
+
+def crop_matrix(params: CropParams, input_size: tuple[int, int]) -> np.ndarray:
+    """2×3 affine matrix mapping image coordinates to input coordinates (unbiased, with flip)."""
+    in_h, in_w = input_size
+    cx, cy = params.center
+    bw, bh = params.size
+    sx = (in_w - 1.0) / bw
+    sy = (in_h - 1.0) / bh
+    theta = math.radians(params.rotation)
+    cos, sin = math.cos(theta), math.sin(theta)
+    # translate the box centre to the origin, rotate, scale, move to the input centre
+    rot = np.array([[cos, sin], [-sin, cos]])
+    linear = np.diag([sx, sy]) @ rot
+    offset = np.array([(in_w - 1.0) / 2.0, (in_h - 1.0) / 2.0]) - linear @ np.array([cx, cy])
+    matrix = np.concatenate([linear, offset[:, None]], axis=1)
+    if params.flip:
+        flip = np.array([[-1.0, 0.0, in_w - 1.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+        matrix = (flip @ np.vstack([matrix, [0.0, 0.0, 1.0]]))[:2]
+    return matrix
+
+
+def invert_affine(matrix: np.ndarray) -> np.ndarray:
+    """Inverse of a 2×3 affine matrix."""
+    full = np.vstack([matrix, [0.0, 0.0, 1.0]])
+    return np.linalg.inv(full)[:2]
+
+
+def apply_affine(points: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    """Apply a 2×3 matrix to (..., 2) points."""
+    return points @ matrix[:, :2].T + matrix[:, 2]
+
+
+def input_to_heatmap_scale(input_size: tuple[int, int], heatmap_size: tuple[int, int]) -> np.ndarray:
+    """Per-axis (x, y) factor from input to heatmap coordinates: (W-1)/(w-1), (H-1)/(h-1)."""
+    (in_h, in_w), (hm_h, hm_w) = input_size, heatmap_size
+    return np.array([(hm_w - 1.0) / (in_w - 1.0), (hm_h - 1.0) / (in_h - 1.0)])
+
+
+def warp_image(image: np.ndarray, matrix: np.ndarray, input_size: tuple[int, int]) -> np.ndarray:
+    """Bilinear affine warp of an (H, W, 3) image into the (h, w) input (zero border, as HRNet)."""
+    in_h, in_w = input_size
+    return cv2.warpAffine(image, matrix, (in_w, in_h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+
+
+def sample_augmentation(rng: np.random.Generator, cfg: AugmentConfig) -> tuple[float, float, bool]:
+    """(scale multiplier, rotation degrees, flip) as HRNet's ``JointsDataset``: scale
+    ``clip(N(1, sf), 1-sf, 1+sf)``, rotation ``clip(N(0, rf), -2rf, 2rf)`` with probability
+    ``rotation_prob``, horizontal flip with ``flip_prob``."""
+    sf, rf = cfg.scale_factor, cfg.rotation_factor
+    scale = float(np.clip(rng.normal() * sf + 1.0, 1.0 - sf, 1.0 + sf))
+    rotation = float(np.clip(rng.normal() * rf, -2.0 * rf, 2.0 * rf)) if rng.random() < cfg.rotation_prob else 0.0
+    flip = bool(rng.random() < cfg.flip_prob)
+    return scale, rotation, flip
+
+
+def flip_joints(joints: np.ndarray, visible: np.ndarray, flip_index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Swap left/right joint identities after a horizontal flip (coordinates are already mirrored)."""
+    return joints[flip_index].copy(), visible[flip_index].copy()

@@ -1,0 +1,218 @@
+"""One benchmark cell: (method, backbone, resolution, data, seed [, ablation]) trained and evaluated.
+
+Writes a self-describing folder: ``config.yaml`` (resolved), ``train_log.csv``, ``checkpoint.pt``,
+``predictions.json`` (COCO results), ``metrics.json``, ``displacements.npz`` and ``status.json``.
+A complete cell is skipped when the run is invoked again; an interrupted one resumes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+
+from lrpose_bench.config import BenchConfig, resolve_method_params
+from lrpose_bench.data.dataset import ImageCache, PoseDataset
+from lrpose_bench.data.sources import DataBundle
+from lrpose_bench.engine.evaluator import Predictions, predict
+from lrpose_bench.engine.trainer import resolve_device, train
+from lrpose_bench.environment import environment
+from lrpose_bench.errors import TrainingDiverged
+from lrpose_bench.evaluation.coco_metric import build_results, evaluate_keypoints
+from lrpose_bench.evaluation.floor import mean_pose, mean_pose_predictions
+from lrpose_bench.method import Method, MethodContext
+from lrpose_bench.registry import METHODS
+from lrpose_bench.resolution import Resolution
+from lrpose_bench.store import cell_lock, read_json, read_status, write_json, write_npz, write_status, write_text
+
+
+@dataclass(frozen=True)
+class CellSpec:
+    """What distinguishes one cell of a run."""
+
+    method: str
+    backbone: str
+    resolution: Resolution
+    seed: int = 0
+    ablation: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def cell_id(self) -> str:
+        ablation = "".join(f"@{k}={v}" for k, v in self.ablation)
+        return f"{self.method}{ablation}__{self.backbone}__{self.resolution}__s{self.seed}"
+
+    def describe(self) -> dict[str, Any]:
+        return {"id": self.cell_id, "method": self.method, "backbone": self.backbone,
+                "resolution": str(self.resolution), "seed": self.seed, "ablation": dict(self.ablation)}
+
+
+def seed_everything(seed: int, deterministic: bool = True) -> None:
+    """Seeds and deterministic kernels (bitwise-reproducible on CPU)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+    elif torch.cuda.is_available():
+        torch.backends.cudnn.benchmark = True
+
+
+def build_method(spec: CellSpec, cfg: BenchConfig, resolution: Resolution | None = None) -> Method:
+    """Instantiate the cell's method with its constants for the resolution (ablations applied)."""
+    method_cls = METHODS.get(spec.method)
+    resolution = resolution or spec.resolution
+    params = resolve_method_params(method_cls.Params, spec.method, resolution, dict(spec.ablation))
+    return method_cls(params, MethodContext(resolution=resolution, extra={"config": cfg}))
+
+
+def build_cell_model(method: Method, spec: CellSpec, cfg: BenchConfig) -> torch.nn.Module:
+    from lrpose_bench.models import build_model
+
+    return build_model(spec.backbone, method.head_channels(), cfg.model.pretrained)
+
+
+@dataclass
+class CellResult:
+    spec: CellSpec
+    state: str  # complete | failed | skipped
+    metrics: dict[str, Any] = field(default_factory=dict)
+    reason: str | None = None
+
+
+def score_predictions(bundle: DataBundle, preds: Predictions, cfg: BenchConfig) -> tuple[dict[str, float], list[dict[str, Any]]]:
+    """COCO results (rescored, OKS-NMS) and their OKS AP."""
+    results = build_results(preds.image_ids, preds.keypoints, preds.confidences, preds.box_scores,
+                            preds.box_areas, cfg.eval.kpt_score_threshold, cfg.eval.oks_nms_threshold)
+    return evaluate_keypoints(bundle.val.gt, results), results
+
+
+def floor_metrics(bundle: DataBundle, resolution: Resolution, cfg: BenchConfig) -> dict[str, float]:
+    """Mean-pose floor of this data set at this resolution."""
+    pose = mean_pose(bundle.train, resolution, cfg.data.box_padding)
+    keypoints, conf = mean_pose_predictions(bundle.val, pose, resolution, cfg.data.box_padding)
+    n = len(bundle.val.instances)
+    results = build_results(np.array([i.image_id for i in bundle.val.instances]), keypoints, conf,
+                            np.array([i.score for i in bundle.val.instances]),
+                            np.array([i.bbox[2] * i.bbox[3] for i in bundle.val.instances]),
+                            cfg.eval.kpt_score_threshold, cfg.eval.oks_nms_threshold)
+    assert len(results) <= n
+    return evaluate_keypoints(bundle.val.gt, results)
+
+
+def model_complexity(model: torch.nn.Module, resolution: Resolution) -> dict[str, Any]:
+    from lrpose_bench.models.complexity import count_parameters, measure_macs
+
+    info: dict[str, Any] = {"params": count_parameters(model)}
+    try:
+        info["gmacs"] = measure_macs(model, resolution) / 1e9
+    except Exception as error:  # complexity is informative; never fail a cell for it
+        info["gmacs"] = None
+        info["gmacs_error"] = str(error)
+    return info
+
+
+def run_cell(spec: CellSpec, cfg: BenchConfig, bundle: DataBundle, out_dir: Path, *,
+             progress: bool = True, image_cache: ImageCache | None = None,
+             force: bool = False) -> CellResult:
+    """Train (or resume) and evaluate one cell; never raises for a diverged cell (marks it failed)."""
+    cell_dir = Path(out_dir) / spec.cell_id
+    status = read_status(cell_dir)
+    if status.get("state") == "complete" and not force and (cell_dir / "metrics.json").is_file():
+        return CellResult(spec, "skipped", read_json(cell_dir / "metrics.json"))
+    with cell_lock(cell_dir):
+        write_status(cell_dir, "running")
+        try:
+            result = _run_cell_locked(spec, cfg, bundle, cell_dir, progress, image_cache)
+        except TrainingDiverged as error:
+            write_status(cell_dir, "failed", reason=str(error))
+            return CellResult(spec, "failed", reason=str(error))
+        except BaseException as error:
+            write_status(cell_dir, "failed", reason=f"{type(error).__name__}: {error}")
+            raise
+        write_status(cell_dir, "complete")
+        return result
+
+
+def _run_cell_locked(spec: CellSpec, cfg: BenchConfig, bundle: DataBundle, cell_dir: Path,
+                     progress: bool, image_cache: ImageCache | None) -> CellResult:
+    seed_everything(spec.seed, cfg.train.deterministic)
+    if cfg.train.threads > 0:
+        torch.set_num_threads(cfg.train.threads)
+    method = build_method(spec, cfg)
+    train_res = method.train_resolution()
+    train_method = method if train_res == spec.resolution else build_method(spec, cfg, train_res)
+    model = build_cell_model(train_method, spec, cfg)
+    device = resolve_device(cfg.train.device)
+    cache = image_cache or ImageCache(cfg.data.image_cache_mb)
+    resolved = {"cell": spec.describe(), "config": cfg.to_dict(), "method_params": method.describe_params(),
+                "dataset": bundle.name}
+    write_text(cell_dir / "config.yaml", yaml.safe_dump(resolved, sort_keys=False))
+    meta = {"method": spec.method, "backbone": spec.backbone, "resolution": str(spec.resolution),
+            "ablation": dict(spec.ablation), "head_channels": method.head_channels()}
+
+    prepare = getattr(method, "prepare", None)
+    if callable(prepare):  # e.g. SPSR+pose trains (or reuses) its super-resolution network
+        prepare(bundle=bundle, cfg=cfg, run_dir=cell_dir.parent, cell_dir=cell_dir, device=device,
+                progress=progress, image_cache=cache)
+
+    train_set = PoseDataset(bundle.train, train_method, train_res, train=True, augment=cfg.augment,
+                            box_padding=cfg.data.box_padding, seed=spec.seed, image_cache=cache,
+                            source_transform=_source_transform(cfg, train=True))
+    t0 = time.perf_counter()
+    trained = train(model, train_method, train_set, cfg.train, cell_dir=cell_dir, meta=meta, seed=spec.seed,
+                    device=device, progress=progress)
+    train_seconds = time.perf_counter() - t0
+
+    eval_res = spec.resolution if train_res == spec.resolution else train_res
+    eval_set = PoseDataset(bundle.val, train_method, eval_res, train=False, box_padding=cfg.data.box_padding,
+                           image_cache=cache, source_transform=_source_transform(cfg, train=False))
+    t1 = time.perf_counter()
+    preds = predict(model, train_method, eval_set, batch_size=cfg.eval.batch_size, flip_test=cfg.eval.flip_test,
+                    device=device, progress=progress,
+                    input_transform=getattr(method, "eval_input_transform", lambda: None)())
+    metrics, results = score_predictions(bundle, preds, cfg)
+    eval_seconds = time.perf_counter() - t1
+    floor = floor_metrics(bundle, spec.resolution, cfg)
+
+    write_json(cell_dir / "predictions.json", results)
+    write_npz(cell_dir / "displacements.npz", **preds.displacement_arrays(),
+              heatmap_size=np.array(eval_res.heatmap))
+    info = {
+        "cell": {**spec.describe(), "dataset": bundle.name, "eval_split": bundle.eval_label,
+                 "profile": cfg.profile, "degrade": cfg.degrade},
+        "metrics": metrics,
+        "floor": floor,
+        "model": {**model_complexity(model.cpu(), train_res), "head_channels": method.head_channels(),
+                  "train_resolution": str(train_res)},
+        "method": {"codec": method.codec_name, "loss": getattr(method, "loss_label", lambda: method.loss_name)(),
+                   "description": method.description, "params": method.describe_params(),
+                   "stages": [dataclasses.asdict(s) for s in method.stages(cfg.train.epochs)]},
+        "timing": {"train_s": round(train_seconds, 2), "eval_s": round(eval_seconds, 2),
+                   "train_images_per_s": round(trained.images_per_second, 1),
+                   "eval_images_per_s": round(len(eval_set) / max(eval_seconds, 1e-9), 1),
+                   "resumed_from_epoch": trained.resumed_from},
+        "gt_annotations": str(bundle.val.annotation_file),
+        "num_instances": len(eval_set),
+        "environment": environment(),
+    }
+    write_json(cell_dir / "metrics.json", info)
+    return CellResult(spec, "complete", info)
+
+
+def _source_transform(cfg: BenchConfig, train: bool):
+    """Degradation of the source image (issue: low-resolution protocols); ``None`` for ``clean``."""
+    if cfg.degrade == "clean":
+        return None
+    from lrpose_bench.data.degrade import source_transform
+
+    return source_transform(cfg.degrade, train=train, seed=cfg.seed)

@@ -1,0 +1,85 @@
+"""Training checkpoints: atomic, ``weights_only``-loadable, self-describing.
+
+A checkpoint holds only tensors and plain Python values (no pickled classes), so it loads with
+``torch.load(..., weights_only=True)``. Its ``meta`` names the method, backbone and resolution, so a
+checkpoint from another cell is refused with a clear message rather than half-loaded.
+"""
+
+from __future__ import annotations
+
+import pickle
+import random
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from lrpose_bench.errors import CheckpointError
+from lrpose_bench.store import atomic_write
+
+FORMAT = "lrpose-bench-checkpoint"
+VERSION = 1
+
+
+def rng_state() -> dict[str, Any]:
+    """Python, numpy, torch (and CUDA) RNG states as tensors/plain values."""
+    py_version, py_state, py_gauss = random.getstate()
+    np_name, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
+    state: dict[str, Any] = {
+        "python": [py_version, list(py_state), py_gauss],
+        "numpy": {"keys": torch.from_numpy(np_keys.astype(np.int64)), "pos": int(np_pos),
+                  "has_gauss": int(np_has_gauss), "gauss": float(np_gauss)},
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    version, py_state, gauss = state["python"]
+    random.setstate((version, tuple(py_state), gauss))
+    np_state = state["numpy"]
+    np.random.set_state(("MT19937", np_state["keys"].numpy().astype(np.uint32), np_state["pos"],
+                         np_state["has_gauss"], np_state["gauss"]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
+    """Atomically write a checkpoint (temp file + fsync + rename)."""
+    payload = dict(payload)
+    payload.setdefault("meta", {})
+    payload["meta"] = {**payload["meta"], "format": FORMAT, "version": VERSION}
+    atomic_write(path, lambda f: torch.save(payload, f))
+
+
+def load_checkpoint(path: Path, expect: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Load a checkpoint safely; check that it is ours and matches ``expect`` (method, backbone, ...)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} not found")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, OSError) as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise CheckpointError(
+            f"checkpoint {path} cannot be read (truncated, corrupt, or not a safe weights file: {first[:160]}); "
+            "delete it to retrain, or pass another file"
+        ) from None
+    meta = payload.get("meta") if isinstance(payload, dict) else None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise CheckpointError(
+            f"checkpoint {path} is not an lrpose-bench training checkpoint "
+            "(for official backbone weights use --pretrained)"
+        )
+    for key, value in (expect or {}).items():
+        if meta.get(key) != value:
+            raise CheckpointError(
+                f"checkpoint {path} is for {key} {meta.get(key)!r}, not {value!r}; "
+                "use the checkpoint of this cell or another output folder"
+            )
+    return payload

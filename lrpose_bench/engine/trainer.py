@@ -1,0 +1,213 @@
+"""The training loop shared by every method: Adam, step schedule, stages, checkpoint/resume.
+
+The loop knows nothing about a method's name: it asks the method for its stages (CAL: Eq. 14 then
+Eq. 15) and its loss. Data order and augmentation are functions of (seed, epoch, position), so a run
+killed mid-epoch resumes from its last checkpoint and reaches the same weights as an uninterrupted
+run.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Sampler
+from tqdm.auto import tqdm
+
+from lrpose_bench.config import TrainConfig
+from lrpose_bench.data.dataset import PoseDataset
+from lrpose_bench.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from lrpose_bench.errors import TrainingDiverged
+from lrpose_bench.method import Method, TrainingStage
+from lrpose_bench.store import atomic_write
+
+
+class EpochSampler(Sampler[int]):
+    """A seeded permutation per epoch, starting at a given position (for mid-epoch resume)."""
+
+    def __init__(self, size: int, seed: int) -> None:
+        self.size = size
+        self.seed = seed
+        self.epoch = 0
+        self.start = 0
+
+    def set_position(self, epoch: int, start: int = 0) -> None:
+        self.epoch, self.start = epoch, start
+
+    def permutation(self) -> list[int]:
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        return torch.randperm(self.size, generator=generator).tolist()
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.permutation()[self.start:])
+
+    def __len__(self) -> int:
+        return self.size - self.start
+
+
+def learning_rate(cfg: TrainConfig, epoch: int) -> float:
+    """Step schedule: ``lr · γ^(#milestones ≤ epoch)`` with milestones scaled to the profile."""
+    passed = sum(1 for m in cfg.milestones() if epoch >= m)
+    return cfg.lr * (cfg.lr_gamma**passed)
+
+
+def stage_at(stages: list[TrainingStage], epoch: int) -> TrainingStage:
+    """The stage that epoch ``epoch`` (0-based) belongs to."""
+    start = 0
+    for stage in stages:
+        if epoch < start + stage.epochs:
+            return stage
+        start += stage.epochs
+    return stages[-1]
+
+
+@dataclass
+class TrainResult:
+    epochs: int
+    iterations: int
+    seconds: float
+    images_per_second: float
+    resumed_from: int | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _write_log(path: Path, rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        return
+    keys: list[str] = []
+    for row in rows:
+        for key in row:
+            if key not in keys:
+                keys.append(key)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=keys)
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write(path, lambda f: f.write(buffer.getvalue()), mode="w")
+
+
+def train(
+    model: nn.Module,
+    method: Method,
+    dataset: PoseDataset,
+    cfg: TrainConfig,
+    *,
+    cell_dir: Path,
+    meta: dict[str, Any],
+    seed: int = 0,
+    device: torch.device | None = None,
+    progress: bool = True,
+    on_iteration: Callable[[int, int], None] | None = None,
+) -> TrainResult:
+    """Train ``model`` for the method's stages; checkpoint each epoch (and every N iterations)."""
+    device = device or resolve_device(cfg.device)
+    cell_dir = Path(cell_dir)
+    checkpoint_path = cell_dir / "checkpoint.pt"
+    log_path = cell_dir / "train_log.csv"
+    stages = method.stages(cfg.epochs)
+    total_epochs = sum(stage.epochs for stage in stages)
+    model.to(device)
+    use_cuda = device.type == "cuda"
+    if use_cuda and cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
+                                 **({"fused": True} if use_cuda else {}))
+    sampler = EpochSampler(len(dataset), seed)
+    steps_per_epoch = len(dataset) // cfg.batch_size
+    if steps_per_epoch == 0:
+        raise TrainingDiverged(f"training set has {len(dataset)} instances, fewer than one batch of {cfg.batch_size}")
+
+    start_epoch, start_iter, history, resumed_from = 0, 0, [], None
+    if checkpoint_path.is_file():
+        payload = load_checkpoint(checkpoint_path, expect={k: meta[k] for k in ("method", "backbone", "resolution")})
+        model.load_state_dict(payload["model"])
+        optimizer.load_state_dict(payload["optimizer"])
+        set_rng_state(payload["rng"])
+        start_epoch = int(payload["epoch"])
+        start_iter = int(payload["iteration"])
+        history = list(payload.get("history", []))
+        resumed_from = start_epoch
+        if payload["meta"].get("complete"):
+            return TrainResult(total_epochs, 0, 0.0, 0.0, resumed_from, history)
+
+    def checkpoint(epoch: int, iteration: int, complete: bool = False) -> None:
+        save_checkpoint(checkpoint_path, {
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "rng": rng_state(),
+            "epoch": epoch,
+            "iteration": iteration,
+            "stage": stage_at(stages, min(epoch, total_epochs - 1)).index,
+            "history": history,
+            "meta": {**meta, "complete": complete, "total_epochs": total_epochs},
+        })
+
+    started = time.perf_counter()
+    images_seen = 0
+    iterations = 0
+    for epoch in range(start_epoch, total_epochs):
+        stage = stage_at(stages, epoch)
+        lr = learning_rate(cfg, epoch)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        dataset.set_epoch(epoch)
+        first = start_iter if epoch == start_epoch else 0
+        sampler.set_position(epoch, first * cfg.batch_size)
+        loader = DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler, drop_last=True,
+                            num_workers=cfg.num_workers, pin_memory=use_cuda,
+                            persistent_workers=False)
+        model.train()
+        sums: dict[str, float] = {}
+        count = 0
+        epoch_start = time.perf_counter()
+        bar = tqdm(loader, desc=f"train {stage.name} epoch {epoch + 1}/{total_epochs}", disable=not progress, leave=False)
+        for step, batch in enumerate(bar, start=first):
+            batch = {k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
+            images = batch["image"]
+            if use_cuda and cfg.channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_cuda and cfg.amp):
+                outputs = model(images)
+            losses = method.loss(outputs.float(), batch, stage)
+            loss = losses["loss"]
+            if not torch.isfinite(loss):
+                raise TrainingDiverged(
+                    f"non-finite loss ({loss.item()}) at epoch {epoch + 1}, iteration {step + 1}; "
+                    "the last good checkpoint is kept"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            for key, value in losses.items():
+                sums[key] = sums.get(key, 0.0) + float(value.detach())
+            count += 1
+            iterations += 1
+            images_seen += images.shape[0]
+            if progress:
+                bar.set_postfix(loss=f"{sums['loss'] / count:.5f}")
+            if on_iteration is not None:
+                on_iteration(epoch, step + 1)
+            if cfg.checkpoint_every_iters and (step + 1) % cfg.checkpoint_every_iters == 0 and step + 1 < steps_per_epoch:
+                checkpoint(epoch, step + 1)
+        seconds = time.perf_counter() - epoch_start
+        row = {"epoch": epoch + 1, "stage": stage.name, "lr": lr, "iterations": count,
+               "seconds": round(seconds, 3), "images_per_s": round(count * cfg.batch_size / max(seconds, 1e-9), 1)}
+        row.update({k: (sums[k] / max(count, 1)) for k in sums})
+        history.append(row)
+        checkpoint(epoch + 1, 0, complete=epoch + 1 == total_epochs)
+        _write_log(log_path, history)
+    elapsed = time.perf_counter() - started
+    return TrainResult(total_epochs, iterations, elapsed, images_seen / max(elapsed, 1e-9), resumed_from, history)

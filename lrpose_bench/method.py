@@ -1,0 +1,145 @@
+"""The Method protocol: everything that differs between HRNet/SimpleBaseline, DARK, UDP, SPSR+pose
+and CAL lives behind this interface, so the engine never branches on a method's name.
+
+Coordinate conventions (shared by every method; see ``lrpose_bench.data.transforms``):
+
+* all methods use UDP's unbiased data processing: pixel centres sit on integer coordinates and an
+  image of width ``w`` spans ``[0, w-1]``; input and heatmap are related by the factor
+  ``(W_hm - 1) / (w_in - 1)``, so a horizontal flip is exactly ``x -> W_hm - 1 - x`` on the heatmap
+  and no flip-test pixel shift is needed;
+* ``encode`` receives joints already in **heatmap** coordinates; ``decode`` returns heatmap
+  coordinates; the evaluator maps them back to the image with the exact inverse affine.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Mapping
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from lrpose_bench.resolution import Resolution
+
+
+@dataclass(frozen=True)
+class TrainingStage:
+    """One training stage: CAL has two (Eq. 14 for 210 epochs, then Eq. 15 for 40)."""
+
+    name: str
+    epochs: int
+    index: int = 0
+
+
+@dataclass(frozen=True)
+class MethodContext:
+    """What a method is built for: one benchmark cell's resolution and joint set."""
+
+    resolution: Resolution
+    num_joints: int = 17
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def heatmap_size(self) -> tuple[int, int]:
+        """(H, W) of the heatmap."""
+        return self.resolution.heatmap
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        """(h, w) of the network input."""
+        return self.resolution.size
+
+
+class Method(abc.ABC):
+    """Base class of every benchmark method.
+
+    Subclasses set the class attributes and a ``Params`` dataclass holding their configurable
+    constants (σ, radius, α, ...). Constants come from ``configs/methods/<name>.yaml`` resolved for
+    the cell's resolution (see :mod:`lrpose_bench.config`), never from code.
+    """
+
+    #: registry name, e.g. "cal"
+    name: ClassVar[str] = ""
+    #: one-line description shown by ``lrpose-bench methods``
+    description: ClassVar[str] = ""
+    #: short names of the codec and loss, for tables and ``lrpose-bench methods``
+    codec_name: ClassVar[str] = ""
+    loss_name: ClassVar[str] = ""
+    #: dataclass type holding the method's constants
+    Params: ClassVar[type] = type("NoParams", (), {})
+
+    def __init__(self, params: Any, context: MethodContext) -> None:
+        self.params = params
+        self.context = context
+
+    # ----------------------------------------------------------------------------------- head
+    @abc.abstractmethod
+    def head_channels(self) -> int:
+        """Number of output channels of the network head: K (heatmaps) or 3K (heatmap + offsets)."""
+
+    # --------------------------------------------------------------------------------- encode
+    @abc.abstractmethod
+    def encode(self, joints: np.ndarray, visible: np.ndarray) -> dict[str, np.ndarray]:
+        """Training targets for one instance.
+
+        Args:
+            joints: (K, 2) float array of joint (x, y) in heatmap coordinates.
+            visible: (K,) float array, 1 where the joint is labelled and inside the crop, else 0.
+        Returns:
+            arrays (float32) that the default collate stacks into a batch; the loss receives them.
+        """
+
+    # ----------------------------------------------------------------------------------- loss
+    @abc.abstractmethod
+    def loss(self, outputs: Tensor, batch: Mapping[str, Tensor], stage: TrainingStage) -> dict[str, Tensor]:
+        """Loss of one mini-batch; ``{"loss": total, <part>: value, ...}`` (parts are logged).
+
+        ``batch`` holds the method's encoded targets plus ``joints`` (N, K, 2) in heatmap
+        coordinates and ``visible`` (N, K), which CAL's MGM needs.
+        """
+
+    # --------------------------------------------------------------------------------- decode
+    @abc.abstractmethod
+    def decode(self, outputs: Tensor) -> tuple[Tensor, Tensor]:
+        """Final predictions: coordinates (N, K, 2) in heatmap pixels and confidences (N, K)."""
+
+    def coarse_argmax(self, outputs: Tensor) -> Tensor:
+        """Coarse prediction ŷ = argmax of the predicted heatmap/class map (N, K, 2), the quantity
+        whose displacement from the truth the paper's Fig. 5 and Eq. 11 study."""
+        heatmaps = self.heatmaps(outputs)
+        n, k, h, w = heatmaps.shape
+        flat = heatmaps.reshape(n, k, h * w).argmax(dim=-1)
+        return torch.stack([(flat % w).float(), torch.div(flat, w, rounding_mode="floor").float()], dim=-1)
+
+    def heatmaps(self, outputs: Tensor) -> Tensor:
+        """The confidence maps part of the outputs (N, K, H, W)."""
+        return outputs
+
+    # ----------------------------------------------------------------------------------- flip
+    @abc.abstractmethod
+    def flip_outputs(self, outputs: Tensor, flip_index: Tensor) -> Tensor:
+        """Map outputs of the horizontally flipped input back to the original frame (flip test)."""
+
+    # --------------------------------------------------------------------------------- stages
+    def stages(self, total_epochs: int) -> list[TrainingStage]:
+        """Training stages; one by default. CAL overrides this (stage 1 + stage 2)."""
+        return [TrainingStage("train", total_epochs, 0)]
+
+    # ------------------------------------------------------------------- pipeline hooks (SPSR)
+    def train_resolution(self) -> Resolution:
+        """Input resolution the pose network is trained at (SPSR+pose trains at 256×192)."""
+        return self.context.resolution
+
+    def describe_params(self) -> dict[str, Any]:
+        """Constants as a plain dict, for reports and resolved configs."""
+        if dataclasses.is_dataclass(self.params):
+            return dataclasses.asdict(self.params)
+        return dict(vars(self.params)) if self.params is not None else {}
+
+
+def visible_weights(visible: Tensor) -> Tensor:
+    """Per-joint loss weights (N, K, 1, 1) from visibility flags."""
+    return visible.float()[..., None, None]

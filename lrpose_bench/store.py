@@ -1,0 +1,194 @@
+"""Run folders and atomic writes.
+
+Every result file is written to a temporary file in the same folder, fsynced, then renamed over the
+target, so a crash never leaves a half-written metrics/predictions/checkpoint file. A cell folder
+carries ``status.json`` (running / complete / failed with reason) and a lock file that refuses a
+second process working on the same cell.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import errno
+import json
+import os
+import socket
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+
+from lrpose_bench.errors import UserError
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: Path | str, writer: Callable[[Any], None], mode: str = "wb") -> None:
+    """Write through ``writer(file)`` into a temp file, fsync, and rename onto ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode) as handle:
+            writer(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, path)
+        _fsync_dir(path.parent)
+    except OSError as error:
+        _remove_quietly(tmp_name)
+        if error.errno == errno.ENOSPC:
+            raise UserError(f"disk full while writing {path}; the previous version of the file is kept, free space and rerun") from None
+        if error.errno in (errno.EACCES, errno.EROFS, errno.EPERM):
+            raise UserError(f"cannot write {path}: permission denied; choose a writable --out folder") from None
+        raise
+    except BaseException:
+        _remove_quietly(tmp_name)
+        raise
+
+
+def _remove_quietly(name: str) -> None:
+    try:
+        os.unlink(name)
+    except OSError:
+        pass
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating,)):
+        return float(value)
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def _sanitise(value: Any) -> Any:
+    """NaN/inf → null, so the file is strict JSON (a missing metric stays missing)."""
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    if isinstance(value, np.floating) and not np.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _sanitise(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_sanitise(v) for v in value]
+    return value
+
+
+def write_json(path: Path | str, data: Any) -> None:
+    """Atomic JSON write (sorted keys, numpy-aware, NaN written as null)."""
+    text = json.dumps(_sanitise(data), indent=2, sort_keys=True, default=_default, allow_nan=False)
+    atomic_write(path, lambda f: f.write(text), mode="w")
+
+
+def write_text(path: Path | str, text: str) -> None:
+    atomic_write(path, lambda f: f.write(text), mode="w")
+
+
+def write_npz(path: Path | str, **arrays: np.ndarray) -> None:
+    """Atomic compressed numpy archive."""
+    atomic_write(path, lambda f: np.savez_compressed(f, **arrays))
+
+
+def read_json(path: Path | str) -> Any:
+    return json.loads(Path(path).read_text())
+
+
+def ensure_writable_folder(folder: Path) -> Path:
+    """Create ``folder`` or raise one clear line when it cannot be written."""
+    folder = Path(folder).expanduser()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".write-probe-{os.getpid()}"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as error:
+        raise UserError(
+            f"output folder {folder} is not writable ({error.strerror}); pass a writable folder with --out"
+        ) from None
+    return folder
+
+
+def now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+# ---------------------------------------------------------------------------------- status
+STATUS_FILE = "status.json"
+
+
+def write_status(cell_dir: Path, state: str, reason: str | None = None, **extra: Any) -> None:
+    data = {"state": state, "time": now(), "host": socket.gethostname(), "pid": os.getpid()}
+    if reason:
+        data["reason"] = reason
+    data.update(extra)
+    write_json(Path(cell_dir) / STATUS_FILE, data)
+
+
+def read_status(cell_dir: Path) -> dict[str, Any]:
+    path = Path(cell_dir) / STATUS_FILE
+    if not path.is_file():
+        return {"state": "missing"}
+    try:
+        return read_json(path)
+    except (OSError, json.JSONDecodeError):
+        return {"state": "unknown"}
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@contextmanager
+def cell_lock(cell_dir: Path) -> Iterator[None]:
+    """Exclusive lock on a cell folder; a stale lock from a dead process on this host is taken over."""
+    cell_dir = Path(cell_dir)
+    cell_dir.mkdir(parents=True, exist_ok=True)
+    lock = cell_dir / ".lock"
+    record = json.dumps({"pid": os.getpid(), "host": socket.gethostname()})
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                owner = json.loads(lock.read_text() or "{}")
+            except (OSError, json.JSONDecodeError):
+                owner = {}
+            same_host = owner.get("host") == socket.gethostname()
+            if same_host and isinstance(owner.get("pid"), int) and not _pid_alive(owner["pid"]):
+                lock.unlink(missing_ok=True)
+                continue
+            raise UserError(
+                f"cell folder {cell_dir} is in use by another process (pid {owner.get('pid')} on "
+                f"{owner.get('host')}); wait for it, or delete {lock} if that process is gone"
+            ) from None
+        with os.fdopen(fd, "w") as handle:
+            handle.write(record)
+        break
+    try:
+        yield
+    finally:
+        lock.unlink(missing_ok=True)

@@ -1,0 +1,1 @@
+"""The proposed method of the paper: CAL (Confidence-Aware Learning)."""

@@ -1,0 +1,78 @@
+"""The evaluation path scores ground truth as AP = 1 and agrees with pycocotools run directly."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+
+import numpy as np
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+from lrpose_bench.data.coco import load_split
+from lrpose_bench.evaluation.coco_metric import (
+    build_results,
+    evaluate_keypoints,
+    ground_truth_as_results,
+    oks_nms,
+)
+
+
+def _direct_ap(gt, results):
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco = COCO()
+        coco.dataset = copy.deepcopy(gt)
+        coco.createIndex()
+        dt = coco.loadRes(copy.deepcopy(results))
+        ev = COCOeval(coco, dt, iouType="keypoints")
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    return ev.stats
+
+
+def test_ground_truth_scores_ap_one(coco_fixture):
+    ann_file, images, _ = coco_fixture
+    split = load_split("fixture", ann_file, images)
+    metrics = evaluate_keypoints(split.gt, ground_truth_as_results(split.gt))
+    assert abs(metrics["AP"] - 1.0) < 1e-9
+    assert abs(metrics["AR"] - 1.0) < 1e-9
+
+
+def test_ground_truth_through_build_results_scores_ap_one(coco_fixture):
+    """GT joints fed through rescoring + OKS-NMS (the path predictions take) still give AP = 1."""
+    ann_file, images, _ = coco_fixture
+    split = load_split("fixture", ann_file, images)
+    joints = np.stack([inst.joints for inst in split.instances])
+    conf = np.ones(joints.shape[:2])
+    results = build_results([i.image_id for i in split.instances], joints, conf,
+                            np.ones(len(joints)), np.array([i.bbox[2] * i.bbox[3] for i in split.instances]))
+    assert abs(evaluate_keypoints(split.gt, results)["AP"] - 1.0) < 1e-9
+
+
+def test_perturbed_predictions_match_pycocotools_directly(coco_fixture):
+    ann_file, images, _ = coco_fixture
+    split = load_split("fixture", ann_file, images)
+    rng = np.random.default_rng(1)
+    results = ground_truth_as_results(split.gt)
+    for r in results:
+        kps = np.asarray(r["keypoints"], dtype=float).reshape(-1, 3)
+        kps[:, :2] += rng.normal(0, 3.0, (17, 2))
+        r["keypoints"] = kps.reshape(-1).tolist()
+        r["score"] = float(rng.uniform(0.3, 1.0))
+    ours = evaluate_keypoints(split.gt, results)
+    direct = _direct_ap(split.gt, results)
+    assert 0.0 < ours["AP"] < 1.0
+    expected = [direct[i] if direct[i] >= 0 else np.nan for i in range(6)]
+    np.testing.assert_allclose([ours[k] for k in ("AP", "AP50", "AP75", "APM", "APL", "AR")], expected, atol=1e-12)
+
+
+def test_oks_nms_suppresses_duplicates_only():
+    rng = np.random.default_rng(0)
+    pose = np.concatenate([rng.uniform(0, 100, (17, 2)), np.ones((17, 1))], 1)
+    far = pose.copy()
+    far[:, :2] += 200
+    poses = np.stack([pose, pose + 0.01, far])
+    keep = oks_nms(poses, np.array([0.9, 0.8, 0.7]), np.array([5000.0, 5000.0, 5000.0]), 0.9)
+    assert keep == [0, 2]

@@ -43,7 +43,7 @@ class SynthConfig:
     """SynthPose, the embedded procedural data set (see ``lrpose_bench.data.synthetic``)."""
 
     seed: int = 0
-    num_train_images: int = 1200
+    num_train_images: int = 1400
     num_val_images: int = 200
     image_height: int = 192
     image_width: int = 192

@@ -1,0 +1,654 @@
+"""Paper-style tables built from a run folder (pandas), with the paper's numbers beside ours.
+
+Layout rules (issue 7):
+
+* our numbers sit in one column group headed by *our* evaluation data (e.g. ``Ours — SynthPose
+  val``); published numbers sit in one group per data set (``Paper — COCO val2017``,
+  ``Paper — COCO test-dev``), each with a source column. Numbers of different data sets never share
+  a column, and a published number is never written into a measured column;
+* a missing value stays missing (NaN, printed "—"); nothing is filled in;
+* several seeds of one cell are shown as mean ± sample sd; failed cells are rows marked failed.
+
+Tables: Table 1/2/8 layout per input size (Table 9 layout at 384×288), the CAL ablations (T3–T7),
+paired-bootstrap AP differences, decoder error (coarse vs final displacement), and whatever optional
+run-level JSON files are present (codec oracle, cross-resolution, bench, SR quality).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from lrpose_bench.analysis.bootstrap import PairedDifference, seed_summary
+from lrpose_bench.config import config_dir
+from lrpose_bench.errors import ConfigError
+from lrpose_bench.report.run_folder import Cell, RunData
+from lrpose_bench.resolution import Resolution
+
+#: metric columns of the paper's tables (OKS AP/AR ×100)
+PAPER_METRICS: tuple[str, ...] = ("AP", "AP50", "AP75", "APM", "APL", "AR")
+#: display names of the metric columns
+METRIC_LABELS: dict[str, str] = {"AP": "AP", "AP50": "AP50", "AP75": "AP75", "APM": "APM", "APL": "APL", "AR": "AR"}
+PARAMS, GFLOPS, SOURCE = "#Params (M)", "GFLOPs", "Source"
+LABEL = ""  # top level of the label columns
+
+
+@dataclass
+class Table:
+    """One rendered table: numeric ``values`` (NaN = missing), optional ``sd`` for ± and text columns.
+
+    ``values`` has two-level columns ``(group, name)``. ``bold`` lists the numeric columns whose
+    maximum is set in bold (as the paper does); ``decimals`` gives digits per column (default 1).
+    """
+
+    key: str
+    title: str
+    values: pd.DataFrame
+    sd: pd.DataFrame | None = None
+    bold: list[tuple[str, str]] = field(default_factory=list)
+    decimals: dict[tuple[str, str], int] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    failed_rows: list[int] = field(default_factory=list)
+
+    def bold_mask(self) -> pd.DataFrame:
+        """True where a cell holds its column's best (max) value; ties are all bold."""
+        mask = pd.DataFrame(False, index=self.values.index, columns=self.values.columns)
+        for column in self.bold:
+            if column not in self.values:
+                continue
+            numbers = pd.to_numeric(self.values[column], errors="coerce")
+            if numbers.notna().sum() < 2:
+                continue
+            best = numbers.max()
+            mask[column] = np.isclose(numbers.fillna(-np.inf), best, rtol=0, atol=1e-9)
+        return mask
+
+    def flat(self) -> pd.DataFrame:
+        """One-level columns ``group: name`` (for CSV/JSON)."""
+        frame = self.values.copy()
+        frame.columns = [f"{g}: {n}" if g else n for g, n in frame.columns]
+        return frame
+
+
+# ------------------------------------------------------------------------------ paper reference
+@dataclass(frozen=True)
+class PaperEntry:
+    source: str
+    dataset: str  # display label, e.g. "COCO val2017"
+    method: str  # paper name, e.g. "HRNet"
+    backbone: str  # paper name, e.g. "HRNet-W32"
+    input: str  # "128x96"
+    params: float | None
+    gflops: float | None
+    metrics: dict[str, float]
+
+
+@dataclass
+class PaperReference:
+    """``configs/paper_reference.yaml``: published numbers and the name mappings."""
+
+    datasets: dict[str, str]
+    method_names: list[dict[str, str]]
+    method_order: list[str]
+    backbones: dict[str, dict[str, Any]]
+    entries: list[PaperEntry]
+    ablations: list[dict[str, Any]]
+
+    def paper_method(self, method: str, backbone: str) -> str | None:
+        for line in self.method_names:
+            if line["method"] == method and backbone.startswith(line.get("family", "")):
+                return line["paper"]
+        return None
+
+    def paper_backbone(self, backbone: str) -> tuple[str, bool] | None:
+        spec = self.backbones.get(backbone)
+        return (str(spec["paper"]), bool(spec.get("proxy", False))) if spec else None
+
+    def lookup(self, method: str, backbone: str, resolution: str) -> dict[str, tuple[PaperEntry, bool]]:
+        """First matching entry per data set label, with whether the backbone is a proxy."""
+        name = self.paper_method(method, backbone)
+        mapped = self.paper_backbone(backbone)
+        if name is None or mapped is None:
+            return {}
+        paper_backbone, proxy = mapped
+        found: dict[str, tuple[PaperEntry, bool]] = {}
+        for entry in self.entries:
+            if (entry.method, entry.backbone, entry.input) == (name, paper_backbone, resolution):
+                found.setdefault(entry.dataset, (entry, proxy))
+        return found
+
+    def method_rank(self, method: str) -> int:
+        return self.method_order.index(method) if method in self.method_order else len(self.method_order)
+
+
+def load_reference(path: Path | str | None = None) -> PaperReference:
+    """Read and check ``paper_reference.yaml`` (default: the packaged ``configs/`` copy)."""
+    path = Path(path) if path is not None else config_dir() / "paper_reference.yaml"
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as error:
+        raise ConfigError(f"{path}: cannot read paper reference ({error})") from None
+    datasets = dict(data.get("datasets") or {})
+    names = list(data.get("metric_names") or PAPER_METRICS)
+
+    def metrics_of(raw: Any, where: str) -> dict[str, float]:
+        if isinstance(raw, dict):
+            values = {str(k): float(v) for k, v in raw.items()}
+        elif isinstance(raw, list) and len(raw) == len(names):
+            values = {k: float(v) for k, v in zip(names, raw)}
+        else:
+            raise ConfigError(f"{path}: {where}: 'metrics' must be a list of {len(names)} numbers or a mapping")
+        unknown = set(values) - set(PAPER_METRICS)
+        if unknown:
+            raise ConfigError(f"{path}: {where}: unknown metrics {sorted(unknown)}")
+        return values
+
+    def dataset_of(key: Any, where: str) -> str:
+        if key not in datasets:
+            raise ConfigError(f"{path}: {where}: dataset {key!r} is not one of {sorted(datasets)}")
+        return datasets[key]
+
+    entries = []
+    for i, raw in enumerate(data.get("entries") or []):
+        where = f"entries[{i}]"
+        try:
+            Resolution.parse(str(raw["input"]))
+            entries.append(PaperEntry(
+                source=str(raw["source"]), dataset=dataset_of(raw["dataset"], where), method=str(raw["method"]),
+                backbone=str(raw["backbone"]), input=str(raw["input"]),
+                params=_opt_float(raw.get("params")), gflops=_opt_float(raw.get("gflops")),
+                metrics=metrics_of(raw["metrics"], where)))
+        except KeyError as error:
+            raise ConfigError(f"{path}: {where} lacks field {error}") from None
+    ablations = []
+    for i, spec in enumerate(data.get("ablations") or []):
+        where = f"ablations[{i}]"
+        rows = [{**row, "metrics": metrics_of(row["metrics"], f"{where}.rows[{j}]"), "input": str(row["input"])}
+                for j, row in enumerate(spec.get("rows") or [])]
+        ablations.append({**spec, "dataset": dataset_of(spec.get("dataset"), where), "rows": rows})
+    return PaperReference(datasets=datasets, method_names=list(data.get("method_names") or []),
+                          method_order=list(data.get("method_order") or []),
+                          backbones=dict(data.get("backbones") or {}), entries=entries, ablations=ablations)
+
+
+def _opt_float(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+# ------------------------------------------------------------------------------------ cell rows
+def _pct(value: Any) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return np.nan
+    return 100.0 * number if np.isfinite(number) else np.nan
+
+
+def cells_frame(run: RunData, extra: dict[str, dict[str, Any]] | None = None) -> pd.DataFrame:
+    """One row per cell with every metric (fractions 0..1 as in metrics.json), floor, model, timing."""
+    rows = []
+    for cell in run.cells:
+        info = cell.info
+        model = info.get("model") or {}
+        timing = info.get("timing") or {}
+        row: dict[str, Any] = {
+            "cell": cell.id, "state": cell.state, "reason": cell.reason or "", "method": cell.method,
+            "backbone": cell.backbone, "resolution": cell.resolution, "seed": cell.seed,
+            "ablation": cell.ablation_text, "dataset": (info.get("cell") or {}).get("dataset", run.dataset),
+            "eval_split": (info.get("cell") or {}).get("eval_split", run.eval_split),
+        }
+        for name, value in (info.get("metrics") or {}).items():
+            row[name] = value
+        for name, value in (info.get("floor") or {}).items():
+            row[f"floor_{name}"] = value
+        row["params"] = model.get("params")
+        row["gmacs"] = model.get("gmacs")
+        row["train_resolution"] = model.get("train_resolution")
+        row["num_instances"] = info.get("num_instances")
+        for name, value in timing.items():
+            row[f"timing_{name}"] = value
+        row.update((extra or {}).get(cell.id, {}))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+@dataclass
+class _Group:
+    """Cells that differ only by seed, aggregated."""
+
+    cells: list[Cell]
+
+    @property
+    def first(self) -> Cell:
+        return self.cells[0]
+
+    @property
+    def complete(self) -> list[Cell]:
+        return [c for c in self.cells if c.complete]
+
+    def mean_sd(self, metric: str) -> tuple[float, float, int]:
+        return seed_summary([_pct(c.metrics.get(metric)) for c in self.complete])
+
+    def model_value(self, key: str) -> float:
+        values = [(c.info.get("model") or {}).get(key) for c in self.complete]
+        values = [float(v) for v in values if v is not None]
+        return values[0] if values else np.nan
+
+    @property
+    def state(self) -> str:
+        if self.complete:
+            return "complete" if len(self.complete) == len(self.cells) else f"{len(self.complete)}/{len(self.cells)} seeds"
+        return self.cells[0].state if self.cells[0].state != "complete" else "failed"
+
+
+def _group_by_seed(cells: Iterable[Cell]) -> list[_Group]:
+    groups: dict[tuple, list[Cell]] = {}
+    for cell in cells:
+        key = (cell.method, tuple(sorted(cell.ablation.items(), key=lambda kv: kv[0])), cell.backbone, cell.resolution)
+        groups.setdefault(key, []).append(cell)
+    return [_Group(sorted(v, key=lambda c: c.seed)) for v in groups.values()]
+
+
+def _ours_group(run: RunData) -> str:
+    return f"Ours — {run.eval_split}"
+
+
+def _paper_group(dataset: str) -> str:
+    return f"Paper — {dataset}"
+
+
+def _comparability_note(run: RunData, datasets: Iterable[str]) -> str | None:
+    others = [d for d in dict.fromkeys(datasets) if d != run.eval_split and not _same_data(run.eval_split, d)]
+    if not others:
+        return None
+    return (f"Ours are measured on {run.eval_split}; the published numbers are on {', '.join(others)}. "
+            "Absolute values are not comparable across data sets, only the ordering of methods and the "
+            "gaps between them.")
+
+
+def _same_data(ours: str, paper: str) -> bool:
+    return ours.lower().replace(" ", "") == paper.lower().replace(" ", "")
+
+
+def _res_display(res: str) -> str:
+    return res.replace("x", "×")
+
+
+# ------------------------------------------------------------------------------- main tables
+def main_tables(run: RunData, ref: PaperReference) -> list[Table]:
+    """Table 1/2/8 layout, one table per input size (Table 9 layout at 384×288)."""
+    plain = [c for c in run.cells if not c.ablation]
+    by_res: dict[str, list[Cell]] = {}
+    for cell in sorted(plain, key=lambda c: (c.pixels, c.resolution)):
+        by_res.setdefault(cell.resolution, []).append(cell)
+    tables = []
+    for res, cells in by_res.items():
+        found: list[str] = []
+        for cell in cells:
+            for dataset in ref.lookup(cell.method, cell.backbone, res):
+                if dataset not in found:
+                    found.append(dataset)
+        found.sort(key=lambda d: _dataset_rank(ref, d))
+        # one table per published data set, as the paper splits Table 1 (test-dev) from Table 8 (val)
+        for i, dataset in enumerate(found or [None]):
+            tables.append(_resolution_table(run, ref, res, cells, dataset, primary=i == 0))
+    return tables
+
+
+def _dataset_rank(ref: PaperReference, dataset: str) -> int:
+    labels = list(ref.datasets.values())
+    return labels.index(dataset) if dataset in labels else len(labels)
+
+
+def _resolution_table(run: RunData, ref: PaperReference, res: str, cells: list[Cell], dataset: str | None,
+                      primary: bool = True) -> Table:
+    ours = _ours_group(run)
+    groups = sorted(_group_by_seed(cells), key=lambda g: (ref.method_rank(g.first.method), g.first.method, g.first.backbone))
+    rows, sds, proxies, seeds_seen = [], [], set(), set()
+    paper_sets: list[str] = []
+    failed_rows: list[int] = []
+    notes: list[str] = []
+    for i, group in enumerate(groups):
+        cell = group.first
+        row: dict[tuple[str, str], Any] = {(LABEL, "Method"): cell.method, (LABEL, "Backbone"): cell.backbone,
+                                           (LABEL, "Input"): _res_display(res)}
+        sd: dict[tuple[str, str], Any] = {}
+        row[(ours, PARAMS)] = group.model_value("params") / 1e6
+        row[(ours, GFLOPS)] = group.model_value("gmacs")
+        for metric in PAPER_METRICS:
+            mean, dev, n = group.mean_sd(metric)
+            row[(ours, metric)] = mean
+            sd[(ours, metric)] = dev if n > 1 else np.nan
+        seeds_seen.add(len(group.complete))
+        row[(LABEL, "Status")] = group.state
+        if not group.complete:
+            failed_rows.append(i)
+            reason = next((c.reason for c in group.cells if c.reason), None)
+            if reason:
+                notes.append(f"{cell.id}: {group.state} ({reason})")
+        for found_set, (entry, proxy) in ref.lookup(cell.method, cell.backbone, res).items():
+            if found_set != dataset:
+                continue
+            if dataset not in paper_sets:
+                paper_sets.append(dataset)
+            group_name = _paper_group(dataset)
+            mark = "†" if proxy else ""
+            row[(group_name, SOURCE)] = f"{entry.source.removeprefix('Paper ')} · {entry.backbone}{mark}"
+            if proxy:
+                proxies.add((cell.backbone, entry.backbone))
+            row[(group_name, PARAMS)] = entry.params if entry.params is not None else np.nan
+            row[(group_name, GFLOPS)] = entry.gflops if entry.gflops is not None else np.nan
+            for metric in PAPER_METRICS:
+                row[(group_name, metric)] = entry.metrics.get(metric, np.nan)
+        rows.append(row)
+        sds.append(sd)
+    columns = [(LABEL, "Method"), (LABEL, "Backbone"), (LABEL, "Input")]
+    if any(r[(LABEL, "Status")] != "complete" for r in rows):
+        columns.append((LABEL, "Status"))
+    columns += [(ours, PARAMS), (ours, GFLOPS)] + [(ours, m) for m in PAPER_METRICS]
+    for paper_set in paper_sets:
+        g = _paper_group(paper_set)
+        columns += [(g, SOURCE), (g, PARAMS), (g, GFLOPS)] + [(g, m) for m in PAPER_METRICS]
+    values = pd.DataFrame(rows).reindex(columns=pd.MultiIndex.from_tuples(columns))
+    values = _drop_empty_paper_columns(values, ours)
+    sd_frame = pd.DataFrame(sds).reindex(index=values.index, columns=values.columns)
+    decimals = {c: 2 for c in values.columns if c[1] in (PARAMS, GFLOPS)}
+    bold = [c for c in values.columns if c[1] in PAPER_METRICS]
+    if dataset is not None and "test-dev" in dataset:
+        layout = "Table 1 layout (paper on COCO test-dev)"
+    elif _height(res) >= 384:
+        layout = "Table 9 layout (high resolution)"
+    else:
+        layout = "Table 1/2/8 layout"
+    lines = [f"OKS AP/AR ×100 on {run.eval_split}; best value per column in bold. #Params and GFLOPs are "
+             "ours (GFLOPs = billions of multiply-adds, the HRNet papers' convention) measured at the training input."]
+    if max(seeds_seen or {1}) > 1:
+        lines.append("Several seeds: mean ± sample standard deviation over seeds.")
+    note = _comparability_note(run, paper_sets)
+    if note:
+        lines.append(note)
+    if not paper_sets:
+        lines.append("The paper reports no number for these methods/backbones at this input size (no paper column).")
+    lines.append("Source: the paper's table (T1, T2, T4, T8, T9) or a reference repository's README, and the "
+                 "paper's backbone. Paper method names: hrnet = HRNet (SimpleBaseline on a ResNet backbone), dark = DARK, udp = UDP, "
+                 "cal = CAL, spsr+hrnet = HRNet+SPSR, spsr+udp = UDP+SPSR.")
+    for ours_backbone, paper_backbone in sorted(proxies):
+        lines.append(f"† our {ours_backbone} has no counterpart in the paper; the paper column shows its "
+                     f"{paper_backbone} number for orientation only.")
+    floor = _floor_ap(cells)
+    if floor is not None:
+        lines.append(f"Mean-pose floor on {run.eval_split} at {_res_display(res)}: AP {floor:.1f} "
+                     "(a predictor that ignores the image).")
+    key = f"main_{res}" if primary else f"main_{res}_{_slug(dataset or '')}"
+    return Table(key=key, title=f"{layout}: input {_res_display(res)}", values=values, sd=sd_frame,
+                 bold=bold, decimals=decimals, notes=lines + notes, failed_rows=failed_rows)
+
+
+def _slug(text: str) -> str:
+    return "".join(ch.lower() if ch.isalnum() else "_" for ch in text).strip("_")
+
+
+def _drop_empty_paper_columns(values: pd.DataFrame, ours: str) -> pd.DataFrame:
+    keep = [c for c in values.columns if c[0] in (LABEL, ours) or values[c].notna().any()]
+    return values[keep]
+
+
+def _floor_ap(cells: Sequence[Cell]) -> float | None:
+    for cell in cells:
+        floor = cell.info.get("floor") or {}
+        if "AP" in floor:
+            return _pct(floor["AP"])
+    return None
+
+
+# ---------------------------------------------------------------------------------- ablations
+def ablation_tables(run: RunData, ref: PaperReference) -> list[Table]:
+    """T3–T7 layout: per ablation switch and input size, the un-ablated cell as reference row."""
+    ablated = [c for c in run.cells if c.ablation]
+    if not ablated:
+        return []
+    specs = {spec["key"]: spec for spec in ref.ablations}
+    tables: list[Table] = []
+    keyed: dict[tuple[str, str, str, str], list[Cell]] = {}
+    other: list[Cell] = []
+    for cell in ablated:
+        if len(cell.ablation) == 1:
+            (key,) = cell.ablation
+            keyed.setdefault((cell.method, key, cell.resolution, cell.backbone), []).append(cell)
+        else:
+            other.append(cell)
+    for (method, key, res, backbone), cells in sorted(keyed.items(), key=lambda kv: (kv[0][0], kv[0][1], _height(kv[0][2]), kv[0][3])):
+        reference = [c for c in run.cells if not c.ablation and c.method == method and c.resolution == res
+                     and c.backbone == backbone]
+        spec = specs.get(key) if method == "cal" else None
+        tables.append(_ablation_table(run, method, key, res, backbone, cells, reference, spec))
+    if other:
+        tables.append(_generic_ablation_table(run, other))
+    return tables
+
+
+def _ablation_table(run: RunData, method: str, key: str, res: str, backbone: str, cells: list[Cell],
+                    reference: list[Cell], spec: dict[str, Any] | None) -> Table:
+    ours = _ours_group(run)
+    by_value: dict[str, list[Cell]] = {}
+    ref_value = None
+    if reference:
+        params = next((c.method_params() for c in reference if c.method_params()), {})
+        ref_value = params.get(key)
+        by_value.setdefault(_text(ref_value) if ref_value is not None else "default", []).extend(reference)
+    for cell in cells:
+        by_value.setdefault(_text(cell.ablation[key]), []).extend([cell])
+    paper_rows = {}
+    paper_group = None
+    if spec:
+        paper_group = f"{_paper_group(spec['dataset'])} ({spec.get('table', '')}, {spec.get('backbone', '')} {_res_display(res)})"
+        paper_rows = {_text(row["value"]): row for row in spec["rows"] if row["input"] == res}
+    values_order = list(by_value) + [v for v in paper_rows if v not in by_value]
+    rows, sds, failed = [], [], []
+    for i, value in enumerate(values_order):
+        group_cells = by_value.get(value, [])
+        group = _Group(group_cells) if group_cells else None
+        is_ref = ref_value is not None and value == _text(ref_value)
+        row: dict[tuple[str, str], Any] = {(LABEL, key): value + (" (reference)" if is_ref else ""),
+                                           (LABEL, "Status"): group.state if group else "not run"}
+        sd: dict[tuple[str, str], Any] = {}
+        for metric in PAPER_METRICS:
+            mean, dev, n = group.mean_sd(metric) if group else (np.nan, np.nan, 0)
+            row[(ours, metric)] = mean
+            sd[(ours, metric)] = dev if n > 1 else np.nan
+        if group is not None and not group.complete:
+            failed.append(i)
+        if paper_group is not None:
+            paper = paper_rows.get(value)
+            row[(paper_group, "Variant")] = paper["label"] if paper else None
+            for metric in PAPER_METRICS:
+                row[(paper_group, metric)] = paper["metrics"].get(metric, np.nan) if paper else np.nan
+        rows.append(row)
+        sds.append(sd)
+    columns = [(LABEL, key)]
+    if any(r[(LABEL, "Status")] != "complete" for r in rows):
+        columns.append((LABEL, "Status"))
+    columns += [(ours, m) for m in PAPER_METRICS]
+    if paper_group is not None:
+        columns += [(paper_group, "Variant")] + [(paper_group, m) for m in PAPER_METRICS]
+    values = pd.DataFrame(rows).reindex(columns=pd.MultiIndex.from_tuples(columns))
+    sd_frame = pd.DataFrame(sds).reindex(index=values.index, columns=values.columns)
+    notes = [f"{method} on {backbone} at {_res_display(res)}, one switch changed (--ablation {key}=VALUE); "
+             f"OKS AP/AR ×100 on {run.eval_split}; best per column in bold."]
+    if not reference:
+        notes.append(f"No un-ablated {method} cell at {_res_display(res)} on {backbone} in this run: no reference row.")
+    if spec:
+        label = spec.get("table", "")
+        notes.append(f"Paper {label}: {spec.get('title', '')}, CAL {spec.get('backbone', '')} on {spec['dataset']}.")
+        if not paper_rows:
+            inputs = sorted({row["input"] for row in spec["rows"]})
+            notes.append(f"The paper ran this ablation at {', '.join(_res_display(i) for i in inputs)} only: "
+                         "no paper number at this input size.")
+        note = _comparability_note(run, [spec["dataset"]])
+        if note:
+            notes.append(note)
+    else:
+        notes.append("The paper has no ablation of this switch: no paper column.")
+    title = f"{spec.get('table')} layout: {spec.get('title')}" if spec else f"Ablation of {method}: {key}"
+    return Table(key=f"ablation_{method}_{key}_{res}_{backbone}", title=f"{title} ({_res_display(res)}, {backbone})",
+                 values=values, sd=sd_frame, bold=[c for c in values.columns if c[1] in PAPER_METRICS],
+                 notes=notes, failed_rows=failed)
+
+
+def _generic_ablation_table(run: RunData, cells: list[Cell]) -> Table:
+    ours = _ours_group(run)
+    rows, sds = [], []
+    for group in _group_by_seed(cells):
+        c = group.first
+        row = {(LABEL, "Method"): c.method, (LABEL, "Ablation"): c.ablation_text, (LABEL, "Backbone"): c.backbone,
+               (LABEL, "Input"): _res_display(c.resolution), (LABEL, "Status"): group.state}
+        sd = {}
+        for metric in PAPER_METRICS:
+            mean, dev, n = group.mean_sd(metric)
+            row[(ours, metric)] = mean
+            sd[(ours, metric)] = dev if n > 1 else np.nan
+        rows.append(row)
+        sds.append(sd)
+    values = pd.DataFrame(rows)
+    values.columns = pd.MultiIndex.from_tuples(values.columns)
+    sd_frame = pd.DataFrame(sds).reindex(index=values.index, columns=values.columns)
+    return Table(key="ablation_other", title="Other ablations (several switches per cell)", values=values, sd=sd_frame,
+                 bold=[c for c in values.columns if c[1] in PAPER_METRICS],
+                 notes=["No paper counterpart (the paper changes one switch at a time)."])
+
+
+def _text(value: Any) -> str:
+    return str(value)
+
+
+# ---------------------------------------------------------------------------------- bootstrap
+def bootstrap_table(run: RunData, differences: list[tuple[dict[str, Any], PairedDifference]]) -> Table | None:
+    """Paired-bootstrap AP differences (×100) with their percentile intervals."""
+    if not differences:
+        return None
+    rows = []
+    for context, diff in differences:
+        rows.append({(LABEL, "Input"): _res_display(context["resolution"]), (LABEL, "Backbone"): context["backbone"],
+                     (LABEL, "Seed"): str(context["seed"]), (LABEL, "A"): diff.a, (LABEL, "B"): diff.b,
+                     ("AP ×100", "A"): 100 * diff.ap_a, ("AP ×100", "B"): 100 * diff.ap_b,
+                     ("AP(A) − AP(B) ×100", "Δ"): 100 * diff.difference,
+                     ("AP(A) − AP(B) ×100", "CI low"): 100 * diff.low,
+                     ("AP(A) − AP(B) ×100", "CI high"): 100 * diff.high,
+                     ("AP(A) − AP(B) ×100", "CI excludes 0"): "yes" if diff.excludes_zero else "no"})
+    values = pd.DataFrame(rows)
+    values.columns = pd.MultiIndex.from_tuples(values.columns)
+    first = differences[0][1]
+    notes = [f"Paired bootstrap over images of {run.eval_split}: {first.samples} resamples of the image ids with "
+             f"replacement, both methods scored by COCO OKS AP on the same resample; {100 * first.level:.0f} % "
+             "percentile interval of the difference. Pairs share input size, backbone and seed.",
+             "The paper reports no intervals: no paper column."]
+    return Table(key="bootstrap", title="Paired differences in AP (bootstrap over images)", values=values,
+                 notes=notes)
+
+
+# ------------------------------------------------------------------------------ displacement
+def displacement_table(run: RunData, summaries: dict[str, dict[str, float]], labels: Sequence[str]) -> Table | None:
+    """Mean/median coarse vs final error per cell (heatmap px) and coarse shares per bin (Fig. 5)."""
+    if not summaries:
+        return None
+    rows = []
+    by_id = {c.id: c for c in run.cells}
+    for cell_id, s in summaries.items():
+        cell = by_id[cell_id]
+        row = {(LABEL, "Cell"): cell.label, (LABEL, "Backbone"): cell.backbone,
+               (LABEL, "Input"): _res_display(cell.resolution), (LABEL, "Seed"): str(cell.seed),
+               ("Joints", "n"): s["joints"],
+               ("Coarse ŷ−y (px)", "mean"): s["coarse_mean"], ("Coarse ŷ−y (px)", "median"): s["coarse_median"],
+               ("Final error (px)", "mean"): s["final_mean"], ("Final error (px)", "median"): s["final_median"],
+               ("Final error (px)", "removed %"): 100 * s["removed"]}
+        for label in labels:
+            row[("Coarse share per bin (%)", label)] = 100 * s[f"coarse_share_{label}"]
+        rows.append(row)
+    values = pd.DataFrame(rows)
+    values.columns = pd.MultiIndex.from_tuples(values.columns)
+    decimals = {c: 2 for c in values.columns if c[0] in ("Coarse ŷ−y (px)", "Final error (px)")}
+    decimals[("Joints", "n")] = 0
+    decimals[("Final error (px)", "removed %")] = 1
+    notes = ["Distances in heatmap pixels for visible joints: coarse = arg-max − ground truth (Eq. 11, paper Fig. 5); "
+             "final = decoded prediction − ground truth (after offsets, DARK or the quarter-pixel shift); "
+             "'removed' = 1 − final mean / coarse mean.",
+             "The paper shows these statistics only as a figure (Fig. 5, UDP HRNet-W32 on COCO): no paper column."]
+    return Table(key="displacement", title="Decoder error: coarse vs final displacement (Fig. 5 statistics)",
+                 values=values, decimals=decimals, notes=notes)
+
+
+# ------------------------------------------------------------------------------------ extras
+EXTRA_TITLES: dict[str, str] = {
+    "oracle.json": "Codec oracle: AP of ground-truth heatmaps/targets decoded by each codec",
+    "cross_resolution.json": "Cross-resolution: AP when testing at another input size than training",
+    "bench.json": "Speed benchmark",
+    "sr_quality.json": "Super-resolution quality (SPSR vs bicubic)",
+}
+
+
+def extra_tables(run: RunData) -> list[Table]:
+    """Tables for the optional run-level JSON files, built generically from their records."""
+    tables = []
+    for name, data in run.extras.items():
+        frame = json_frame(data)
+        if frame is None or frame.empty:
+            continue
+        metric_cols = [c for c in frame.columns if c in (*PAPER_METRICS, "AR50", "AR75", "ARM", "ARL")]
+        for column in metric_cols:
+            numbers = pd.to_numeric(frame[column], errors="coerce")
+            if numbers.notna().any() and numbers.abs().max() <= 1.0:
+                frame[column] = numbers * 100  # fractions as in metrics.json → ×100 like every table
+        values = frame.copy()
+        values.columns = pd.MultiIndex.from_tuples([(LABEL, str(c)) for c in values.columns])
+        notes = [f"From {name}." + (" Metrics ×100." if metric_cols else ""),
+                 "The paper has no counterpart of this table: no paper column."]
+        tables.append(Table(key=f"extra_{Path(name).stem}", title=EXTRA_TITLES.get(name, name), values=values,
+                            bold=[(LABEL, c) for c in metric_cols], notes=notes))
+    return tables
+
+
+def json_frame(data: Any) -> pd.DataFrame | None:
+    """A records frame from a list of dicts, ``{"rows": [...]}`` or nested dicts (flattened keys)."""
+    if isinstance(data, dict) and isinstance(data.get("rows"), list):
+        data = data["rows"]
+    if isinstance(data, list):
+        if not all(isinstance(r, dict) for r in data):
+            return None
+        return pd.json_normalize(data)
+    if isinstance(data, dict):
+        records = []
+        for key, value in data.items():
+            if isinstance(value, dict):
+                records.append({"key": key, **pd.json_normalize(value).iloc[0].to_dict()})
+            else:
+                records.append({"key": key, "value": value})
+        return pd.DataFrame(records)
+    return None
+
+
+def pairs_for_bootstrap(run: RunData) -> list[tuple[dict[str, Any], list[Cell]]]:
+    """Cells that can be compared pairwise: same input size, backbone, seed and ground-truth file."""
+    groups: dict[tuple, list[Cell]] = {}
+    for cell in run.complete_cells():
+        if not (cell.folder / "predictions.json").is_file() or not cell.info.get("gt_annotations"):
+            continue
+        key = (cell.resolution, cell.backbone, cell.seed, str(cell.info["gt_annotations"]))
+        groups.setdefault(key, []).append(cell)
+    out = []
+    for (res, backbone, seed, gt), cells in sorted(groups.items(), key=lambda kv: (_height(kv[0][0]), kv[0][1:])):
+        if len(cells) >= 2:
+            out.append(({"resolution": res, "backbone": backbone, "seed": seed, "gt": gt}, cells))
+    return out
+
+
+def _height(res: str) -> int:
+    """Input height of ``HxW`` for ordering (0 for an unreadable label)."""
+    try:
+        return Resolution.parse(res).height
+    except ConfigError:
+        return 0

@@ -1,0 +1,118 @@
+"""Paired bootstrap: the fast re-accumulation equals pycocotools on resampled documents, and the
+interval covers a known difference in simulation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from lrpose_bench.analysis.bootstrap import (evaluate_images, paired_differences, resample_indices,
+                                             resampled_documents, seed_summary)
+from lrpose_bench.evaluation.coco_metric import evaluate_keypoints
+from test_report_factory import make_gt, noisy_predictions
+
+
+def _with_extras(gt, results, seed):
+    """Make the case harder: drop some predictions, add false positives, tie some scores."""
+    rng = np.random.default_rng(seed)
+    kept = [r for r in results if rng.random() > 0.1]
+    for r in kept[::7]:
+        r["score"] = 0.75  # ties across images exercise the stable-sort order
+    for image in gt["images"][::5]:
+        k = np.column_stack([rng.uniform(0, 600, 17), rng.uniform(0, 450, 17), np.ones(17)])
+        kept.append({"image_id": image["id"], "category_id": 1, "keypoints": k.ravel().tolist(), "score": 0.75})
+    return kept
+
+
+@pytest.fixture(scope="module")
+def case():
+    gt = make_gt(num_images=25, persons=2, seed=3)
+    gt["images"].append({"id": 999, "file_name": "empty.png", "height": 480, "width": 640})  # no people
+    a = _with_extras(gt, noisy_predictions(gt, 3.0, 1), 1)
+    b = _with_extras(gt, noisy_predictions(gt, 6.0, 2), 2)
+    return gt, a, b
+
+
+def test_full_set_matches_evaluate_keypoints(case) -> None:
+    gt, a, b = case
+    for results in (a, b):
+        assert evaluate_images(gt, results).ap() == pytest.approx(evaluate_keypoints(gt, results)["AP"], abs=1e-12)
+
+
+def test_resamples_with_duplicates_match_slow_recomputation(case) -> None:
+    gt, a, _ = case
+    ev = evaluate_images(gt, a)
+    draws = resample_indices(ev.image_ids.size, 6, seed=11)
+    assert any(len(set(row)) < len(row) for row in draws)  # duplicates are really exercised
+    for row in draws:
+        gt_r, res_r = resampled_documents(gt, a, ev.image_ids[row])
+        slow = evaluate_keypoints(gt_r, res_r)["AP"]
+        assert ev.ap(row) == pytest.approx(slow, abs=1e-12)
+
+
+def test_duplicates_count_twice(case) -> None:
+    """Doubling one image changes AP exactly as pycocotools on a document with the image twice."""
+    gt, a, _ = case
+    ev = evaluate_images(gt, a)
+    row = np.concatenate([np.arange(ev.image_ids.size), [0, 0, 0]])
+    gt_r, res_r = resampled_documents(gt, a, ev.image_ids[row])
+    assert ev.ap(row) == pytest.approx(evaluate_keypoints(gt_r, res_r)["AP"], abs=1e-12)
+    # de-duplicated ids (what COCOeval.params.imgIds would do) give a different number here
+    assert ev.ap(row) != pytest.approx(ev.ap(), abs=1e-9)
+
+
+def test_identical_methods_have_zero_difference(case) -> None:
+    gt, a, _ = case
+    ev = evaluate_images(gt, a)
+    (diff,) = paired_differences({"x": ev, "y": ev}, samples=30, seed=0)
+    assert diff.difference == 0 and diff.low == 0 and diff.high == 0 and not diff.excludes_zero
+
+
+def test_no_predictions_score_zero(case) -> None:
+    gt, a, _ = case
+    empty = evaluate_images(gt, [])
+    assert empty.ap() == 0.0
+    (diff,) = paired_differences({"a": evaluate_images(gt, a), "none": empty}, samples=20, seed=0)
+    assert diff.difference == pytest.approx(evaluate_keypoints(gt, a)["AP"]) and diff.low > 0
+
+
+def test_interval_covers_the_population_difference() -> None:
+    """Simulation with a known answer: the true ΔAP is the difference on a large population of images;
+    percentile intervals from small samples of it must cover that value in most replicates."""
+    population = make_gt(num_images=1200, persons=1, seed=5)
+    a = noisy_predictions(population, 4.0, 1)
+    b = noisy_predictions(population, 5.5, 2)
+    ev_a, ev_b = evaluate_images(population, a), evaluate_images(population, b)
+    truth = ev_a.ap() - ev_b.ap()
+    assert truth > 0.02  # a real, known difference
+    rng = np.random.default_rng(0)
+    covered, widths = 0, []
+    replicates = 12
+    for _ in range(replicates):
+        sample = rng.choice(ev_a.image_ids.size, size=150, replace=False)
+        # the sample's images as a data set of their own
+        sub_a = _subset(ev_a, sample)
+        sub_b = _subset(ev_b, sample)
+        (diff,) = paired_differences({"a": sub_a, "b": sub_b}, samples=300, seed=int(rng.integers(1 << 30)))
+        covered += diff.low <= truth <= diff.high
+        widths.append(diff.high - diff.low)
+    assert covered >= replicates - 3  # nominal 95 %: allow a few misses
+    assert 0 < np.mean(widths) < 0.2
+
+
+def _subset(ev, positions):
+    """An ImageEvaluation restricted to some images (per-image records are independent)."""
+    from lrpose_bench.analysis.bootstrap import ImageEvaluation
+
+    starts, counts = ev.start[positions], ev.count[positions]
+    det = np.concatenate([np.arange(s, s + c) for s, c in zip(starts, counts)])
+    new_start = np.cumsum(counts) - counts
+    return ImageEvaluation(ev.image_ids[positions], ev.scores[det], ev.tp[:, det], ev.fp[:, det],
+                           new_start, counts, ev.positives[positions])
+
+
+def test_seed_summary() -> None:
+    assert seed_summary([70.0, 72.0, 74.0]) == (72.0, 2.0, 3)
+    assert seed_summary([70.0]) == (70.0, 0.0, 1)
+    mean, sd, n = seed_summary([])
+    assert n == 0 and np.isnan(mean)

@@ -1,0 +1,185 @@
+"""CAL — Confidence-Aware Learning (the paper's method, Sec. 4), registered as ``cal``.
+
+* target ``G = B·C`` (Eq. 10) + offsets (Eq. 7) → :mod:`.codec`;
+* stage 1 (Eq. 14): L2 on G + α·G·L1 on offsets; stage 2 (Eq. 15): the offset weight is the MGM
+  computed on every mini-batch from this forward pass's detached heatmaps (Algorithm 1,
+  :mod:`.mgm`) → :mod:`.loss`;
+* decode (Algorithm 2): arg-max of the (blurred) heatmap + R·offset, like UDP; flip test like UDP.
+
+Ablation switches (Params fields, ``--ablation key=value``): ``offset_mask: mgm|binary`` (Table 3),
+``gmm_components: 1|2|3`` (Table 4), ``heatmap: gaussian|binary`` (Table 5),
+``offset_loss: l1|smoothl1|l2`` (Table 6), ``training: two_stage|one_stage`` (Table 7).
+
+``training: one_stage`` returns one stage as long as both stages together. Which loss it uses is
+``one_stage_loss``: ``mgm`` (default) follows the paper's Sec. 5.5.5 ("we adopt MGM (Eq. 15) to
+guide the learning of offset fields from the beginning to the end"), ``gaussian`` uses Eq. 14 only
+(stage 1 prolonged), the other possible reading.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import numpy as np
+from torch import Tensor
+
+from lrpose_bench.baselines.udp import check_kernel
+from lrpose_bench.codecs.offset import argmax_offset_decode, flip_combined, interleave, offset_radius, split_combined
+from lrpose_bench.errors import ConfigError
+from lrpose_bench.method import Method, TrainingStage
+from lrpose_bench.methods.cal.codec import HEATMAP_KINDS, encode_cal
+from lrpose_bench.methods.cal.loss import OFFSET_LOSSES, cal_loss
+from lrpose_bench.methods.cal.mgm import mgm_from_predictions
+from lrpose_bench.registry import register_method
+
+CHOICES: dict[str, tuple[Any, ...]] = {
+    "offset_mask": ("mgm", "binary"),
+    "gmm_components": (1, 2, 3),
+    "heatmap": HEATMAP_KINDS,
+    "offset_loss": OFFSET_LOSSES,
+    "training": ("two_stage", "one_stage"),
+    "one_stage_loss": ("mgm", "gaussian"),
+}
+
+
+@dataclass
+class CalParams:
+    """Constants and ablation switches of CAL (``configs/methods/cal.yaml``)."""
+
+    sigma: float = 2.0
+    radius_factor: float = 0.0546875
+    alpha: float = 1.0
+    cls_blur_kernel: int = 15
+    offset_blur_kernel: int = 7
+    gmm_components: int = 1
+    em_iterations: int = 20
+    reg_covar: float = 1.0e-3
+    stage2_ratio: float = 40.0 / 210.0
+    smoothl1_beta: float = 1.0
+    offset_mask: str = "mgm"
+    heatmap: str = "gaussian"
+    offset_loss: str = "l1"
+    training: str = "two_stage"
+    one_stage_loss: str = "mgm"
+
+    def __post_init__(self) -> None:
+        for key, allowed in CHOICES.items():
+            value = getattr(self, key)
+            if value not in allowed:
+                raise ConfigError(
+                    f"methods.cal.{key}: expected one of {', '.join(str(a) for a in allowed)}; got {value!r}"
+                )
+        for key in ("sigma", "radius_factor", "alpha", "smoothl1_beta"):
+            if not getattr(self, key) > 0:
+                raise ConfigError(f"methods.cal.{key}: must be > 0, got {getattr(self, key)!r}")
+        if not 0 <= self.stage2_ratio <= 10:
+            raise ConfigError(f"methods.cal.stage2_ratio: must lie in [0, 10], got {self.stage2_ratio!r}")
+        if self.em_iterations < 1:
+            raise ConfigError(f"methods.cal.em_iterations: must be >= 1, got {self.em_iterations!r}")
+        if not self.reg_covar > 0:
+            raise ConfigError(f"methods.cal.reg_covar: must be > 0 (it keeps the covariance invertible), got {self.reg_covar!r}")
+        check_kernel("cal", "cls_blur_kernel", self.cls_blur_kernel)
+        check_kernel("cal", "offset_blur_kernel", self.offset_blur_kernel)
+
+
+@register_method
+class CalMethod(Method):
+    """CAL: Gaussian-weighed disk heatmap + offsets, MGM-weighed offset loss in stage 2."""
+
+    name = "cal"
+    description = "CAL: G = B·C heatmap (Eq. 10), L1 offsets weighed by G then MGM (Eq. 14-15), two stages"
+    codec_name = "cal (Gaussian-weighed disk + offset)"
+    loss_name = "L2 + α·W·L1 (Eq. 14/15)"
+    Params = CalParams
+    codec_bound_px = 0.05
+
+    def __init__(self, params: Any, context: Any) -> None:
+        super().__init__(params, context)
+        self.radius = offset_radius(params.radius_factor, context.heatmap_size)
+        loss_word = {"l1": "L1", "smoothl1": "SmoothL1", "l2": "L2"}[params.offset_loss]
+        self.loss_name = f"L2 + α·W·{loss_word} (Eq. 14/15, W = G then {params.offset_mask})"
+        #: last fitted mixture (for logging / inspection; tensors stay on the device)
+        self.last_gmm = None
+
+    # ------------------------------------------------------------------------------ head
+    def head_channels(self) -> int:
+        return 3 * self.context.num_joints
+
+    # ---------------------------------------------------------------------------- encode
+    def encode(self, joints: np.ndarray, visible: np.ndarray) -> dict[str, np.ndarray]:
+        return encode_cal(
+            joints, visible, self.context.heatmap_size, self.radius, self.params.sigma, self.params.heatmap
+        )
+
+    # ---------------------------------------------------------------------------- stages
+    def stages(self, total_epochs: int) -> list[TrainingStage]:
+        """Stage 1 of ``total_epochs`` then stage 2 of ``round(total_epochs · stage2_ratio)`` (≥ 1,
+        so a short profile still trains with the MGM); ``one_stage``: one stage of the summed length."""
+        stage2 = max(1, round(total_epochs * self.params.stage2_ratio)) if total_epochs > 0 else 0
+        if self.params.training == "one_stage":
+            return [TrainingStage("one_stage", total_epochs + stage2, 0)]
+        return [TrainingStage("stage1", total_epochs, 0), TrainingStage("stage2", stage2, 1)]
+
+    def uses_mgm(self, stage: TrainingStage) -> bool:
+        """Whether ``stage`` uses Eq. 15 (MGM-type offset weight) rather than Eq. 14."""
+        if self.params.training == "one_stage":
+            return self.params.one_stage_loss == "mgm"
+        return stage.name == "stage2"
+
+    # ------------------------------------------------------------------------------ loss
+    def offset_weight(self, heatmaps: Tensor, batch: Mapping[str, Tensor], stage: TrainingStage) -> Tensor:
+        """Pixel weight W of the offset term: G (Eq. 14), or MGM m / disk B (Eq. 15, Table 3)."""
+        if not self.uses_mgm(stage):
+            return batch["heatmap"]
+        if self.params.offset_mask == "binary":
+            return batch["disk"]
+        mask, gmm = mgm_from_predictions(
+            heatmaps,
+            batch["joints"],
+            batch["visible"] * batch["weight"],
+            self.radius,
+            self.params.gmm_components,
+            self.params.em_iterations,
+            self.params.reg_covar,
+        )
+        self.last_gmm = gmm
+        return mask
+
+    def loss(self, outputs: Tensor, batch: Mapping[str, Tensor], stage: TrainingStage) -> dict[str, Tensor]:
+        heatmaps, offsets = split_combined(outputs.float())
+        weight = self.offset_weight(heatmaps, batch, stage)
+        return cal_loss(
+            heatmaps,
+            offsets,
+            batch["heatmap"],
+            batch["offset"],
+            batch["weight"],
+            weight,
+            self.params.alpha,
+            self.params.offset_loss,
+            self.params.smoothl1_beta,
+        )
+
+    # ---------------------------------------------------------------------------- decode
+    def heatmaps(self, outputs: Tensor) -> Tensor:
+        return split_combined(outputs)[0]
+
+    def decode(self, outputs: Tensor) -> tuple[Tensor, Tensor]:
+        heatmaps, offsets = split_combined(outputs.float())
+        return argmax_offset_decode(
+            heatmaps, offsets, self.radius, self.params.cls_blur_kernel, self.params.offset_blur_kernel
+        )
+
+    def flip_outputs(self, outputs: Tensor, flip_index: Tensor) -> Tensor:
+        return flip_combined(outputs, flip_index)
+
+    def oracle_outputs(self, targets: Mapping[str, Tensor]) -> Tensor:
+        """Perfect network output: heatmap target and offset targets interleaved."""
+        return interleave(targets["heatmap"].float(), targets["offset"].float())
+
+    def describe_params(self) -> dict[str, Any]:
+        info = super().describe_params()
+        info["radius_px"] = self.radius
+        info["loss_name"] = self.loss_name
+        return info

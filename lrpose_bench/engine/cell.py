@@ -192,6 +192,7 @@ def _run_cell_locked(spec: CellSpec, cfg: BenchConfig, bundle: DataBundle, cell_
                  "profile": cfg.profile, "degrade": cfg.degrade},
         "metrics": metrics,
         "floor": floor,
+        "errors": decoder_errors(preds),
         "model": {**model_complexity(model.cpu(), train_res), "head_channels": method.head_channels(),
                   "train_resolution": str(train_res)},
         "method": {"codec": method.codec_name, "loss": getattr(method, "loss_label", lambda: method.loss_name)(),
@@ -207,6 +208,18 @@ def _run_cell_locked(spec: CellSpec, cfg: BenchConfig, bundle: DataBundle, cell_
     }
     write_json(cell_dir / "metrics.json", info)
     return CellResult(spec, "complete", info)
+
+
+def decoder_errors(preds: Predictions) -> dict[str, float]:
+    """Mean/median Euclidean error (heatmap px, visible joints) of the coarse arg-max and of the
+    final decoded prediction: what each decoder removes (paper Fig. 5, Eq. 11)."""
+    vis = preds.visible > 0
+    if not vis.any():
+        return {}
+    coarse = np.linalg.norm(preds.coarse_hm - preds.gt_hm, axis=-1)[vis]
+    final = np.linalg.norm(preds.final_hm - preds.gt_hm, axis=-1)[vis]
+    return {"coarse_mean_px": float(coarse.mean()), "coarse_median_px": float(np.median(coarse)),
+            "final_mean_px": float(final.mean()), "final_median_px": float(np.median(final))}
 
 
 def _source_transform(cfg: BenchConfig, train: bool):

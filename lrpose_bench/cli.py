@@ -109,11 +109,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     _check_backbone(cfg.model.backbone)
     ablation = _parse_ablation(args.ablation)
     return _run_cells(cfg, methods, resolutions, ablation, Path(args.out), not args.no_progress,
-                      report=not args.no_report, seeds=args.seeds)
+                      report=not args.no_report, seeds=args.seeds, force=args.force)
 
 
 def _run_cells(cfg, methods, resolutions, ablation, out: Path, progress: bool, report: bool = True,
-               seeds: str | None = None) -> int:
+               seeds: str | None = None, force: bool = False) -> int:
     import pandas as pd
 
     from lrpose_bench.data.dataset import ImageCache
@@ -123,7 +123,10 @@ def _run_cells(cfg, methods, resolutions, ablation, out: Path, progress: bool, r
     from lrpose_bench.store import ensure_writable_folder, now, write_json
 
     out = ensure_writable_folder(out)
-    seed_list = [int(s) for s in seeds.split(",")] if seeds else [cfg.seed]
+    try:
+        seed_list = [int(s) for s in seeds.split(",") if s.strip()] if seeds else [cfg.seed]
+    except ValueError:
+        raise ConfigError(f"--seeds {seeds!r} must be comma-separated integers, e.g. 0,1,2") from None
     specs = []
     for method in methods:
         for res in resolutions:
@@ -141,7 +144,7 @@ def _run_cells(cfg, methods, resolutions, ablation, out: Path, progress: bool, r
     failures = 0
     for spec in specs:
         print(f"== cell {spec.cell_id}", flush=True)
-        result = run_cell(spec, cfg, bundle, out, progress=progress, image_cache=cache)
+        result = run_cell(spec, cfg, bundle, out, progress=progress, image_cache=cache, force=force)
         if result.state == "failed":
             failures += 1
             print(f"   cell {spec.cell_id} FAILED: {result.reason}", flush=True)
@@ -242,7 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text,
                            epilog=f"example:\n  {EXAMPLES.get(name, '')}",
                            formatter_class=argparse.RawDescriptionHelpFormatter)
-        p.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks for errors")
         p.set_defaults(func=func)
         return p
 
@@ -256,6 +259,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="method constant override, e.g. --ablation offset_mask=binary (CAL ablations)")
     p.add_argument("--seeds", default=None, help="comma-separated seeds for several runs per cell, e.g. 0,1,2")
     p.add_argument("--no-report", action="store_true", help="skip the report at the end")
+    p.add_argument("--force", action="store_true", help="recompute finished cells (default: skip them; "
+                   "interrupted cells always resume from their last checkpoint)")
     _add_common(p)
 
     p = add("train", cmd_train, "train and evaluate one cell (a run with one method)")
@@ -284,7 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-channels", type=int, default=17, help="head channels: 17 (heatmaps) or 51 (UDP/CAL)")
 
     add("methods", cmd_methods, "list every method with its codec, loss, stages and constants")
-    for extra in ("oracle", "report", "regress", "bench"):
+    for extra in ("oracle", "report", "regress", "bench", "docs"):
         _register_optional(sub, extra, add)
     return parser
 
@@ -301,7 +306,7 @@ def _register_optional(sub: Any, name: str, add: Callable[..., argparse.Argument
         raise
     parser = add(name, module.run, module.HELP)
     module.add_arguments(parser)
-    if name not in ("regress", "report"):
+    if name not in ("regress", "report", "docs"):
         if not any(a.dest == "profile" for a in parser._actions):
             _add_common(parser)
 

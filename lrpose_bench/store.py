@@ -36,12 +36,43 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def atomic_write(path: Path | str, writer: Callable[[Any], None], mode: str = "wb") -> None:
-    """Write through ``writer(file)`` into a temp file, fsync, and rename onto ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+def _current_umask() -> int:
+    """The process umask, read without changing it where Linux allows (``/proc/self/status``)."""
     try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+#: mode of new result files: what ``open(path, "w")`` would give (``mkstemp`` alone gives 0600)
+_FILE_MODE = 0o666 & ~_current_umask()
+
+#: temp files of :func:`atomic_write` are ``.<name>.<random>.tmp`` in the target's folder
+TEMP_PREFIX, TEMP_SUFFIX = ".", ".tmp"
+
+
+def atomic_write(path: Path | str, writer: Callable[[Any], None], mode: str = "wb") -> None:
+    """Write through ``writer(file)`` into a temp file, fsync, and rename onto ``path``.
+
+    A crash at any point leaves either the previous file or the new one, never a mix; a process
+    killed before the rename leaves a stale ``.<name>.*.tmp`` (see :func:`remove_stale_temp_files`).
+    Every ``OSError`` (full disk, quota, permissions, a folder in the way) becomes one
+    :class:`UserError` line naming the file; the temp file is removed and the old file is kept.
+    """
+    path = Path(path)
+    tmp_name: str | None = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
+        try:
+            os.fchmod(fd, _FILE_MODE)
+        except OSError:  # e.g. a file system without permissions; the content is what matters
+            pass
         with os.fdopen(fd, mode) as handle:
             writer(handle)
             handle.flush()
@@ -49,15 +80,40 @@ def atomic_write(path: Path | str, writer: Callable[[Any], None], mode: str = "w
         os.replace(tmp_name, path)
         _fsync_dir(path.parent)
     except OSError as error:
-        _remove_quietly(tmp_name)
-        if error.errno == errno.ENOSPC:
-            raise UserError(f"disk full while writing {path}; the previous version of the file is kept, free space and rerun") from None
+        if tmp_name is not None:
+            _remove_quietly(tmp_name)
+        reason = error.strerror or str(error) or type(error).__name__
+        if error.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise UserError(f"disk full while writing {path}; the previous version of the file is kept, "
+                            "free space and rerun") from error
         if error.errno in (errno.EACCES, errno.EROFS, errno.EPERM):
-            raise UserError(f"cannot write {path}: permission denied; choose a writable --out folder") from None
-        raise
+            raise UserError(f"cannot write {path}: permission denied; choose a writable --out folder") from error
+        raise UserError(f"cannot write {path}: {reason}; the previous version of the file is kept") from error
     except BaseException:
-        _remove_quietly(tmp_name)
+        if tmp_name is not None:
+            _remove_quietly(tmp_name)
         raise
+
+
+def remove_stale_temp_files(folder: Path | str) -> list[Path]:
+    """Delete temp files that a killed :func:`atomic_write` left in ``folder``; return them.
+
+    Call it only while holding the folder's :func:`cell_lock`: then no live writer owns them.
+    (A SIGKILL between write and rename cannot run any clean-up; a w32 checkpoint is ~110 MB.)
+    """
+    removed: list[Path] = []
+    folder = Path(folder)
+    if not folder.is_dir():
+        return removed
+    for entry in folder.iterdir():
+        name = entry.name
+        if name.startswith(TEMP_PREFIX) and name.endswith(TEMP_SUFFIX) and name.count(".") >= 3 and entry.is_file():
+            try:
+                entry.unlink()
+            except OSError:
+                continue
+            removed.append(entry)
+    return removed
 
 
 def _remove_quietly(name: str) -> None:

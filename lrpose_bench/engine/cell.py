@@ -25,7 +25,7 @@ from lrpose_bench.data.sources import DataBundle
 from lrpose_bench.engine.evaluator import Predictions, predict
 from lrpose_bench.engine.trainer import resolve_device, train
 from lrpose_bench.environment import environment
-from lrpose_bench.errors import TrainingDiverged
+from lrpose_bench.errors import TrainingDiverged, UserError
 from lrpose_bench.evaluation.coco_metric import build_results, evaluate_keypoints
 from lrpose_bench.evaluation.floor import mean_pose, mean_pose_predictions
 from lrpose_bench.method import Method, MethodContext
@@ -134,13 +134,21 @@ def run_cell(spec: CellSpec, cfg: BenchConfig, bundle: DataBundle, out_dir: Path
         try:
             result = _run_cell_locked(spec, cfg, bundle, cell_dir, progress, image_cache)
         except TrainingDiverged as error:
-            write_status(cell_dir, "failed", reason=str(error))
+            _try_status(cell_dir, "failed", str(error))
             return CellResult(spec, "failed", reason=str(error))
         except BaseException as error:
-            write_status(cell_dir, "failed", reason=f"{type(error).__name__}: {error}")
+            _try_status(cell_dir, "failed", f"{type(error).__name__}: {error}")
             raise
         write_status(cell_dir, "complete")
         return result
+
+
+def _try_status(cell_dir: Path, state: str, reason: str) -> None:
+    """Mark the cell; on a full disk this may fail too, and must not hide the original error."""
+    try:
+        write_status(cell_dir, state, reason=reason)
+    except (OSError, UserError):
+        pass
 
 
 def _run_cell_locked(spec: CellSpec, cfg: BenchConfig, bundle: DataBundle, cell_dir: Path,

@@ -3,6 +3,19 @@
 A checkpoint holds only tensors and plain Python values (no pickled classes), so it loads with
 ``torch.load(..., weights_only=True)``. Its ``meta`` names the method, backbone and resolution, so a
 checkpoint from another cell is refused with a clear message rather than half-loaded.
+
+What a training checkpoint holds (issue 10), and why some things are absent:
+
+* ``model``, ``optimizer`` (Adam moments and step counts) state dicts;
+* no LR-scheduler state: the learning rate is a pure function of the epoch
+  (:func:`lrpose_bench.engine.trainer.learning_rate`), recomputed on resume;
+* no AMP grad-scaler state: CPU training runs in fp32 and CUDA autocast uses bfloat16, whose range
+  needs no loss scaling, so there is no ``GradScaler``;
+* ``rng``: Python, numpy, torch and (when present) CUDA generator states;
+* ``epoch``/``iteration`` (the next batch to run), the method's training ``stage`` (CAL: Eq. 14
+  stage, then Eq. 15 stage) and ``sampler`` (seed, epoch, position, data-set size, batch size);
+* ``partial``: loss sums of a half-finished epoch, so the resumed ``train_log.csv`` row is the
+  uninterrupted one.
 """
 
 from __future__ import annotations
@@ -57,6 +70,21 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
     atomic_write(path, lambda f: torch.save(payload, f))
 
 
+def _load_failure(error: BaseException) -> str:
+    """One short clause for why ``torch.load`` failed (torch's own messages run to paragraphs)."""
+    text = str(error).strip()
+    if "Weights only load failed" in text:
+        if "Unsupported global" in text or "safe_globals" in text:
+            return "it holds pickled Python objects, which are never loaded from user files (weights_only=True)"
+        return "not a file written by torch.save"
+    if isinstance(error, EOFError) or "EOF" in text:
+        return "truncated: the file ends early"
+    if "zip archive" in text or isinstance(error, zipfile.BadZipFile):
+        return "truncated or corrupt: not a complete torch zip archive"
+    first = text.splitlines()[0].split(". ")[0] if text else type(error).__name__
+    return f"corrupt: {first[:120]}"
+
+
 def load_checkpoint(path: Path, expect: dict[str, Any] | None = None) -> dict[str, Any]:
     """Load a checkpoint safely; check that it is ours and matches ``expect`` (method, backbone, ...)."""
     path = Path(path)
@@ -65,11 +93,9 @@ def load_checkpoint(path: Path, expect: dict[str, Any] | None = None) -> dict[st
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, OSError) as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise CheckpointError(
-            f"checkpoint {path} cannot be read (truncated, corrupt, or not a safe weights file: {first[:160]}); "
-            "delete it to retrain, or pass another file"
-        ) from None
+            f"checkpoint {path} cannot be read ({_load_failure(error)}); delete it to retrain, or pass another file"
+        ) from error
     meta = payload.get("meta") if isinstance(payload, dict) else None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CheckpointError(

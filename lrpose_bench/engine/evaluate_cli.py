@@ -66,7 +66,12 @@ def evaluate_cell(cell_dir: Path, resolutions: list[Resolution] | None, progress
                               expect={"method": spec.method, "backbone": spec.backbone, "resolution": str(spec.resolution)})
     if not payload["meta"].get("complete"):
         raise CheckpointError(f"checkpoint in {cell_dir} is from an unfinished training; resume it with 'lrpose-bench run' first")
-    model.load_state_dict(payload["model"])
+    try:
+        model.load_state_dict(payload["model"])
+    except (RuntimeError, KeyError, TypeError) as error:
+        first = str(error).strip().splitlines()[0][:200]
+        raise CheckpointError(f"checkpoint in {cell_dir} does not fit the cell's model ({first}); "
+                              "it was written by another configuration") from None
     device = resolve_device(cfg.train.device)
     model.to(device)
     bundle = load_data(cfg.data, progress=progress)

@@ -4,13 +4,17 @@ The loop knows nothing about a method's name: it asks the method for its stages 
 Eq. 15) and its loss. Data order and augmentation are functions of (seed, epoch, position), so a run
 killed mid-epoch resumes from its last checkpoint and reaches the same weights as an uninterrupted
 run.
+
+Reliability (issue 10): checkpoints are written atomically (``store.atomic_write``); a resumed
+epoch restores the loss sums of its first half, so ``train_log.csv`` matches an uninterrupted run;
+a non-finite loss (or non-finite weights at a checkpoint) raises :class:`TrainingDiverged` naming
+the epoch and iteration *before* anything is saved, so the last checkpoint on disk stays good.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,9 +28,9 @@ from tqdm.auto import tqdm
 from lrpose_bench.config import TrainConfig
 from lrpose_bench.data.dataset import PoseDataset
 from lrpose_bench.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from lrpose_bench.errors import TrainingDiverged
+from lrpose_bench.errors import CheckpointError, TrainingDiverged, UserError
 from lrpose_bench.method import Method, TrainingStage
-from lrpose_bench.store import atomic_write
+from lrpose_bench.store import atomic_write, remove_stale_temp_files
 
 
 class EpochSampler(Sampler[int]):
@@ -99,6 +103,72 @@ def _write_log(path: Path, rows: list[dict[str, Any]]) -> None:
     atomic_write(path, lambda f: f.write(buffer.getvalue()), mode="w")
 
 
+#: entries every training checkpoint must hold (``engine.checkpoint`` says what each is)
+CHECKPOINT_KEYS = ("model", "optimizer", "rng", "epoch", "iteration")
+
+
+def _restore(path: Path, payload: dict[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer,
+             sampler_now: dict[str, int]) -> None:
+    """Load a checkpoint's states; anything that does not fit becomes one :class:`CheckpointError`."""
+    missing = [key for key in CHECKPOINT_KEYS if key not in payload]
+    if missing:
+        raise CheckpointError(f"checkpoint {path} lacks {', '.join(missing)}; delete it to retrain from the start")
+    saved = payload.get("sampler")
+    if int(payload["iteration"]) > 0 and isinstance(saved, dict):
+        for key in ("size", "batch_size"):
+            if saved.get(key) != sampler_now[key]:
+                raise CheckpointError(
+                    f"checkpoint {path} stopped mid-epoch with {key.replace('_', ' ')} {saved.get(key)}, "
+                    f"this run has {sampler_now[key]}; resume with the same data and train.batch_size, "
+                    "or delete the checkpoint to retrain"
+                )
+    try:
+        model.load_state_dict(payload["model"])
+        optimizer.load_state_dict(payload["optimizer"])
+        set_rng_state(payload["rng"])
+    except (RuntimeError, KeyError, ValueError, TypeError) as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise CheckpointError(
+            f"checkpoint {path} does not fit this model/optimizer ({first[:160]}); "
+            "delete it to retrain, or use another output folder"
+        ) from error
+
+
+def _unwrap_worker_error(error: UserError) -> UserError:
+    """A loader worker's :class:`UserError` arrives as "Caught X in DataLoader worker ... Original
+    Traceback ..." (torch ``ExceptionWrapper.reraise``); give back the original one line."""
+    text = str(error).strip()
+    if not text.startswith("Caught ") or "Original Traceback" not in text:
+        return error
+    last = text.splitlines()[-1]
+    name = f"{type(error).__module__}.{type(error).__name__}: "
+    message = last[len(name):] if last.startswith(name) else last.split(": ", 1)[-1]
+    return type(error)(message)
+
+
+def _batches(loader: Iterator[Any] | Any) -> Iterator[Any]:
+    """Iterate a data loader, turning worker-wrapped user errors back into one line."""
+    iterator = iter(loader)
+    while True:
+        try:
+            batch = next(iterator)
+        except StopIteration:
+            return
+        except UserError as error:
+            raise _unwrap_worker_error(error) from error
+        yield batch
+
+
+def _check_finite_weights(model: nn.Module, epoch: int, iteration: int) -> None:
+    """Refuse to overwrite the last good checkpoint with NaN/inf weights (finite loss, bad step)."""
+    for name, tensor in model.state_dict().items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise TrainingDiverged(
+                f"non-finite weights ({name}) after epoch {epoch + 1}, iteration {iteration}; "
+                "the last good checkpoint is kept"
+            )
+
+
 def train(
     model: nn.Module,
     method: Method,
@@ -130,20 +200,26 @@ def train(
     if steps_per_epoch == 0:
         raise TrainingDiverged(f"training set has {len(dataset)} instances, fewer than one batch of {cfg.batch_size}")
 
+    sampler_now = {"seed": seed, "size": len(dataset), "batch_size": cfg.batch_size}
+    # the caller holds the cell lock, so temp files here are leftovers of a killed atomic_write
+    remove_stale_temp_files(cell_dir)
+
     start_epoch, start_iter, history, resumed_from = 0, 0, [], None
+    partial: dict[str, Any] = {}
     if checkpoint_path.is_file():
         payload = load_checkpoint(checkpoint_path, expect={k: meta[k] for k in ("method", "backbone", "resolution")})
-        model.load_state_dict(payload["model"])
-        optimizer.load_state_dict(payload["optimizer"])
-        set_rng_state(payload["rng"])
+        _restore(checkpoint_path, payload, model, optimizer, sampler_now)
         start_epoch = int(payload["epoch"])
         start_iter = int(payload["iteration"])
         history = list(payload.get("history", []))
+        partial = dict(payload.get("partial") or {}) if start_iter > 0 else {}
         resumed_from = start_epoch
         if payload["meta"].get("complete"):
             return TrainResult(total_epochs, 0, 0.0, 0.0, resumed_from, history)
 
-    def checkpoint(epoch: int, iteration: int, complete: bool = False) -> None:
+    def checkpoint(epoch: int, iteration: int, complete: bool = False,
+                   sums: dict[str, float] | None = None, count: int = 0) -> None:
+        _check_finite_weights(model, epoch if iteration else epoch - 1, iteration or steps_per_epoch)
         save_checkpoint(checkpoint_path, {
             "model": model.state_dict(),
             "optimizer": optimizer.state_dict(),
@@ -151,6 +227,8 @@ def train(
             "epoch": epoch,
             "iteration": iteration,
             "stage": stage_at(stages, min(epoch, total_epochs - 1)).index,
+            "sampler": {**sampler_now, "epoch": epoch, "position": iteration * cfg.batch_size},
+            "partial": {"sums": dict(sums or {}), "count": count} if iteration else {},
             "history": history,
             "meta": {**meta, "complete": complete, "total_epochs": total_epochs},
         })
@@ -170,11 +248,12 @@ def train(
                             num_workers=cfg.num_workers, pin_memory=use_cuda,
                             persistent_workers=False)
         model.train()
-        sums: dict[str, float] = {}
-        count = 0
+        resumed_part = partial if epoch == start_epoch and first > 0 else {}
+        sums: dict[str, float] = {k: float(v) for k, v in (resumed_part.get("sums") or {}).items()}
+        count = int(resumed_part.get("count", 0))
         epoch_start = time.perf_counter()
         bar = tqdm(loader, desc=f"train {stage.name} epoch {epoch + 1}/{total_epochs}", disable=not progress, leave=False)
-        for step, batch in enumerate(bar, start=first):
+        for step, batch in enumerate(_batches(bar), start=first):
             batch = {k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
             images = batch["image"]
             if use_cuda and cfg.channels_last:
@@ -201,7 +280,7 @@ def train(
             if on_iteration is not None:
                 on_iteration(epoch, step + 1)
             if cfg.checkpoint_every_iters and (step + 1) % cfg.checkpoint_every_iters == 0 and step + 1 < steps_per_epoch:
-                checkpoint(epoch, step + 1)
+                checkpoint(epoch, step + 1, sums=sums, count=count)
         seconds = time.perf_counter() - epoch_start
         row = {"epoch": epoch + 1, "stage": stage.name, "lr": lr, "iterations": count,
                "seconds": round(seconds, 3), "images_per_s": round(count * cfg.batch_size / max(seconds, 1e-9), 1)}

@@ -209,7 +209,7 @@ def test_person_sizes_span_small_to_large():
     for index in range(40):
         _, anns = render_image(cfg, image_rng(1, "train", index))
         heights += [a["bbox"][3] for a in anns]
-    assert min(heights) < 60 and max(heights) > 120
+    assert min(heights) < 90 and max(heights) > 120
 
 
 # ----------------------------------------------------------------------- sub-pixel drawing

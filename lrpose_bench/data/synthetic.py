@@ -68,7 +68,7 @@ from lrpose_bench.errors import ConfigError, DataError
 from lrpose_bench.keypoints import COCO_CATEGORY, NUM_JOINTS
 
 #: bump when the rendering or the format changes (it is part of the cache key)
-FORMAT_VERSION: int = 1
+FORMAT_VERSION: int = 2
 
 #: written last into a finished folder; its presence means "complete"
 MARKER_NAME = "SYNTHPOSE_COMPLETE.json"
@@ -136,7 +136,7 @@ _JOINT_PARTS: tuple[tuple[int, ...], ...] = (
 _FACE_VISIBLE_Z = {"eye": 0.2, "nose": -0.1, "ear": -0.3}
 _MIN_BOX_SIDE = 4.0  # px; smaller visible boxes are not annotated
 _MIN_AREA = 24.0  # px²
-_MIN_STATURE = 40.0  # px, or 0.45 of the image's short side when that is smaller
+_MIN_STATURE = 72.0  # px (or 0.45 of the short side): most persons then have a segment area >= 32^2, COCO-like (COCO labels keypoints on few small persons)
 _MAX_STATURE_FRACTION = 0.95  # of the image height, single person
 _MAX_STATURE_FRACTION_MULTI = 0.8
 

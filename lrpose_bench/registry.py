@@ -54,7 +54,8 @@ class Registry(Generic[T]):
         load_builtins()
         if name not in self.items:
             known = ", ".join(sorted(self.items)) or "(none)"
-            raise ConfigError(f"unknown {self.kind} {name!r}; known {self.kind}s: {known}")
+            broken = f" (plugins that failed to load: {', '.join(p for p, _ in PLUGIN_ERRORS)})" if PLUGIN_ERRORS else ""
+            raise ConfigError(f"unknown {self.kind} {name!r}; known {self.kind}s: {known}{broken}")
         return self.items[name]
 
     def names(self) -> list[str]:

@@ -65,6 +65,9 @@ def _bench_config(args: argparse.Namespace):
     if args.seed is not None:
         overrides["seed"] = args.seed
     if args.degrade:
+        from lrpose_bench.data.degrade import get_preset
+
+        get_preset(args.degrade)
         overrides["degrade"] = args.degrade
     if args.device:
         overrides["train.device"] = args.device
@@ -134,6 +137,7 @@ def _run_cells(cfg, methods, resolutions, ablation, out: Path, progress: bool, r
                 specs.append(CellSpec(method, cfg.model.backbone, res, seed, ablation))
     for spec in specs:  # validate every ablation key before any training starts
         build_method(spec, cfg)
+    _check_same_configuration(out, cfg, force)
     bundle = load_data(cfg.data, progress=progress)
     write_json(out / "run.json", {"started": now(), "config": cfg.to_dict(), "cells": [s.cell_id for s in specs],
                                   "dataset": bundle.name, "eval_split": bundle.eval_label,
@@ -169,6 +173,38 @@ def _run_cells(cfg, methods, resolutions, ablation, out: Path, progress: bool, r
             paths = build_report(out, formats=cfg.report.formats)
             print(f"report: {paths.get('html', out / 'report')}")
     return 1 if failures else 0
+
+
+def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(data, dict):
+        flat: dict[str, Any] = {}
+        for key, value in data.items():
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        return flat
+    return {prefix.rstrip("."): data}
+
+
+def _check_same_configuration(out: Path, cfg: Any, force: bool) -> None:
+    """Refuse to mix configurations in one output folder: finished cells would be skipped silently
+    and the report would put numbers from different protocols (e.g. --degrade) side by side."""
+    from lrpose_bench.store import read_json
+
+    previous_path = out / "run.json"
+    if force or not previous_path.is_file():
+        return
+    try:
+        previous = _flatten(read_json(previous_path).get("config", {}))
+    except (OSError, ValueError):
+        return
+    current = _flatten(cfg.to_dict())
+    ignored = ("train.device", "train.num_workers", "eval.batch_size", "report.")
+    changed = sorted(k for k in set(previous) | set(current)
+                     if previous.get(k) != current.get(k) and not k.startswith(ignored))
+    if changed:
+        shown = ", ".join(f"{k}: {previous.get(k)!r} -> {current.get(k)!r}" for k in changed[:4])
+        more = f" and {len(changed) - 4} more" if len(changed) > 4 else ""
+        raise ConfigError(f"output folder {out} holds a run with another configuration ({shown}{more}); "
+                          "use another --out, or --force to recompute its cells with this configuration")
 
 
 def _percent(value: Any) -> float:

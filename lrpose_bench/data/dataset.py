@@ -85,7 +85,7 @@ class PoseDataset(Dataset):
         box_padding: float = 1.25,
         seed: int = 0,
         image_cache: ImageCache | None = None,
-        source_transform: Callable[[np.ndarray, int], np.ndarray] | None = None,
+        source_transform: Callable[..., np.ndarray] | None = None,
     ) -> None:
         self.split = split
         self.method = method
@@ -132,7 +132,7 @@ class PoseDataset(Dataset):
         matrix = crop_matrix(params, self.resolution.size)
         image = self.cache.read(inst.image_path)
         if self.source_transform is not None:
-            image = self.source_transform(image, index)
+            image = self.source_transform(image, index, epoch=self.epoch if self.train else None)
         crop = warp_image(image, matrix, self.resolution.size)
         joints, visible = self.joints_in_heatmap(inst, matrix, params.flip)
         item: dict[str, Any] = {

@@ -175,7 +175,7 @@ def _run_cell_locked(spec: CellSpec, cfg: BenchConfig, bundle: DataBundle, cell_
 
     train_set = PoseDataset(bundle.train, train_method, train_res, train=True, augment=cfg.augment,
                             box_padding=cfg.data.box_padding, seed=spec.seed, image_cache=cache,
-                            source_transform=_source_transform(cfg, train=True))
+                            source_transform=_source_transform(cfg, train=True, seed=spec.seed))
     t0 = time.perf_counter()
     trained = train(model, train_method, train_set, cfg.train, cell_dir=cell_dir, meta=meta, seed=spec.seed,
                     device=device, progress=progress)
@@ -183,7 +183,7 @@ def _run_cell_locked(spec: CellSpec, cfg: BenchConfig, bundle: DataBundle, cell_
 
     eval_res = spec.resolution if train_res == spec.resolution else train_res
     eval_set = PoseDataset(bundle.val, train_method, eval_res, train=False, box_padding=cfg.data.box_padding,
-                           image_cache=cache, source_transform=_source_transform(cfg, train=False))
+                           image_cache=cache, source_transform=_source_transform(cfg, train=False, seed=cfg.seed))
     t1 = time.perf_counter()
     preds = predict(model, train_method, eval_set, batch_size=cfg.eval.batch_size, flip_test=cfg.eval.flip_test,
                     device=device, progress=progress,
@@ -198,6 +198,7 @@ def _run_cell_locked(spec: CellSpec, cfg: BenchConfig, bundle: DataBundle, cell_
     info = {
         "cell": {**spec.describe(), "dataset": bundle.name, "eval_split": bundle.eval_label,
                  "profile": cfg.profile, "degrade": cfg.degrade},
+        "protocol": _protocol(cfg),
         "metrics": metrics,
         "floor": floor,
         "errors": decoder_errors(preds),
@@ -230,10 +231,19 @@ def decoder_errors(preds: Predictions) -> dict[str, float]:
             "final_mean_px": float(final.mean()), "final_median_px": float(np.median(final))}
 
 
-def _source_transform(cfg: BenchConfig, train: bool):
-    """Degradation of the source image (issue: low-resolution protocols); ``None`` for ``clean``."""
+def _source_transform(cfg: BenchConfig, train: bool, seed: int | None = None):
+    """Degradation of the source image (low-resolution protocols); ``None`` for ``clean``.
+
+    Training draws from the cell's seed; evaluation always from the run's seed, so every seed of a
+    method is scored on the same degraded validation images."""
     if cfg.degrade == "clean":
         return None
     from lrpose_bench.data.degrade import source_transform
 
-    return source_transform(cfg.degrade, train=train, seed=cfg.seed)
+    return source_transform(cfg.degrade, train=train, seed=cfg.seed if seed is None else seed)
+
+
+def _protocol(cfg: BenchConfig) -> dict[str, Any]:
+    from lrpose_bench.data.degrade import describe_preset
+
+    return describe_preset(cfg.degrade)

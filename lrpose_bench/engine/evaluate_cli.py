@@ -10,6 +10,7 @@ coordinate frame (and back-projection) stays the training crop's.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 from typing import Any, Callable
 
@@ -19,9 +20,10 @@ import yaml
 from torch import Tensor
 
 from lrpose_bench.config import BenchConfig, from_mapping
+from lrpose_bench.data.degrade import describe_preset
 from lrpose_bench.data.dataset import ImageCache, PoseDataset
 from lrpose_bench.data.sources import load_data
-from lrpose_bench.engine.cell import CellSpec, build_cell_model, build_method, score_predictions
+from lrpose_bench.engine.cell import CellSpec, _source_transform, build_cell_model, build_method, score_predictions
 from lrpose_bench.engine.checkpoint import load_checkpoint
 from lrpose_bench.engine.evaluator import predict
 from lrpose_bench.engine.trainer import resolve_device
@@ -58,6 +60,7 @@ def evaluate_cell(cell_dir: Path, resolutions: list[Resolution] | None, progress
                   cfg_override: BenchConfig | None = None) -> list[dict[str, Any]]:
     """Evaluate a trained cell at each resolution; returns one metrics row per test resolution."""
     spec, cfg, _ = load_cell(cell_dir)
+    train_degrade = cfg.degrade
     cfg = cfg_override or cfg
     method = build_method(spec, cfg)
     train_res = method.train_resolution()
@@ -77,10 +80,16 @@ def evaluate_cell(cell_dir: Path, resolutions: list[Resolution] | None, progress
     bundle = load_data(cfg.data, progress=progress)
     cache = ImageCache(cfg.data.image_cache_mb)
     inner = method if train_res == spec.resolution else build_method(spec, cfg, train_res)
+    if train_res != spec.resolution and any(r != spec.resolution for r in resolutions or []):
+        raise UserError(f"cross-resolution evaluation is not defined for {spec.method!r} (its pose network works at "
+                        f"{train_res} behind a fixed x{train_res.height // spec.resolution.height} reconstruction); "
+                        f"evaluate it at {spec.resolution} only")
+    source = _source_transform(cfg, train=False)
     rows = []
     for test_res in resolutions or [spec.resolution]:
-        dataset = PoseDataset(bundle.val, inner, train_res, train=False, box_padding=cfg.data.box_padding, image_cache=cache)
-        transform = resample_transform(test_res, spec.resolution)
+        dataset = PoseDataset(bundle.val, inner, train_res, train=False, box_padding=cfg.data.box_padding,
+                              image_cache=cache, source_transform=source)
+        transform = resample_transform(test_res, train_res) if train_res == spec.resolution else None
         method_transform = getattr(method, "eval_input_transform", lambda: None)()
         if transform is not None and method_transform is not None:
             first, second = transform, method_transform
@@ -92,7 +101,9 @@ def evaluate_cell(cell_dir: Path, resolutions: list[Resolution] | None, progress
         metrics, _ = score_predictions(bundle, preds, cfg)
         rows.append({"cell": spec.cell_id, "method": spec.method, "backbone": spec.backbone,
                      "train_resolution": str(spec.resolution), "test_resolution": str(test_res),
-                     "eval_split": bundle.eval_label, "degrade": cfg.degrade, **metrics})
+                     "eval_split": bundle.eval_label, "degrade": cfg.degrade,
+                     "degrade_version": describe_preset(cfg.degrade)["version"], "train_degrade": train_degrade,
+                     **metrics})
     return rows
 
 
@@ -101,14 +112,20 @@ def evaluate_checkpoint(args: argparse.Namespace) -> int:
     target = Path(args.checkpoint)
     cell_dir = target.parent if target.suffix == ".pt" else target
     resolutions = parse_resolution_list(args.res) if args.res else None
-    rows = evaluate_cell(cell_dir, resolutions, progress=not args.no_progress)
+    override = None
+    if getattr(args, "degrade", None) or getattr(args, "device", None):
+        _, cfg, _ = load_cell(cell_dir)
+        override = dataclasses.replace(cfg, degrade=args.degrade or cfg.degrade,
+                                       train=dataclasses.replace(cfg.train, device=args.device or cfg.train.device))
+    rows = evaluate_cell(cell_dir, resolutions, progress=not args.no_progress, cfg_override=override)
     out = Path(args.out) if args.out else cell_dir
     write_json(out / "evaluation.json", rows)
     run_dir = cell_dir.parent
-    if (run_dir / "run.json").is_file() and len(rows) > 1 or (resolutions and len(resolutions) > 1):
+    if resolutions:  # an explicit --res is a cross-resolution evaluation: merge its entries into the matrix
         path = run_dir / "cross_resolution.json"
         existing = read_json(path) if path.is_file() else []
-        keep = [r for r in existing if r.get("cell") != rows[0]["cell"]]
+        new = {(r["cell"], r["test_resolution"], r["degrade"]) for r in rows}
+        keep = [r for r in existing if (r.get("cell"), r.get("test_resolution"), r.get("degrade", "clean")) not in new]
         write_json(path, keep + rows)
     for row in rows:
         print(f"{row['cell']}  test {row['test_resolution']}: AP {100 * row['AP']:.1f}  AP50 {100 * row['AP50']:.1f}  "

@@ -1,0 +1,146 @@
+"""SPSR+pose / bicubic+pose methods: registration, delegation, the eval transform, and the SR stage
+(train, cache, reuse, quality JSON) on a tiny COCO-format fixture with a tiny generator."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from lrpose_bench.baselines.spsr import method as spsr_method
+from lrpose_bench.baselines.spsr import train_sr
+from lrpose_bench.baselines.spsr.generator import bicubic_upsample
+from lrpose_bench.baselines.spsr.train_sr import SrProfileConfig, degrade, denormalise, renormalise
+from lrpose_bench.config import load_config
+from lrpose_bench.data.coco import load_split
+from lrpose_bench.data.dataset import ImageCache
+from lrpose_bench.data.sources import DataBundle
+from lrpose_bench.engine.cell import CellSpec, build_method
+from lrpose_bench.errors import ConfigError
+from lrpose_bench.registry import METHODS
+from lrpose_bench.resolution import Resolution
+
+LR, HR = Resolution(64, 48), Resolution(256, 192)
+NAMES = ["spsr+hrnet", "spsr+udp", "bicubic+hrnet", "bicubic+udp"]
+
+
+def build(name: str, res: Resolution = LR):
+    return build_method(CellSpec(name, "hrnet-w8", res), load_config("quick"), res)
+
+
+def test_registered_and_configured_from_yaml() -> None:
+    for name in NAMES:
+        assert name in METHODS.names()
+    m = build("spsr+hrnet")
+    assert m.sr.scale == 4 and m.lr_res == LR and m.hr_res == HR
+    assert m.train_resolution() == HR
+    assert m.sr.quick.nf < m.sr.paper.nf and m.sr.paper.nb == 23
+    assert m.sr.losses.branch_pixel == 0.5 and m.sr.losses.gradient_pixel == 1e-2
+
+
+@pytest.mark.parametrize("name,inner,channels", [("spsr+hrnet", "hrnet", 17), ("bicubic+udp", "udp", 51)])
+def test_delegates_to_inner_method_at_256x192(name: str, inner: str, channels: int) -> None:
+    for res in (LR, HR):  # the engine builds it at the cell resolution and at the train resolution
+        m = build(name, res)
+        assert m.inner.name == inner and m.inner.context.resolution == HR
+        assert m.head_channels() == channels
+        joints = np.array([[3.3, 7.7]] * 17, dtype=np.float32)
+        visible = np.ones(17, dtype=np.float32)
+        ours, theirs = m.encode(joints, visible), m.inner.encode(joints, visible)
+        assert ours.keys() == theirs.keys()
+        for key in ours:
+            np.testing.assert_array_equal(ours[key], theirs[key])
+        assert m.describe_params()["inner"] == inner
+
+
+def test_other_resolutions_are_refused() -> None:
+    with pytest.raises(ConfigError, match="--res 64x48"):
+        build("spsr+hrnet", Resolution(128, 96))
+
+
+def test_bicubic_eval_transform_is_degrade_then_upsample() -> None:
+    m = build("bicubic+hrnet")
+    torch.manual_seed(0)
+    hr01 = torch.nn.functional.interpolate(torch.rand(2, 3, 32, 24), size=(256, 192), mode="bilinear",
+                                           align_corners=False)
+    images = renormalise(hr01)
+    out = m.eval_input_transform()(images)
+    assert out.shape == images.shape
+    expected = renormalise(bicubic_upsample(degrade(hr01, 4), 4))
+    torch.testing.assert_close(out, expected)
+    # a smooth image survives the x4 round trip closely, and the LR is 8-bit and 64x48
+    assert (denormalise(out) - hr01).abs().mean() < 0.02
+    lr = degrade(hr01, 4)
+    assert lr.shape[-2:] == (64, 48)
+    torch.testing.assert_close(lr * 255, torch.round(lr * 255))
+
+
+def test_spsr_eval_transform_needs_prepare() -> None:
+    with pytest.raises(ConfigError, match="prepare"):
+        build("spsr+udp").eval_input_transform()
+
+
+def tiny_bundle(coco_fixture) -> DataBundle:
+    annotations, images, _ = coco_fixture
+    split = load_split("fixture", annotations, images)
+    return DataBundle("fixture", split, split)
+
+
+def test_prepare_trains_caches_and_reuses(coco_fixture, tmp_path: Path, monkeypatch) -> None:
+    cfg = load_config("quick")
+    bundle = tiny_bundle(coco_fixture)
+    tiny = SrProfileConfig(nf=4, nb=2, gc=4, taps=None, iters=4, batch_size=2, patch_hr=[32, 24], lr=1e-3,
+                           lr_milestones=[2], eval_batch_size=4, max_val_crops=3, log_every=2)
+    run_dir = tmp_path / "run"
+
+    def make():
+        m = build("spsr+hrnet")
+        m.sr = dataclasses.replace(m.sr, quick=tiny)
+        return m
+
+    m = make()
+    m.prepare(bundle=bundle, cfg=cfg, run_dir=run_dir, cell_dir=run_dir / "cellA", device=torch.device("cpu"),
+              progress=False, image_cache=ImageCache(64))
+    ckpts = list((run_dir / "_sr").glob("*/sr.pt"))
+    assert len(ckpts) == 1
+    quality = json.loads((run_dir / "sr_quality.json").read_text())
+    assert quality["num_crops"] == 3
+    for name in ("spsr", "bicubic"):
+        assert 0 < quality[name]["psnr"] < 100 and -1 <= quality[name]["ssim"] <= 1
+    assert set(quality["losses_used"]) == {"pixel_l1", "gradient_mse", "branch_l1"}
+    assert quality["losses_used"]["pixel_l1"] == 1.0  # no perceptual term -> pixel_without_perceptual
+    assert (run_dir / "cellA" / "sr_quality.json").is_file()
+    out = m.eval_input_transform()(renormalise(torch.rand(1, 3, 256, 192)))
+    assert out.shape == (1, 3, 256, 192) and torch.isfinite(out).all()
+
+    # a second pose method in the same run folder reuses the checkpoint (no training)
+    def refuse(*args, **kwargs):
+        raise AssertionError("the cached SR checkpoint should have been reused")
+
+    monkeypatch.setattr(spsr_method, "train_generator", refuse)
+    again = make()
+    again.prepare(bundle=bundle, cfg=cfg, run_dir=run_dir, cell_dir=run_dir / "cellB", device=torch.device("cpu"),
+                  progress=False, image_cache=ImageCache(64))
+    first = m.generator.state_dict()
+    for key, value in again.generator.state_dict().items():
+        torch.testing.assert_close(value, first[key])
+    assert again.sr_info["key"] == ckpts[0].parent.name
+
+
+def test_bad_cached_checkpoint_is_reported(tmp_path: Path) -> None:
+    path = tmp_path / "sr.pt"
+    torch.save({"format": "something-else"}, path)
+    from lrpose_bench.errors import CheckpointError
+
+    with pytest.raises(CheckpointError, match="not an lrpose-bench SPSR checkpoint"):
+        train_sr.load_generator(path, SrProfileConfig(nf=4, nb=1, gc=4), build("spsr+hrnet").sr)
+
+
+def test_missing_vgg_weights_file_is_a_config_error(tmp_path: Path) -> None:
+    losses = train_sr.SrLossConfig(vgg19_weights=str(tmp_path / "missing.pth"))
+    with pytest.raises(ConfigError, match="vgg19_weights"):
+        train_sr.SrLoss(losses)

@@ -7,6 +7,7 @@ Every user-fixable problem is printed as one line (``lrpose-bench: error: ...``)
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import textwrap
 import warnings
@@ -43,6 +44,9 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--degrade", default=None, help="source degradation preset: clean (default), "
                         "lr-mild, lr-severe")
     parser.add_argument("--device", default=None, help="cpu, cuda, or auto (default)")
+    parser.add_argument("--gpus", type=int, default=None, metavar="N", help="train on N GPUs of this machine: "
+                        "re-runs the command under torchrun, one process per GPU (DistributedDataParallel; "
+                        "train.batch_size is per GPU). Several machines: call torchrun yourself (see docs)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
@@ -109,6 +113,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     cfg = _bench_config(args)
     methods = _method_names(args.methods)
     resolutions = parse_resolution_list(args.res)
+    _init_distributed(cfg)
     _check_backbone(cfg.model.backbone)
     ablation = _parse_ablation(args.ablation)
     return _run_cells(cfg, methods, resolutions, ablation, Path(args.out), not args.no_progress,
@@ -137,9 +142,14 @@ def _run_cells(cfg, methods, resolutions, ablation, out: Path, progress: bool, r
                 specs.append(CellSpec(method, cfg.model.backbone, res, seed, ablation))
     for spec in specs:  # validate every ablation key before any training starts
         build_method(spec, cfg)
-    _check_same_configuration(out, cfg, force)
+    from lrpose_bench.engine.distributed import is_writer
+
+    writer = is_writer()
+    if writer:
+        _check_same_configuration(out, cfg, force)
     bundle = load_data(cfg.data, progress=progress)
-    write_json(out / "run.json", {"started": now(), "config": cfg.to_dict(), "cells": [s.cell_id for s in specs],
+    if writer:
+        write_json(out / "run.json", {"started": now(), "config": cfg.to_dict(), "cells": [s.cell_id for s in specs],
                                   "dataset": bundle.name, "eval_split": bundle.eval_label,
                                   "environment": environment(), "argv": sys.argv[1:]})
     cache = ImageCache(cfg.data.image_cache_mb)
@@ -149,6 +159,8 @@ def _run_cells(cfg, methods, resolutions, ablation, out: Path, progress: bool, r
     for spec in specs:
         print(f"== cell {spec.cell_id}", flush=True)
         result = run_cell(spec, cfg, bundle, out, progress=progress, image_cache=cache, force=force)
+        if not writer:  # DDP ranks > 0: rank 0 scores, prints and writes
+            continue
         if result.state == "failed":
             failures += 1
             print(f"   cell {spec.cell_id} FAILED: {result.reason}", flush=True)
@@ -164,7 +176,7 @@ def _run_cells(cfg, methods, resolutions, ablation, out: Path, progress: bool, r
     print(table.to_string(index=False))
     if floor is not None:
         print(f"mean-pose floor: AP {100 * floor['AP']:.1f}  (a predictor that ignores the image)")
-    if report:
+    if report and writer:
         try:
             from lrpose_bench.report.build import build_report
         except ImportError:
@@ -207,6 +219,14 @@ def _check_same_configuration(out: Path, cfg: Any, force: bool) -> None:
                           "use another --out, or --force to recompute its cells with this configuration")
 
 
+def _init_distributed(cfg) -> None:
+    """Join torchrun's process group (no-op in a single process); ranks > 0 stay quiet."""
+    from lrpose_bench.engine.distributed import init_from_env
+
+    if not init_from_env(cfg.train.device).is_writer:
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - rank 0 prints tables and progress
+
+
 def _percent(value: Any) -> float:
     """Metric fraction → percent with one decimal; missing (None/NaN) stays NaN."""
     if value is None or value != value:
@@ -219,6 +239,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     cfg = _bench_config(args)
     _check_backbone(cfg.model.backbone)
+    _init_distributed(cfg)
     return _run_cells(cfg, _method_names(args.method), parse_resolution_list(args.res),
                       _parse_ablation(args.ablation), Path(args.out), not args.no_progress, report=False)
 
@@ -353,6 +374,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    gpus = getattr(args, "gpus", None)
+    if gpus is not None and gpus > 1:
+        from lrpose_bench.engine.distributed import relaunch_with_torchrun
+
+        code = relaunch_with_torchrun(gpus, list(sys.argv[1:] if argv is None else argv))
+        if code >= 0:  # -1: already under torchrun, go on in this process
+            return code
     debug = bool(getattr(args, "debug", False))
     if not debug:
         warnings.filterwarnings("ignore", category=UserWarning, module="torch")

@@ -22,6 +22,7 @@ import yaml
 from lrpose_bench.config import BenchConfig, resolve_method_params
 from lrpose_bench.data.dataset import ImageCache, PoseDataset
 from lrpose_bench.data.sources import DataBundle
+from lrpose_bench.engine import distributed
 from lrpose_bench.engine.evaluator import Predictions, predict
 from lrpose_bench.engine.trainer import resolve_device, train
 from lrpose_bench.environment import environment
@@ -129,6 +130,8 @@ def run_cell(spec: CellSpec, cfg: BenchConfig, bundle: DataBundle, out_dir: Path
     status = read_status(cell_dir)
     if status.get("state") == "complete" and not force and (cell_dir / "metrics.json").is_file():
         return CellResult(spec, "skipped", read_json(cell_dir / "metrics.json"))
+    if not distributed.is_writer():  # DDP ranks > 0 train and evaluate their share; rank 0 locks and writes
+        return _run_cell_locked(spec, cfg, bundle, cell_dir, False, image_cache)
     with cell_lock(cell_dir):
         write_status(cell_dir, "running")
         try:
@@ -160,11 +163,13 @@ def _run_cell_locked(spec: CellSpec, cfg: BenchConfig, bundle: DataBundle, cell_
     train_res = method.train_resolution()
     train_method = method if train_res == spec.resolution else build_method(spec, cfg, train_res)
     model = build_cell_model(train_method, spec, cfg)
-    device = resolve_device(cfg.train.device)
+    ctx = distributed.context()
+    device = distributed.device_for(ctx, cfg.train.device) if ctx.is_distributed else resolve_device(cfg.train.device)
     cache = image_cache or ImageCache(cfg.data.image_cache_mb)
     resolved = {"cell": spec.describe(), "config": cfg.to_dict(), "method_params": method.describe_params(),
                 "dataset": bundle.name}
-    write_text(cell_dir / "config.yaml", yaml.safe_dump(resolved, sort_keys=False))
+    if ctx.is_writer:
+        write_text(cell_dir / "config.yaml", yaml.safe_dump(resolved, sort_keys=False))
     meta = {"method": spec.method, "backbone": spec.backbone, "resolution": str(spec.resolution),
             "ablation": dict(spec.ablation), "head_channels": method.head_channels()}
 
@@ -185,9 +190,11 @@ def _run_cell_locked(spec: CellSpec, cfg: BenchConfig, bundle: DataBundle, cell_
     eval_set = PoseDataset(bundle.val, train_method, eval_res, train=False, box_padding=cfg.data.box_padding,
                            image_cache=cache, source_transform=_source_transform(cfg, train=False, seed=cfg.seed))
     t1 = time.perf_counter()
-    preds = predict(model, train_method, eval_set, batch_size=cfg.eval.batch_size, flip_test=cfg.eval.flip_test,
-                    device=device, progress=progress,
-                    input_transform=getattr(method, "eval_input_transform", lambda: None)())
+    preds = distributed.predict_sharded(model, train_method, eval_set, ctx, batch_size=cfg.eval.batch_size,
+                                        flip_test=cfg.eval.flip_test, device=device, progress=progress,
+                                        input_transform=getattr(method, "eval_input_transform", lambda: None)())
+    if preds is None:  # rank > 0: its share went to rank 0, which scores and writes
+        return CellResult(spec, "complete", {})
     metrics, results = score_predictions(bundle, preds, cfg)
     eval_seconds = time.perf_counter() - t1
     floor = floor_metrics(bundle, spec.resolution, cfg)

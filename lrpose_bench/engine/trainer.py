@@ -27,6 +27,8 @@ from tqdm.auto import tqdm
 
 from lrpose_bench.config import TrainConfig
 from lrpose_bench.data.dataset import PoseDataset
+from lrpose_bench.engine import distributed
+from lrpose_bench.engine.accelerate import maybe_compile
 from lrpose_bench.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from lrpose_bench.errors import CheckpointError, TrainingDiverged, UserError
 from lrpose_bench.method import Method, TrainingStage
@@ -189,18 +191,24 @@ def train(
     log_path = cell_dir / "train_log.csv"
     stages = method.stages(cfg.epochs)
     total_epochs = sum(stage.epochs for stage in stages)
+    ctx = distributed.context()  # world size 1 unless started by torchrun / --gpus N
     model.to(device)
     use_cuda = device.type == "cuda"
     if use_cuda and cfg.channels_last:
         model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
                                  **({"fused": True} if use_cuda else {}))
-    sampler = EpochSampler(len(dataset), seed)
-    steps_per_epoch = len(dataset) // cfg.batch_size
+    # DDP (synchronised BN) and torch.compile wrap the module that runs the step; ``model`` stays the
+    # plain module whose state_dict the checkpoints hold
+    train_model = maybe_compile(distributed.wrap_model(model, ctx, device), cfg.compile)
+    # world 1: exactly EpochSampler's order; N ranks: strided shards of the same permutation
+    sampler = distributed.ShardedEpochSampler(len(dataset), seed, ctx.rank, ctx.world_size)
+    global_batch = cfg.batch_size * ctx.world_size  # train.batch_size is per process (per GPU)
+    steps_per_epoch = len(dataset) // global_batch
     if steps_per_epoch == 0:
-        raise TrainingDiverged(f"training set has {len(dataset)} instances, fewer than one batch of {cfg.batch_size}")
+        raise TrainingDiverged(f"training set has {len(dataset)} instances, fewer than one batch of {global_batch}")
 
-    sampler_now = {"seed": seed, "size": len(dataset), "batch_size": cfg.batch_size}
+    sampler_now = {"seed": seed, "size": len(dataset), "batch_size": global_batch}
     # the caller holds the cell lock, so temp files here are leftovers of a killed atomic_write
     remove_stale_temp_files(cell_dir)
 
@@ -220,6 +228,8 @@ def train(
     def checkpoint(epoch: int, iteration: int, complete: bool = False,
                    sums: dict[str, float] | None = None, count: int = 0) -> None:
         _check_finite_weights(model, epoch if iteration else epoch - 1, iteration or steps_per_epoch)
+        if not ctx.is_writer:  # only rank 0 writes
+            return
         save_checkpoint(checkpoint_path, {
             "model": model.state_dict(),
             "optimizer": optimizer.state_dict(),
@@ -227,7 +237,7 @@ def train(
             "epoch": epoch,
             "iteration": iteration,
             "stage": stage_at(stages, min(epoch, total_epochs - 1)).index,
-            "sampler": {**sampler_now, "epoch": epoch, "position": iteration * cfg.batch_size},
+            "sampler": {**sampler_now, "epoch": epoch, "position": iteration * global_batch},
             "partial": {"sums": dict(sums or {}), "count": count} if iteration else {},
             "history": history,
             "meta": {**meta, "complete": complete, "total_epochs": total_epochs},
@@ -243,23 +253,24 @@ def train(
             group["lr"] = lr
         dataset.set_epoch(epoch)
         first = start_iter if epoch == start_epoch else 0
-        sampler.set_position(epoch, first * cfg.batch_size)
+        sampler.set_position(epoch, first * global_batch)
         loader = DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler, drop_last=True,
                             num_workers=cfg.num_workers, pin_memory=use_cuda,
                             persistent_workers=False)
-        model.train()
+        train_model.train()
         resumed_part = partial if epoch == start_epoch and first > 0 else {}
         sums: dict[str, float] = {k: float(v) for k, v in (resumed_part.get("sums") or {}).items()}
         count = int(resumed_part.get("count", 0))
         epoch_start = time.perf_counter()
-        bar = tqdm(loader, desc=f"train {stage.name} epoch {epoch + 1}/{total_epochs}", disable=not progress, leave=False)
+        bar = tqdm(loader, desc=f"train {stage.name} epoch {epoch + 1}/{total_epochs}",
+                   disable=not progress or not ctx.is_writer, leave=False)
         for step, batch in enumerate(_batches(bar), start=first):
             batch = {k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
             images = batch["image"]
             if use_cuda and cfg.channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_cuda and cfg.amp):
-                outputs = model(images)
+                outputs = train_model(images)
             losses = method.loss(outputs.float(), batch, stage)
             loss = losses["loss"]
             if not torch.isfinite(loss):
@@ -274,7 +285,7 @@ def train(
                 sums[key] = sums.get(key, 0.0) + float(value.detach())
             count += 1
             iterations += 1
-            images_seen += images.shape[0]
+            images_seen += images.shape[0] * ctx.world_size
             if progress:
                 bar.set_postfix(loss=f"{sums['loss'] / count:.5f}")
             if on_iteration is not None:
@@ -283,10 +294,12 @@ def train(
                 checkpoint(epoch, step + 1, sums=sums, count=count)
         seconds = time.perf_counter() - epoch_start
         row = {"epoch": epoch + 1, "stage": stage.name, "lr": lr, "iterations": count,
-               "seconds": round(seconds, 3), "images_per_s": round(count * cfg.batch_size / max(seconds, 1e-9), 1)}
-        row.update({k: (sums[k] / max(count, 1)) for k in sums})
+               "seconds": round(seconds, 3), "images_per_s": round(count * global_batch / max(seconds, 1e-9), 1)}
+        # per-rank means of equal batches, averaged over ranks = the global batch mean
+        row.update(distributed.all_reduce_mean({k: (sums[k] / max(count, 1)) for k in sums}))
         history.append(row)
         checkpoint(epoch + 1, 0, complete=epoch + 1 == total_epochs)
-        _write_log(log_path, history)
+        if ctx.is_writer:
+            _write_log(log_path, history)
     elapsed = time.perf_counter() - started
     return TrainResult(total_epochs, iterations, elapsed, images_seen / max(elapsed, 1e-9), resumed_from, history)

@@ -1,0 +1,292 @@
+"""``lrpose-bench bench``: where the time of a training step goes, per (resolution, method) (issue 9).
+
+One run measures, on the same device and thread count, and prints as images/s and ratios:
+
+* ``model``: forward + backward of the backbone on synthetic tensors (no data, no optimizer): the
+  ceiling any input pipeline can reach;
+* ``step_cpu`` / ``step_fast``: a full training step (data → forward → method loss → backward → Adam)
+  with the real pipeline: the CPU reference path (``PoseDataset``: decode-once image cache, cv2 warp,
+  numpy encode, collate) and the fast path (memory-mapped crop store + batched ``grid_sample`` on the
+  training device, :mod:`lrpose_bench.data.gpu_augment`);
+* ``data_cpu`` / ``data_fast``: the two input pipelines alone (batches ready on the device);
+* ``mgm_share``: CAL's stage-2 mask (Algorithm 1: arg-max displacements, GMM-EM, mask) as a share of
+  the model's forward + backward (methods with a stage-2 MGM only);
+* ``eval``: evaluation images/s (crop, flip test, decode, back-projection).
+
+Times are medians over ``--steps`` timed repetitions after one warm-up, with
+``torch.cuda.synchronize`` around each on CUDA. The training split is cut to the instances the steps
+use (the crop store build time is reported separately, it is paid once per data set). ``--out
+FILE.json`` writes every number with the environment for the report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from lrpose_bench.errors import ConfigError
+
+HELP = "measure training/data/evaluation throughput per resolution and method (model, CPU path, fast path)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--res", default="64x48,128x96", help="comma-separated input sizes HxW (default 64x48,128x96)")
+    parser.add_argument("--methods", default="hrnet,udp,cal", help="comma-separated methods (default hrnet,udp,cal)")
+    parser.add_argument("--batch-size", type=int, default=32, help="images per step (default 32)")
+    parser.add_argument("--steps", type=int, default=3, help="timed repetitions per measurement, after one "
+                        "warm-up (default 3; use 20+ on a GPU)")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: shared CPUs give "
+                        "stable ratios; 0 = PyTorch's default)")
+    parser.add_argument("--eval-instances", type=int, default=64, help="validation instances for the "
+                        "evaluation measurement (default 64)")
+    parser.add_argument("--out", default=None, metavar="FILE", help="write the numbers as JSON, e.g. RUN/bench.json")
+    parser.epilog = ("example:\n  lrpose-bench bench --res 64x48,128x96 --backbone hrnet-w32 --methods hrnet,udp,cal "
+                     "--device cuda --steps 20 --out runs/bench.json")
+
+
+# ------------------------------------------------------------------------------- timing
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def median_seconds(fn: Callable[[], Any], steps: int, device: torch.device, warmup: int = 1) -> float:
+    """Median wall time of ``fn`` over ``steps`` runs after ``warmup`` runs (device-synchronised)."""
+    for _ in range(warmup):
+        fn()
+    _sync(device)
+    samples = []
+    for _ in range(max(1, steps)):
+        start = time.perf_counter()
+        fn()
+        _sync(device)
+        samples.append(time.perf_counter() - start)
+    return statistics.median(samples)
+
+
+def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    return {k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
+
+
+# -------------------------------------------------------------------------- one cell
+def bench_cell(method_name: str, res: Any, cfg: Any, bundle: Any, store: Any, device: torch.device,
+               batch_size: int, steps: int, eval_instances: int) -> dict[str, Any]:
+    """Every measurement of one (resolution, method); images/s and ratios."""
+    from torch.utils.data import DataLoader, default_collate
+
+    from lrpose_bench.data.dataset import ImageCache, PoseDataset
+    from lrpose_bench.data.gpu_augment import DeviceAugmentPipeline
+    from lrpose_bench.engine.accelerate import adam_for
+    from lrpose_bench.engine.cell import CellSpec, build_cell_model, build_method
+    from lrpose_bench.engine.evaluator import predict
+
+    spec = CellSpec(method_name, cfg.model.backbone, res, cfg.seed)
+    method = build_method(spec, cfg)
+    if method.train_resolution() != res:
+        raise ConfigError(f"bench: method {method_name!r} trains at {method.train_resolution()}, not {res}; "
+                          "leave it out of --methods (its pose network is benchmarked at that resolution)")
+    torch.manual_seed(cfg.seed)
+    model = build_cell_model(method, spec, cfg).to(device)
+    use_cuda = device.type == "cuda"
+    channels_last = use_cuda and cfg.train.channels_last
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    amp = use_cuda and cfg.train.amp
+    optimizer = adam_for(model, cfg.train.lr, cfg.train.weight_decay, device)
+    stages = method.stages(1)
+    stage = stages[0]
+    n = batch_size
+
+    def forward(images: torch.Tensor) -> torch.Tensor:
+        if channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            return model(images).float()
+
+    # model only: synthetic images and targets (targets encoded once from real joints)
+    cache = ImageCache(cfg.data.image_cache_mb)
+    train_set = PoseDataset(bundle.train, method, res, train=True, augment=cfg.augment,
+                            box_padding=cfg.data.box_padding, seed=cfg.seed, image_cache=cache)
+    fixed = _to_device(default_collate([train_set[i % len(train_set)] for i in range(n)]), device)
+    synthetic = torch.randn(n, 3, res.height, res.width, device=device)
+    model.train()
+
+    def model_step() -> None:
+        model.zero_grad(set_to_none=True)
+        method.loss(forward(synthetic), fixed, stage)["loss"].backward()
+
+    t_model = median_seconds(model_step, steps, device)
+
+    # data pipelines alone
+    order = list(range(len(train_set)))
+    loader_iter = {"it": None}
+
+    def cpu_batch() -> dict[str, Any]:
+        if loader_iter["it"] is None:
+            loader_iter["it"] = iter(DataLoader(train_set, batch_size=n, shuffle=False, drop_last=True,
+                                                num_workers=cfg.train.num_workers, pin_memory=use_cuda))
+        try:
+            batch = next(loader_iter["it"])
+        except StopIteration:
+            loader_iter["it"] = None
+            return cpu_batch()
+        return _to_device(batch, device)
+
+    fast = DeviceAugmentPipeline(store, method, res, cfg.augment, seed=cfg.seed, device=device)
+    position = {"i": 0}
+
+    def fast_batch() -> dict[str, Any]:
+        start = position["i"]
+        if start + n > len(order):
+            start = 0
+        position["i"] = start + n
+        return fast.batch(order[start:start + n])
+
+    t_data_cpu = median_seconds(cpu_batch, steps, device)
+    t_data_fast = median_seconds(fast_batch, steps, device)
+
+    # full steps
+    def train_step(get_batch: Callable[[], dict[str, Any]]) -> Callable[[], None]:
+        def step() -> None:
+            batch = get_batch()
+            losses = method.loss(forward(batch["image"]), batch, stage)
+            optimizer.zero_grad(set_to_none=True)
+            losses["loss"].backward()
+            optimizer.step()
+        return step
+
+    t_step_cpu = median_seconds(train_step(cpu_batch), steps, device)
+    t_step_fast = median_seconds(train_step(fast_batch), steps, device)
+
+    # MGM share (methods whose later stage computes an MGM from the predicted heatmaps)
+    mgm_share = None
+    later = [s for s in method.stages(10) if getattr(method, "uses_mgm", lambda s: False)(s)]
+    if later and hasattr(method, "offset_weight"):
+        with torch.no_grad():
+            heatmaps = method.heatmaps(forward(synthetic)).float()
+        t_mgm = median_seconds(lambda: method.offset_weight(heatmaps, fixed, later[0]), steps * 4, device)
+        mgm_share = t_mgm / t_model
+
+    # evaluation (flip test as configured)
+    from lrpose_bench.data.coco import KeypointSplit
+
+    val = bundle.val
+    subset = KeypointSplit(val.name, val.annotation_file, val.image_root, val.gt, val.instances[:eval_instances])
+    eval_set = PoseDataset(subset, method, res, train=False, box_padding=cfg.data.box_padding, image_cache=cache)
+    model.eval()
+    eval_kwargs = dict(batch_size=min(cfg.eval.batch_size, len(eval_set)), flip_test=cfg.eval.flip_test,
+                       device=device, progress=False)
+    t_eval = median_seconds(lambda: predict(model, method, eval_set, **eval_kwargs), max(1, steps // 2), device)
+
+    row: dict[str, Any] = {
+        "res": str(res), "method": method_name,
+        "model_img_s": n / t_model,
+        "step_cpu_img_s": n / t_step_cpu,
+        "step_fast_img_s": n / t_step_fast,
+        "data_cpu_img_s": n / t_data_cpu,
+        "data_fast_img_s": n / t_data_fast,
+        "eval_img_s": len(eval_set) / t_eval,
+        "mgm_share": mgm_share,
+    }
+    row["fast_vs_cpu_step"] = row["step_fast_img_s"] / row["step_cpu_img_s"]
+    row["step_cpu_vs_model"] = row["step_cpu_img_s"] / row["model_img_s"]
+    row["step_fast_vs_model"] = row["step_fast_img_s"] / row["model_img_s"]
+    row["fast_vs_cpu_data"] = row["data_fast_img_s"] / row["data_cpu_img_s"]
+    return row
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    import pandas as pd
+
+    table = pd.DataFrame(rows)
+    if "mgm_share" in table:
+        table["mgm_share"] = table["mgm_share"].map(lambda v: "-" if v is None or v != v else f"{100 * v:.2f}%")
+    for column in table.columns:
+        if column.endswith("_img_s"):
+            table[column] = table[column].map(lambda v: f"{v:,.0f}")
+        elif "_vs_" in column:
+            table[column] = table[column].map(lambda v: f"{v:.2f}x")
+    return table.to_string(index=False)
+
+
+# ----------------------------------------------------------------------------------- run
+def run(args: argparse.Namespace) -> int:
+    from lrpose_bench.cli import _bench_config, _check_backbone, _method_names
+    from lrpose_bench.data.crop_store import CropStoreConfig, build_crop_store
+    from lrpose_bench.data.sources import load_data
+    from lrpose_bench.engine.cell import seed_everything
+    from lrpose_bench.engine.trainer import resolve_device
+    from lrpose_bench.environment import environment
+    from lrpose_bench.resolution import parse_resolution_list
+    from lrpose_bench.store import write_json
+
+    if args.batch_size < 1 or args.steps < 1 or args.eval_instances < 1:
+        raise ConfigError("bench: --batch-size, --steps and --eval-instances must be >= 1")
+    cfg = _bench_config(args)
+    _check_backbone(cfg.model.backbone)
+    methods = _method_names(args.methods)
+    resolutions = parse_resolution_list(args.res)
+    device = resolve_device(cfg.train.device)
+    previous_threads = torch.get_num_threads()
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    seed_everything(cfg.seed, deterministic=False)
+    needed = args.batch_size * (args.steps + 1) * 2  # warm-up + timed steps, CPU and fast step measurements
+    cfg.data.max_train_instances = min(cfg.data.max_train_instances or needed, needed)
+    cfg.data.max_val_instances = min(cfg.data.max_val_instances or args.eval_instances, args.eval_instances)
+    started = time.perf_counter()
+    try:
+        bundle = load_data(cfg.data, progress=not args.no_progress)
+        if len(bundle.train.instances) < args.batch_size:
+            raise ConfigError(f"bench: the training split has {len(bundle.train.instances)} instances, "
+                              f"fewer than --batch-size {args.batch_size}")
+        store_root = Path(cfg.data.cache_dir).expanduser() / "crop_store"
+        rows: list[dict[str, Any]] = []
+        stores: dict[str, dict[str, Any]] = {}
+        by_aspect: dict[float, list[Any]] = {}
+        for res in resolutions:
+            by_aspect.setdefault(round(res.width / res.height, 9), []).append(res)
+        for group in by_aspect.values():
+            t0 = time.perf_counter()
+            store = build_crop_store(bundle.train, group, cfg.augment, cfg.data.box_padding, store_root,
+                                     config=CropStoreConfig(workers=max(1, args.threads)))
+            seconds = time.perf_counter() - t0
+            stores[",".join(map(str, group))] = {
+                "path": str(store.path), "crop_size": list(store.size), "instances": len(store),
+                "megabytes": store.nbytes / 2**20, "open_or_build_seconds": seconds,
+                "built_now": hasattr(store, "build_seconds"),
+                "build_img_s": len(store) / seconds if hasattr(store, "build_seconds") else None,
+            }
+            for res in group:
+                for name in methods:
+                    print(f"bench: {res} {name} ...", flush=True)
+                    rows.append(bench_cell(name, res, cfg, bundle, store, device, args.batch_size, args.steps,
+                                           args.eval_instances))
+    finally:
+        torch.set_num_threads(previous_threads)
+    elapsed = time.perf_counter() - started
+    threads = args.threads if args.threads > 0 else previous_threads
+    print()
+    print(f"Throughput in images/s on {device} ({threads} CPU thread(s)), backbone {cfg.model.backbone}, "
+          f"batch {args.batch_size}, median of {args.steps} step(s):")
+    print(format_table(rows))
+    print("model: fwd+bwd on synthetic tensors; step_cpu/step_fast: full train step with the CPU reference / "
+          "crop-store + device-augment pipeline; data_*: pipeline only; mgm_share: CAL stage-2 MGM / model fwd+bwd.")
+    for key, info in stores.items():
+        built = f"built at {info['build_img_s']:.0f} instances/s" if info["built_now"] else "reused"
+        print(f"crop store {key}: {info['instances']} crops of {info['crop_size'][0]}x{info['crop_size'][1]} "
+              f"({info['megabytes']:.1f} MB), {built}")
+    print(f"bench took {elapsed:.1f} s")
+    if args.out:
+        out = Path(args.out)
+        write_json(out, {"device": str(device), "device_name": torch.cuda.get_device_name(device) if device.type == "cuda"
+                         else "cpu", "threads": threads, "backbone": cfg.model.backbone, "batch_size": args.batch_size,
+                         "steps": args.steps, "amp": device.type == "cuda" and cfg.train.amp,
+                         "rows": rows, "crop_stores": stores, "seconds": elapsed, "environment": environment()})
+        print(f"wrote {out}")
+    return 0

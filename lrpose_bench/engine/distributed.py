@@ -1,0 +1,465 @@
+"""Data-parallel training on several processes (``torchrun``), keeping the run's determinism.
+
+What the trainer needs, as small pieces (integration: a few lines in ``trainer.train``):
+
+* :func:`init_from_env` / :func:`context`: rank and world size from ``torchrun``'s environment
+  (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``/``MASTER_PORT``); NCCL on CUDA, gloo
+  on CPU. A plain ``python -m lrpose_bench`` is world size 1 and none of this changes anything.
+* :class:`ShardedEpochSampler`: every rank draws the *same* seeded permutation as the
+  single-process :class:`~lrpose_bench.engine.trainer.EpochSampler` (seed, epoch) and takes a
+  strided slice ``perm[start:][rank::world]``; with a per-rank batch ``b`` the union of the ranks'
+  t-th batches is exactly the single-process t-th batch of size ``world·b``, so data order and
+  augmentation stay a function of (seed, epoch, position) and a mid-epoch resume works with the
+  global position.
+* :func:`wrap_model`: ``DistributedDataParallel`` with synchronised batch norm, so the statistics are
+  those of the global batch (``nn.SyncBatchNorm`` on CUDA; :class:`AllReduceBatchNorm2d`, the same
+  computation over differentiable all-reduces, on CPU/gloo where ``nn.SyncBatchNorm`` refuses to
+  run). Every method's loss is a plain mean over the batch, so DDP's gradient average over equal
+  per-rank batches is the gradient of the global-batch loss: a 2-process run reproduces the
+  1-process run with twice the batch up to float summation order (``tests/test_distributed.py``).
+  Exception, stated: CAL's stage-2 MGM fits its mixture to each rank's own displacements unless
+  ``mgm_from_predictions`` gathers them (see the report of issue 9).
+* :func:`gather_to_writer`, :func:`all_reduce_mean`, :func:`is_writer`, :func:`barrier`: metrics
+  gathered on rank 0, and only rank 0 writes files.
+* :func:`torchrun_command` / :func:`relaunch_with_torchrun`: the ``--gpus N`` convenience re-executes
+  the same command under ``python -m torch.distributed.run --nproc-per-node N``.
+
+:func:`train_distributed` is a self-contained loop built from these pieces (the same schedule,
+stages and Adam as the trainer, without checkpoints) used by the equivalence test and by
+``lrpose-bench bench``; :func:`launch_local` spawns N local processes for it.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from lrpose_bench.errors import ConfigError
+
+ENV_KEYS = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
+
+
+# ---------------------------------------------------------------------------------- context
+@dataclass(frozen=True)
+class DistContext:
+    """Where this process stands: rank, world size, local rank (GPU index on its node), backend."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    backend: str | None = None
+
+    @property
+    def is_distributed(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_writer(self) -> bool:
+        """Only rank 0 writes checkpoints, logs, predictions and reports."""
+        return self.rank == 0
+
+
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise ConfigError(f"environment variable {name}={value!r} is not an integer (set by torchrun)") from None
+
+
+def context() -> DistContext:
+    """This process's :class:`DistContext` (initialised process group, else torchrun's environment, else 1 process)."""
+    if dist.is_available() and dist.is_initialized():
+        return DistContext(dist.get_rank(), dist.get_world_size(), _env_int("LOCAL_RANK", 0), dist.get_backend())
+    return DistContext(_env_int("RANK", 0), _env_int("WORLD_SIZE", 1), _env_int("LOCAL_RANK", 0), None)
+
+
+def under_torchrun() -> bool:
+    """Whether this process was started by ``torchrun`` / ``torch.distributed.run`` (or launch_local)."""
+    return all(key in os.environ for key in ENV_KEYS)
+
+
+def init_from_env(device: str = "auto", timeout_s: float = 1800.0, init_method: str | None = None) -> DistContext:
+    """Join the process group torchrun describes (no-op for a single process); returns the context.
+
+    Backend: NCCL when the run uses CUDA, gloo otherwise. On CUDA each process uses GPU ``LOCAL_RANK``.
+    """
+    ctx = context()
+    if not ctx.is_distributed or dist.is_initialized():
+        return ctx
+    if not dist.is_available():
+        raise ConfigError("this PyTorch build has no torch.distributed; run with one process")
+    use_cuda = torch.cuda.is_available() if device == "auto" else device.startswith("cuda")
+    if use_cuda:
+        if ctx.local_rank >= torch.cuda.device_count():
+            raise ConfigError(f"LOCAL_RANK {ctx.local_rank} but only {torch.cuda.device_count()} GPU(s) visible; "
+                              "lower --nproc-per-node / --gpus")
+        torch.cuda.set_device(ctx.local_rank)
+    backend = "nccl" if use_cuda else "gloo"
+    dist.init_process_group(backend, init_method=init_method, timeout=datetime.timedelta(seconds=timeout_s),
+                            **({"rank": ctx.rank, "world_size": ctx.world_size} if init_method else {}))
+    return context()
+
+
+def device_for(ctx: DistContext, device: str = "auto") -> torch.device:
+    """The training device of this rank: ``cuda:LOCAL_RANK`` on GPUs, else the CPU."""
+    use_cuda = torch.cuda.is_available() if device == "auto" else device.startswith("cuda")
+    return torch.device(f"cuda:{ctx.local_rank}") if use_cuda else torch.device("cpu")
+
+
+def is_writer() -> bool:
+    return context().is_writer
+
+
+def barrier() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+def shutdown() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+# ---------------------------------------------------------------------------------- sampler
+class ShardedEpochSampler(Sampler[int]):
+    """Rank ``rank``'s strided slice of the single-process epoch permutation (see module docstring).
+
+    ``set_position(epoch, start)`` takes the *global* position (iterations × world × per-rank batch).
+    With ``world_size == 1`` it yields exactly ``EpochSampler``'s order.
+    """
+
+    def __init__(self, size: int, seed: int, rank: int = 0, world_size: int = 1) -> None:
+        if not 0 <= rank < world_size:
+            raise ConfigError(f"rank {rank} outside world size {world_size}")
+        self.size = size
+        self.seed = seed
+        self.rank = rank
+        self.world_size = world_size
+        self.epoch = 0
+        self.start = 0
+
+    def set_position(self, epoch: int, start: int = 0) -> None:
+        self.epoch, self.start = epoch, start
+
+    def permutation(self) -> list[int]:
+        # the trainer's EpochSampler formula: the same order for any world size
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        return torch.randperm(self.size, generator=generator).tolist()
+
+    def indices(self) -> list[int]:
+        rest = self.permutation()[self.start:]
+        usable = len(rest) - len(rest) % self.world_size  # equal shards: every rank steps together
+        return rest[:usable][self.rank::self.world_size]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices())
+
+    def __len__(self) -> int:
+        return (self.size - self.start) // self.world_size
+
+
+# ----------------------------------------------------------------------------- batch norm
+class _AllReduceSum(torch.autograd.Function):
+    """Differentiable sum over ranks: the gradient of a sum is the sum of the ranks' gradients."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor) -> Tensor:  # type: ignore[override]
+        out = x.clone()
+        dist.all_reduce(out)
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> Tensor:  # type: ignore[override]
+        out = grad.contiguous().clone()
+        dist.all_reduce(out)
+        return out
+
+
+class AllReduceBatchNorm2d(nn.BatchNorm2d):
+    """Batch norm over the global batch of all ranks, for backends where ``nn.SyncBatchNorm`` does not
+    run (CPU/gloo). Statistics: two differentiable all-reduces (count and sum, then the sum of squared
+    deviations), so gradients flow to every rank's inputs as in ``nn.SyncBatchNorm``; running
+    statistics are updated with the global mean and unbiased variance, as a single process would."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not (self.training and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+            return super().forward(x)
+        all_reduce = _AllReduceSum.apply
+        dims = (0, 2, 3)
+        count = torch.tensor([x.numel() / x.shape[1]], dtype=x.dtype, device=x.device)
+        first = all_reduce(torch.cat([x.sum(dims), count]))
+        total = first[-1]
+        mean = first[:-1] / total
+        centred = x - mean.view(1, -1, 1, 1)
+        var = all_reduce((centred * centred).sum(dims)) / total
+        if self.track_running_stats and self.running_mean is not None:
+            with torch.no_grad():
+                self.num_batches_tracked.add_(1)
+                momentum = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
+                unbiased = var * (total / (total - 1).clamp_min(1))
+                self.running_mean.mul_(1 - momentum).add_(mean.detach(), alpha=momentum)
+                self.running_var.mul_(1 - momentum).add_(unbiased.detach(), alpha=momentum)
+        out = centred * torch.rsqrt(var + self.eps).view(1, -1, 1, 1)
+        if self.affine:
+            out = out * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
+        return out
+
+
+def convert_batchnorm(module: nn.Module, device: torch.device) -> nn.Module:
+    """Replace every ``BatchNorm2d`` with its synchronised twin, sharing the parameters and buffers
+    (an optimizer built before the conversion still holds the right tensors; state-dict keys unchanged)."""
+    if device.type == "cuda":
+        return nn.SyncBatchNorm.convert_sync_batchnorm(module)
+    if isinstance(module, nn.BatchNorm2d) and not isinstance(module, AllReduceBatchNorm2d):
+        new = AllReduceBatchNorm2d(module.num_features, module.eps, module.momentum, module.affine,
+                                   module.track_running_stats)
+        if module.affine:
+            new.weight, new.bias = module.weight, module.bias
+        if module.track_running_stats:
+            new.running_mean, new.running_var = module.running_mean, module.running_var
+            new.num_batches_tracked = module.num_batches_tracked
+        new.train(module.training)
+        return new
+    for name, child in module.named_children():
+        replaced = convert_batchnorm(child, device)
+        if replaced is not child:
+            setattr(module, name, replaced)
+    return module
+
+
+def wrap_model(model: nn.Module, ctx: DistContext | None = None, device: torch.device | None = None,
+               sync_bn: bool = True) -> nn.Module:
+    """``model`` for training on this rank: unchanged with one process; else batch norm synchronised
+    (in place) and wrapped in ``DistributedDataParallel``. Keep the unwrapped ``model`` for
+    ``state_dict()`` (checkpoints stay loadable without DDP's ``module.`` prefix)."""
+    ctx = ctx or context()
+    if not ctx.is_distributed:
+        return model
+    device = device or next(model.parameters()).device
+    if sync_bn:
+        converted = convert_batchnorm(model, device)
+        if converted is not model:
+            raise ConfigError("wrap_model: the model's root module is a BatchNorm layer; wrap it in a container")
+    if device.type == "cuda":
+        return nn.parallel.DistributedDataParallel(model, device_ids=[device.index], output_device=device.index)
+    return nn.parallel.DistributedDataParallel(model)
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The module inside a DDP (or compiled) wrapper."""
+    while True:
+        inner = getattr(model, "module", None) or getattr(model, "_orig_mod", None)
+        if not isinstance(inner, nn.Module):
+            return model
+        model = inner
+
+
+# --------------------------------------------------------------------------- collectives
+def all_reduce_mean(values: dict[str, Tensor | float], device: torch.device | None = None) -> dict[str, float]:
+    """Mean over ranks of scalar values (one collective; one host sync), e.g. per-epoch loss sums."""
+    keys = list(values)  # insertion order: every rank builds the same dict in the same order
+    if not keys:
+        return {}
+    stacked = torch.stack([torch.as_tensor(values[k], dtype=torch.float64).to(device or "cpu").reshape(()) for k in keys])
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        if device is None and dist.get_backend() == "nccl":
+            stacked = stacked.cuda()
+        dist.all_reduce(stacked)
+        stacked = stacked / dist.get_world_size()
+    return dict(zip(keys, stacked.cpu().tolist()))
+
+
+def gather_to_writer(obj: Any) -> list[Any] | None:
+    """Every rank's ``obj`` as a list on rank 0 (``None`` elsewhere); ``[obj]`` with one process."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return [obj]
+    out: list[Any] | None = [None] * dist.get_world_size() if dist.get_rank() == 0 else None
+    dist.gather_object(obj, out, dst=0)
+    return out
+
+
+# ---------------------------------------------------------------------------- evaluation
+class ShardView(Dataset):
+    """Rank ``rank``'s strided share of an evaluation ``PoseDataset`` (items keep their global ``index``)."""
+
+    def __init__(self, dataset: Any, rank: int, world_size: int) -> None:
+        self.base = dataset
+        self.positions = list(range(rank, len(dataset), world_size))
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    def __getitem__(self, i: int) -> Any:
+        return self.base[self.positions[i]]
+
+    def __getattr__(self, name: str) -> Any:  # split, resolution, method, ... of the base dataset
+        if name == "base":
+            raise AttributeError(name)
+        return getattr(self.base, name)
+
+
+def merge_predictions(parts: Sequence[Any], world_size: int) -> Any:
+    """Interleave the ranks' :class:`~lrpose_bench.engine.evaluator.Predictions` back into dataset order."""
+    from dataclasses import fields
+
+    first = parts[0]
+    total = sum(len(p.image_ids) for p in parts)
+    merged = {}
+    for f in fields(first):
+        column = np.empty((total, *getattr(first, f.name).shape[1:]), dtype=getattr(first, f.name).dtype)
+        for rank, part in enumerate(parts):
+            column[rank::world_size] = getattr(part, f.name)
+        merged[f.name] = column
+    return type(first)(**merged)
+
+
+def predict_sharded(model: nn.Module, method: Any, dataset: Any, ctx: DistContext | None = None, **kwargs: Any) -> Any:
+    """``evaluator.predict`` on this rank's share; the merged :class:`Predictions` on rank 0, ``None`` elsewhere."""
+    from lrpose_bench.engine.evaluator import predict
+
+    ctx = ctx or context()
+    if not ctx.is_distributed:
+        return predict(unwrap(model), method, dataset, **kwargs)
+    part = predict(unwrap(model), method, ShardView(dataset, ctx.rank, ctx.world_size), **kwargs)
+    parts = gather_to_writer(part)
+    return merge_predictions(parts, ctx.world_size) if parts is not None else None
+
+
+# ---------------------------------------------------------------------------------- training
+def train_distributed(model: nn.Module, method: Any, dataset: Any, cfg: Any, *, seed: int = 0,
+                      eval_set: Any = None, eval_batch_size: int = 32, flip_test: bool = True,
+                      device: torch.device | str | None = None, sync_bn: bool = True) -> dict[str, Any] | None:
+    """Train on this rank's share with the trainer's schedule (Adam, step LR, the method's stages)
+    and, optionally, evaluate; rank 0 returns ``{"history", "state_dict", "predictions"}``.
+
+    ``cfg`` is a :class:`~lrpose_bench.config.TrainConfig`; ``cfg.batch_size`` is the per-rank batch
+    (global batch = world × per-rank batch, as HRNet's per-GPU batch). No checkpoints: this loop is
+    the reference the trainer's integration is tested against, not a replacement for it.
+    """
+    from lrpose_bench.engine.trainer import learning_rate, stage_at
+
+    ctx = context()
+    device = torch.device(device) if device is not None else device_for(ctx, cfg.device)
+    model.to(device)
+    train_model = wrap_model(model, ctx, device, sync_bn)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    stages = method.stages(cfg.epochs)
+    total_epochs = sum(stage.epochs for stage in stages)
+    sampler = ShardedEpochSampler(len(dataset), seed, ctx.rank, ctx.world_size)
+    history: list[dict[str, float]] = []
+    for epoch in range(total_epochs):
+        stage = stage_at(stages, epoch)
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(cfg, epoch)
+        dataset.set_epoch(epoch)
+        sampler.set_position(epoch, 0)
+        loader = DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler, drop_last=True,
+                            num_workers=cfg.num_workers, pin_memory=device.type == "cuda")
+        train_model.train()
+        sums: dict[str, Tensor] = {}
+        count = 0
+        for batch in loader:
+            batch = {k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
+            losses = method.loss(train_model(batch["image"]).float(), batch, stage)
+            optimizer.zero_grad(set_to_none=True)
+            losses["loss"].backward()
+            optimizer.step()
+            for key, value in losses.items():  # summed on the device: no host sync per step
+                sums[key] = sums.get(key, torch.zeros((), device=device, dtype=torch.float64)) + value.detach().double()
+            count += 1
+        means = all_reduce_mean({k: v / max(count, 1) for k, v in sums.items()}, device if device.type == "cuda" else None)
+        history.append({"epoch": epoch + 1, "stage": stage.name, "iterations": count, **means})
+    predictions = None
+    if eval_set is not None:
+        predictions = predict_sharded(model, method, eval_set, ctx, batch_size=eval_batch_size,
+                                      flip_test=flip_test, device=device, progress=False)
+    if not ctx.is_writer:
+        return None
+    return {"history": history, "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+            "predictions": predictions, "world_size": ctx.world_size}
+
+
+# ------------------------------------------------------------------------------- launching
+def _local_entry(rank: int, world_size: int, folder: str, threads: int) -> None:
+    os.environ.update({"RANK": str(rank), "WORLD_SIZE": str(world_size), "LOCAL_RANK": str(rank),
+                       "LOCAL_WORLD_SIZE": str(world_size)})
+    torch.set_num_threads(threads)
+    fn, args, kwargs = torch.load(Path(folder) / "job.pt", weights_only=False)
+    init_from_env("cpu", init_method=(Path(folder) / "rendezvous").as_uri())  # a file store: no port to race for
+    try:
+        result = fn(*args, **kwargs)
+        if rank == 0:
+            torch.save(result, Path(folder) / "result.pt")
+    finally:
+        shutdown()
+
+
+def launch_local(world_size: int, fn: Callable[..., Any], *args: Any, threads: int = 1, **kwargs: Any) -> Any:
+    """Run ``fn(*args, **kwargs)`` in ``world_size`` local CPU processes (gloo); rank 0's result.
+
+    For tests and CPU experiments; GPU runs go through ``torchrun``. ``fn`` and its arguments must be
+    picklable (spawned processes).
+    """
+    import torch.multiprocessing as mp
+
+    with tempfile.TemporaryDirectory(prefix="lrpose-ddp-") as tmp:
+        # the job goes through a file, not mp's pickler: torch.multiprocessing would hand every rank the
+        # *same* shared-memory tensors, and each rank's optimizer step would then update them again
+        torch.save((fn, args, kwargs), Path(tmp) / "job.pt")
+        mp.start_processes(_local_entry, args=(world_size, tmp, threads),
+                           nprocs=world_size, join=True, start_method="spawn")
+        return torch.load(Path(tmp) / "result.pt", weights_only=False)
+
+
+def torchrun_command(nproc: int, argv: Sequence[str], *, nnodes: int = 1) -> list[str]:
+    """``python -m torch.distributed.run --nproc-per-node N -m lrpose_bench ARGV`` without ``--gpus``.
+
+    Single node: ``--standalone`` (local rendezvous on a free port). Multi-node runs call torchrun
+    themselves with ``--nnodes``/``--rdzv-endpoint`` (see the docs' SLURM example).
+    """
+    if nproc < 1:
+        raise ConfigError(f"--gpus must be >= 1, got {nproc}")
+    rest: list[str] = []
+    skip = False
+    for item in argv:
+        if skip:
+            skip = False
+            continue
+        if item == "--gpus":
+            skip = True
+            continue
+        if item.startswith("--gpus="):
+            continue
+        rest.append(item)
+    launcher = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}"]
+    if nnodes == 1:
+        launcher.append("--standalone")
+    return [*launcher, "-m", "lrpose_bench", *rest]
+
+
+def relaunch_with_torchrun(nproc: int, argv: Sequence[str]) -> int:
+    """Re-execute this command under torchrun with ``nproc`` processes (the ``--gpus N`` option).
+
+    Returns the launcher's exit status; a no-op signal (``-1``) when already under torchrun or N == 1.
+    """
+    import subprocess
+
+    if nproc <= 1 or under_torchrun():
+        return -1
+    if torch.cuda.is_available() and torch.cuda.device_count() < nproc:
+        raise ConfigError(f"--gpus {nproc} but only {torch.cuda.device_count()} GPU(s) are visible")
+    return subprocess.call(torchrun_command(nproc, argv))

@@ -46,6 +46,7 @@ class RegressionSpec:
     cells: list[tuple[str, Resolution]]
     tolerances: dict[str, float]
     floor_margin: float
+    floor_error_ratio: float
     ordering: dict[str, Any]
     digest: str
 
@@ -53,7 +54,7 @@ class RegressionSpec:
 def load_spec(path: Path | None = None) -> RegressionSpec:
     path = path or config_dir() / "regression.yaml"
     data = read_yaml(path)
-    unknown = set(data) - {"profile", "overrides", "cells", "tolerances", "floor_margin", "ordering"}
+    unknown = set(data) - {"profile", "overrides", "cells", "tolerances", "floor_margin", "floor_error_ratio", "ordering"}
     if unknown:
         raise ConfigError(f"{path}: unknown keys {sorted(unknown)}")
     cfg = load_config(data.get("profile", "quick"), overrides=data.get("overrides") or {})
@@ -62,7 +63,8 @@ def load_spec(path: Path | None = None) -> RegressionSpec:
     ordering = data.get("ordering") or {}
     payload = json.dumps({"config": cfg.to_dict(), "cells": [[m, str(r)] for m, r in cells]}, sort_keys=True)
     digest = hashlib.sha256(payload.encode()).hexdigest()[:16]
-    return RegressionSpec(cfg, cells, tolerances, float(data.get("floor_margin", 0.0)), ordering, digest)
+    return RegressionSpec(cfg, cells, tolerances, float(data.get("floor_margin", 0.0)),
+                          float(data.get("floor_error_ratio", 0.0)), ordering, digest)
 
 
 def run_benchmark(spec: RegressionSpec, work: Path, progress: bool = False) -> dict[str, dict[str, Any]]:
@@ -85,7 +87,8 @@ def run_benchmark(spec: RegressionSpec, work: Path, progress: bool = False) -> d
         results[cell.cell_id] = {"method": method, "resolution": str(res),
                                  **{k: metrics.get(k) for k in METRICS},
                                  **result.metrics.get("errors", {}),
-                                 "floor_AP": result.metrics["floor"]["AP"]}
+                                 "floor_AP": result.metrics["floor"]["AP"],
+                                 "floor_final_mean_px": result.metrics["floor"].get("final_mean_px")}
     return results
 
 
@@ -116,6 +119,11 @@ def compare(spec: RegressionSpec, baseline: dict[str, Any], now_cells: dict[str,
         if current["AP"] < current["floor_AP"] + spec.floor_margin:
             problems.append({"cell": cell_id, "metric": "AP vs mean-pose floor", "baseline": f"floor {current['floor_AP']:.4f} + {spec.floor_margin}",
                              "now": current["AP"], "delta": current["AP"] - current["floor_AP"], "tolerance": spec.floor_margin})
+        floor_px, final_px = current.get("floor_final_mean_px"), current.get("final_mean_px")
+        if spec.floor_error_ratio and floor_px and final_px is not None and final_px > spec.floor_error_ratio * floor_px:
+            problems.append({"cell": cell_id, "metric": "final error vs mean-pose floor (px)",
+                             "baseline": f"<= {spec.floor_error_ratio} x floor {floor_px:.3f}", "now": final_px,
+                             "delta": final_px - spec.floor_error_ratio * floor_px, "tolerance": spec.floor_error_ratio})
     problems.extend(ordering_problems(spec, base_cells, now_cells))
     return problems
 
@@ -127,16 +135,23 @@ def ordering_problems(spec: RegressionSpec, base_cells: dict[str, Any], now_cell
     res = str(Resolution.parse(spec.ordering.get("resolution", "64x48")))
     metric = spec.ordering.get("metric", "AP")
     margin = float(spec.ordering.get("margin", 0.0))
-    base = {c["method"]: c[metric] for c in base_cells.values() if c.get("resolution") == res and c.get(metric) is not None}
-    cur = {c["method"]: c[metric] for c in now_cells.values() if c.get("resolution") == res and c.get(metric) is not None}
+    sign = 1.0 if spec.ordering.get("higher_is_better", True) else -1.0
+    base = {c["method"]: sign * c[metric] for c in base_cells.values() if c.get("resolution") == res and c.get(metric) is not None}
+    cur = {c["method"]: sign * c[metric] for c in now_cells.values() if c.get("resolution") == res and c.get(metric) is not None}
     problems = []
     for a in base:
         for b in base:
             if a in cur and b in cur and base[a] - base[b] > margin and not cur[a] > cur[b]:
-                problems.append({"cell": f"ordering at {res}", "metric": f"{metric}({a}) > {metric}({b})",
-                                 "baseline": f"{base[a]:.4f} > {base[b]:.4f}", "now": f"{cur[a]:.4f} <= {cur[b]:.4f}",
-                                 "delta": cur[a] - cur[b], "tolerance": margin})
+                better = ">" if sign > 0 else "<"
+                problems.append({"cell": f"ordering at {res}", "metric": f"{metric}({a}) {better} {metric}({b})",
+                                 "baseline": f"{sign * base[a]:.4f} vs {sign * base[b]:.4f}",
+                                 "now": f"{sign * cur[a]:.4f} vs {sign * cur[b]:.4f}",
+                                 "delta": sign * (cur[a] - cur[b]), "tolerance": margin})
     return problems
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.6g}" if isinstance(value, (int, float)) else str(value)
 
 
 def find_baseline(path: str | None) -> Path:
@@ -165,7 +180,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         with tempfile.TemporaryDirectory(prefix="lrpose-regress-") as tmp:
             results = run_benchmark(spec, Path(tmp), progress=not args.no_progress)
-    table = pd.DataFrame([{"cell": k, **{m: v.get(m) for m in ("AP", "AP50", "AP75", "AR", "floor_AP")}} for k, v in results.items()])
+    table = pd.DataFrame([{"cell": k, **{m: v.get(m) for m in ("AP", "AP50", "AR", "floor_AP", "final_mean_px", "floor_final_mean_px")}}
+                          for k, v in results.items()])
     print(table.to_string(index=False))
     if args.update:
         old = read_json(baseline_path) if baseline_path.is_file() else {"cells": {}}
@@ -173,7 +189,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"baseline written: {baseline_path}")
         for cell_id, values in results.items():
             before = old.get("cells", {}).get(cell_id, {})
-            diffs = ", ".join(f"{m} {before.get(m)!s:.6} -> {values.get(m)!s:.6}" for m in METRICS if before.get(m) != values.get(m))
+            diffs = ", ".join(f"{m} {_fmt(before.get(m))} -> {_fmt(values.get(m))}" for m in METRICS if before.get(m) != values.get(m))
             print(f"  {cell_id}: {diffs or 'unchanged'}")
         return 0
     problems = compare(spec, baseline, results)

@@ -926,10 +926,12 @@ def _run_tasks(tasks: list[tuple[dict[str, Any], str, int, str]], workers: int) 
         for task in tasks:
             yield _render_task(task)
         return
-    # fork where it is the platform's safe choice (Linux): the workers use only numpy and OpenCV, and
-    # fork needs no importable __main__ (a user's script without a main guard would make "spawn"
-    # workers re-run it). macOS and Windows use "spawn".
-    method = "fork" if sys.platform.startswith("linux") else "spawn"
+    # Never plain "fork": a parent that has already used OpenCV's or torch's thread pools forks
+    # their locked mutexes into the children, which then hang (seen in the test suite:
+    # cv2.setNumThreads in a forked worker). "forkserver" forks from a clean server process on
+    # Linux; macOS and Windows use "spawn". Both import the caller's __main__: a script that calls
+    # this directly needs an ``if __name__ == "__main__":`` guard (the CLI has one).
+    method = "forkserver" if sys.platform.startswith("linux") else "spawn"
     context = multiprocessing.get_context(method)
     with context.Pool(workers, initializer=_worker_init) as pool:
         yield from pool.imap_unordered(_render_task, tasks, chunksize=16)

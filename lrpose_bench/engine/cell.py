@@ -110,6 +110,19 @@ def floor_metrics(bundle: DataBundle, resolution: Resolution, cfg: BenchConfig) 
     return evaluate_keypoints(bundle.val.gt, results)
 
 
+def floor_errors(bundle: DataBundle, preds: Predictions, resolution: Resolution, cfg: BenchConfig) -> dict[str, float]:
+    """Localisation error (heatmap px, visible joints) of the mean pose, in the units of
+    ``decoder_errors``: a sensitive 'has it learned anything' reference even where AP is near 0."""
+    from lrpose_bench.data.transforms import input_to_heatmap_scale
+
+    pose_hm = mean_pose(bundle.train, resolution, cfg.data.box_padding) * input_to_heatmap_scale(resolution.size, resolution.heatmap)
+    vis = preds.visible > 0
+    if not vis.any():
+        return {}
+    error = np.linalg.norm(pose_hm[None] - preds.gt_hm, axis=-1)[vis]
+    return {"final_mean_px": float(error.mean()), "final_median_px": float(np.median(error))}
+
+
 def model_complexity(model: torch.nn.Module, resolution: Resolution) -> dict[str, Any]:
     from lrpose_bench.models.complexity import count_parameters, measure_macs
 
@@ -198,6 +211,7 @@ def _run_cell_locked(spec: CellSpec, cfg: BenchConfig, bundle: DataBundle, cell_
     metrics, results = score_predictions(bundle, preds, cfg)
     eval_seconds = time.perf_counter() - t1
     floor = floor_metrics(bundle, spec.resolution, cfg)
+    floor.update(floor_errors(bundle, preds, eval_res, cfg))
 
     write_json(cell_dir / "predictions.json", results)
     write_npz(cell_dir / "displacements.npz", **preds.displacement_arrays(),

@@ -105,11 +105,7 @@ def load_builtins() -> None:
         return
     _loaded = True
     for module in BUILTIN_MODULES:
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as error:  # TEMP during integration: module not written yet
-            if error.name != module:
-                raise
+        importlib.import_module(module)
     _load_entry_points()
 
 

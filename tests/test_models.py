@@ -52,12 +52,6 @@ def _one_thread():
     torch.set_num_threads(threads)
 
 
-@pytest.fixture(autouse=True)
-def only_model_builtins(monkeypatch):
-    """Use the registry with just this package's backbones (other built-ins may be in progress)."""
-    monkeypatch.setattr(registry, "_loaded", True)
-
-
 def meta(name: str, out_channels: int = 17) -> nn.Module:
     """The backbone on the meta device (shapes only), shared with complexity's cache."""
     return complexity._meta_model(name, out_channels)
@@ -69,7 +63,7 @@ def test_factories_are_registered_under_their_names():
         assert registry.BACKBONES.items[name] is factory
 
 
-def test_build_model_uses_registry_and_sizes_head(only_model_builtins):
+def test_build_model_uses_registry_and_sizes_head():
     model = build_model("hrnet-w8", 51)
     assert model.final_layer.out_channels == 51
     with pytest.raises(ConfigError, match="unknown backbone 'hrnet-w7'"):
@@ -268,17 +262,17 @@ _SLOW = pytest.mark.slow  # ~2-4 s each on a shared 2-core CPU; W32 and R-50 sta
     ],
     ids=lambda v: str(v),
 )
-def test_macs_match_published(name, res, published, only_model_builtins):
+def test_macs_match_published(name, res, published):
     measured = backbone_macs(name, res) / GIB
     assert math.isclose(measured, published, rel_tol=0.03), measured
 
 
-def test_macs_scale_with_input_area(only_model_builtins):
+def test_macs_scale_with_input_area():
     small, big = backbone_macs("hrnet-w8", Resolution(128, 96)), backbone_macs("hrnet-w8", Resolution(256, 192))
     assert big == pytest.approx(4 * small, rel=0.01)
 
 
-def test_models_table_columns_and_cache(only_model_builtins):
+def test_models_table_columns_and_cache():
     res = [Resolution(64, 48), Resolution(128, 96)]
     table = models_table(res, names=["hrnet-w8", "simplebaseline-r18"])
     assert list(table.columns) == ["backbone", "params_M", "GMACs@64x48", "GMACs@128x96"]

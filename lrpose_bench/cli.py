@@ -209,7 +209,7 @@ def _check_same_configuration(out: Path, cfg: Any, force: bool) -> None:
     except (OSError, ValueError):
         return
     current = _flatten(cfg.to_dict())
-    ignored = ("train.device", "train.num_workers", "eval.batch_size", "report.")
+    ignored = ("train.device", "train.num_workers", "train.threads", "eval.batch_size", "report.")
     changed = sorted(k for k in set(previous) | set(current)
                      if previous.get(k) != current.get(k) and not k.startswith(ignored))
     if changed:

@@ -77,3 +77,36 @@ def test_baseline_for_another_configuration_is_refused(tmp_path, capsys):
 def test_missing_baseline_says_how_to_create_it(tmp_path, capsys):
     code = main(["regress", "--spec", str(_spec(tmp_path)), "--baseline", str(tmp_path / "none.json")])
     assert code == 2 and "--update" in capsys.readouterr().err
+
+
+def _tiny_spec(ordering=None):
+    from lrpose_bench.commands.regress import RegressionSpec
+
+    return RegressionSpec(cfg=None, cells=[], tolerances={"AP": 0.01, "APL": 0.01, "final_mean_px": 0.05},
+                          floor_margin=0.0, floor_error_ratio=1.0, ordering=ordering or {}, digest="x")
+
+
+def _cell(method, ap, final, apl=None, floor_px=2.0):
+    return {"method": method, "resolution": "64x48", "AP": ap, "APL": apl, "final_mean_px": final,
+            "floor_AP": 0.0, "floor_final_mean_px": floor_px}
+
+
+def test_compare_treats_null_and_nan_as_the_same_missing_value():
+    from lrpose_bench.commands.regress import compare
+
+    base = {"cells": {"a": _cell("hrnet", 0.1, 1.0, apl=None)}}
+    now = {"a": _cell("hrnet", 0.1, 1.0, apl=float("nan"))}
+    assert compare(_tiny_spec(), base, now) == []
+
+
+def test_compare_flags_moved_metrics_floor_and_ordering():
+    from lrpose_bench.commands.regress import compare
+
+    ordering = {"resolution": "64x48", "metric": "final_mean_px", "higher_is_better": False, "margin": 0.05}
+    base = {"cells": {"a": _cell("dark", 0.1, 1.0), "b": _cell("hrnet", 0.1, 1.2)}}
+    now = {"a": _cell("dark", 0.1, 1.3), "b": _cell("hrnet", 0.1, 1.2, floor_px=1.1)}
+    problems = compare(_tiny_spec(ordering), base, now)
+    kinds = {(p["cell"], p["metric"]) for p in problems}
+    assert ("a", "final_mean_px") in kinds  # moved beyond tolerance
+    assert ("b", "final error vs mean-pose floor (px)") in kinds  # worse than the mean pose
+    assert any(p["cell"] == "ordering at 64x48" for p in problems)  # dark no longer localises better

@@ -105,7 +105,7 @@ def compare(spec: RegressionSpec, baseline: dict[str, Any], now_cells: dict[str,
             problems.append({"cell": cell_id, "metric": "(cell)", "baseline": "complete", "now": f"failed: {current['failed']}", "delta": "", "tolerance": ""})
             continue
         for metric, tol in spec.tolerances.items():
-            b, n = base.get(metric), current.get(metric)
+            b, n = _number(base.get(metric)), _number(current.get(metric))
             if b is None and n is None:
                 continue
             if b is None or n is None or abs(n - b) > tol:
@@ -150,6 +150,13 @@ def ordering_problems(spec: RegressionSpec, base_cells: dict[str, Any], now_cell
     return problems
 
 
+def _number(value: Any) -> float | None:
+    """A metric value, or None when missing (JSON null or NaN: e.g. APL with no large persons)."""
+    if value is None or (isinstance(value, float) and value != value):
+        return None
+    return float(value)
+
+
 def _fmt(value: Any) -> str:
     return f"{value:.6g}" if isinstance(value, (int, float)) else str(value)
 
@@ -189,7 +196,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"baseline written: {baseline_path}")
         for cell_id, values in results.items():
             before = old.get("cells", {}).get(cell_id, {})
-            diffs = ", ".join(f"{m} {_fmt(before.get(m))} -> {_fmt(values.get(m))}" for m in METRICS if before.get(m) != values.get(m))
+            diffs = ", ".join(f"{m} {_fmt(before.get(m))} -> {_fmt(values.get(m))}" for m in METRICS if _number(before.get(m)) != _number(values.get(m)))
             print(f"  {cell_id}: {diffs or 'unchanged'}")
         return 0
     problems = compare(spec, baseline, results)

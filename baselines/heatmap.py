@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import Mapping
 
 import numpy as np
-import torch
 from torch import Tensor
 
 from lrpose_bench.codecs.heatmap_ops import argmax_2d, flip_heatmaps, gaussian_maps, quarter_offset_refine

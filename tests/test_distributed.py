@@ -16,7 +16,6 @@ from lrpose_bench.config import AugmentConfig, TrainConfig, resolve_method_param
 from lrpose_bench.data.coco import load_split
 from lrpose_bench.data.dataset import PoseDataset
 from lrpose_bench.engine import distributed as D
-from lrpose_bench.engine.trainer import EpochSampler
 from lrpose_bench.evaluation.coco_metric import build_results, evaluate_keypoints
 from lrpose_bench.method import MethodContext
 from lrpose_bench.registry import METHODS
@@ -30,9 +29,9 @@ from conftest import make_coco_fixture
        batch=st.integers(1, 16), steps_done=st.integers(0, 5))
 def test_shards_reassemble_the_single_process_batches(size, seed, epoch, world, batch, steps_done):
     start = min(size, steps_done * world * batch)
-    single = EpochSampler(size, seed)
-    single.set_position(epoch, start)
-    order = list(single)
+    # the single-process order: one seeded permutation per (seed, epoch), from the resume position
+    generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    order = torch.randperm(size, generator=generator).tolist()[start:]
     shards = []
     for rank in range(world):
         sampler = D.ShardedEpochSampler(size, seed, rank, world)

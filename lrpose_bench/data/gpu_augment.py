@@ -237,7 +237,7 @@ class DeviceAugmentPipeline:
         return out
 
     def batches(self, order: Sequence[int], batch_size: int):
-        """Batches of ``order`` (e.g. an ``EpochSampler`` permutation), dropping the last partial one."""
+        """Batches of ``order`` (e.g. a ``ShardedEpochSampler`` permutation), dropping the last partial one."""
         order = list(order)
         for start in range(0, len(order) - batch_size + 1, batch_size):
             yield self.batch(order[start:start + batch_size])

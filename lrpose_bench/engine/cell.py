@@ -23,7 +23,7 @@ from lrpose_bench.config import BenchConfig, resolve_method_params
 from lrpose_bench.data.dataset import ImageCache, PoseDataset
 from lrpose_bench.data.sources import DataBundle
 from lrpose_bench.engine import distributed
-from lrpose_bench.engine.evaluator import Predictions, predict
+from lrpose_bench.engine.evaluator import Predictions
 from lrpose_bench.engine.trainer import resolve_device, train
 from lrpose_bench.environment import environment
 from lrpose_bench.errors import TrainingDiverged, UserError

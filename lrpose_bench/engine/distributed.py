@@ -5,8 +5,8 @@ What the trainer needs, as small pieces (integration: a few lines in ``trainer.t
 * :func:`init_from_env` / :func:`context`: rank and world size from ``torchrun``'s environment
   (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``/``MASTER_PORT``); NCCL on CUDA, gloo
   on CPU. A plain ``python -m lrpose_bench`` is world size 1 and none of this changes anything.
-* :class:`ShardedEpochSampler`: every rank draws the *same* seeded permutation as the
-  single-process :class:`~lrpose_bench.engine.trainer.EpochSampler` (seed, epoch) and takes a
+* :class:`ShardedEpochSampler`: every rank draws the *same* seeded permutation of (seed, epoch)
+  as a single process would and takes a
   strided slice ``perm[start:][rank::world]``; with a per-rank batch ``b`` the union of the ranks'
   t-th batches is exactly the single-process t-th batch of size ``world·b``, so data order and
   augmentation stay a function of (seed, epoch, position) and a mid-epoch resume works with the
@@ -139,7 +139,7 @@ class ShardedEpochSampler(Sampler[int]):
     """Rank ``rank``'s strided slice of the single-process epoch permutation (see module docstring).
 
     ``set_position(epoch, start)`` takes the *global* position (iterations × world × per-rank batch).
-    With ``world_size == 1`` it yields exactly ``EpochSampler``'s order.
+    With ``world_size == 1`` it yields the whole permutation (the single-process order).
     """
 
     def __init__(self, size: int, seed: int, rank: int = 0, world_size: int = 1) -> None:
@@ -156,7 +156,7 @@ class ShardedEpochSampler(Sampler[int]):
         self.epoch, self.start = epoch, start
 
     def permutation(self) -> list[int]:
-        # the trainer's EpochSampler formula: the same order for any world size
+        # one formula for every world size, so resuming with another N keeps the data order
         generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
         return torch.randperm(self.size, generator=generator).tolist()
 

@@ -14,7 +14,6 @@ import dataclasses
 from pathlib import Path
 from typing import Any, Callable
 
-import torch
 import torch.nn.functional as F
 import yaml
 from torch import Tensor

@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterator
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from lrpose_bench.config import TrainConfig
@@ -33,29 +33,6 @@ from lrpose_bench.engine.checkpoint import load_checkpoint, rng_state, save_chec
 from lrpose_bench.errors import CheckpointError, TrainingDiverged, UserError
 from lrpose_bench.method import Method, TrainingStage
 from lrpose_bench.store import atomic_write, remove_stale_temp_files
-
-
-class EpochSampler(Sampler[int]):
-    """A seeded permutation per epoch, starting at a given position (for mid-epoch resume)."""
-
-    def __init__(self, size: int, seed: int) -> None:
-        self.size = size
-        self.seed = seed
-        self.epoch = 0
-        self.start = 0
-
-    def set_position(self, epoch: int, start: int = 0) -> None:
-        self.epoch, self.start = epoch, start
-
-    def permutation(self) -> list[int]:
-        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        return torch.randperm(self.size, generator=generator).tolist()
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(self.permutation()[self.start:])
-
-    def __len__(self) -> int:
-        return self.size - self.start
 
 
 def learning_rate(cfg: TrainConfig, epoch: int) -> float:
@@ -201,7 +178,7 @@ def train(
     # DDP (synchronised BN) and torch.compile wrap the module that runs the step; ``model`` stays the
     # plain module whose state_dict the checkpoints hold
     train_model = maybe_compile(distributed.wrap_model(model, ctx, device), cfg.compile)
-    # world 1: exactly EpochSampler's order; N ranks: strided shards of the same permutation
+    # a seeded permutation per epoch (world 1: all of it; N ranks: strided shards of the same one)
     sampler = distributed.ShardedEpochSampler(len(dataset), seed, ctx.rank, ctx.world_size)
     global_batch = cfg.batch_size * ctx.world_size  # train.batch_size is per process (per GPU)
     steps_per_epoch = len(dataset) // global_batch

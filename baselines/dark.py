@@ -10,16 +10,13 @@ issue 23).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping
-
 import numpy as np
 from torch import Tensor
 
-from lrpose_bench.baselines.heatmap import weighted_mse
+from lrpose_bench.baselines.heatmap import GaussianHeatmapMethod
 from lrpose_bench.codecs.dark import dark_refine, unbiased_gaussian_heatmaps
-from lrpose_bench.codecs.heatmap_ops import argmax_2d, flip_heatmaps
+from lrpose_bench.codecs.heatmap_ops import argmax_2d
 from lrpose_bench.errors import ConfigError
-from lrpose_bench.method import Method, TrainingStage
 from lrpose_bench.registry import register_method
 
 
@@ -40,8 +37,11 @@ class DarkParams:
 
 
 @register_method
-class DarkMethod(Method):
-    """Unbiased Gaussian heatmaps decoded by DARK's distribution-aware Taylor refinement."""
+class DarkMethod(GaussianHeatmapMethod):
+    """Unbiased Gaussian heatmaps decoded by DARK's distribution-aware Taylor refinement.
+
+    Head (K maps), loss (HRNet's weighted MSE) and flip test are the plain heatmap method's; only
+    the target (sub-pixel centre) and the decoder differ."""
 
     name = "dark"
     description = "DARK: unbiased Gaussian heatmap, L2 loss, blur + log-Taylor sub-pixel decode"
@@ -51,25 +51,15 @@ class DarkMethod(Method):
     #: oracle bound (heatmap px, away from borders) checked by tests/test_oracle.py
     codec_bound_px = 0.05
 
-    def head_channels(self) -> int:
-        return self.context.num_joints
-
     def encode(self, joints: np.ndarray, visible: np.ndarray) -> dict[str, np.ndarray]:
         heatmap, weight = unbiased_gaussian_heatmaps(joints, visible, self.context.heatmap_size, self.params.sigma)
         return {"heatmap": heatmap, "weight": weight}
-
-    def loss(self, outputs: Tensor, batch: Mapping[str, Tensor], stage: TrainingStage) -> dict[str, Tensor]:
-        loss = weighted_mse(outputs.float(), batch["heatmap"], batch["weight"])
-        return {"loss": loss, "heatmap": loss.detach()}
 
     def decode(self, outputs: Tensor) -> tuple[Tensor, Tensor]:
         heatmaps = outputs.float()
         coords, scores = argmax_2d(heatmaps)
         return dark_refine(heatmaps, coords, self.params.blur_kernel), scores
 
-    def flip_outputs(self, outputs: Tensor, flip_index: Tensor) -> Tensor:
-        return flip_heatmaps(outputs, flip_index)
-
-    def oracle_outputs(self, targets: Mapping[str, Tensor]) -> Tensor:
+    def oracle_outputs(self, targets: dict[str, Tensor]) -> Tensor:
         """Perfect network output: the target heatmaps themselves."""
         return targets["heatmap"].float()

@@ -97,30 +97,26 @@ def score_predictions(bundle: DataBundle, preds: Predictions, cfg: BenchConfig) 
     return evaluate_keypoints(bundle.val.gt, results), results
 
 
-def floor_metrics(bundle: DataBundle, resolution: Resolution, cfg: BenchConfig) -> dict[str, float]:
-    """Mean-pose floor of this data set at this resolution."""
-    pose = mean_pose(bundle.train, resolution, cfg.data.box_padding)
-    keypoints, conf = mean_pose_predictions(bundle.val, pose, resolution, cfg.data.box_padding)
-    n = len(bundle.val.instances)
-    results = build_results(np.array([i.image_id for i in bundle.val.instances]), keypoints, conf,
-                            np.array([i.score for i in bundle.val.instances]),
-                            np.array([i.bbox[2] * i.bbox[3] for i in bundle.val.instances]),
-                            cfg.eval.kpt_score_threshold, cfg.eval.oks_nms_threshold)
-    assert len(results) <= n
-    return evaluate_keypoints(bundle.val.gt, results)
-
-
-def floor_errors(bundle: DataBundle, preds: Predictions, resolution: Resolution, cfg: BenchConfig) -> dict[str, float]:
-    """Localisation error (heatmap px, visible joints) of the mean pose, in the units of
-    ``decoder_errors``: a sensitive 'has it learned anything' reference even where AP is near 0."""
+def floor_metrics(bundle: DataBundle, preds: Predictions, resolution: Resolution, cfg: BenchConfig) -> dict[str, Any]:
+    """Mean-pose floor of this data set: its OKS AP/AR and its localisation error (heatmap px,
+    visible joints, the units of ``decoder_errors``: a sensitive 'has it learned anything'
+    reference even where AP is near 0). The mean pose is computed once and used for both."""
     from lrpose_bench.data.transforms import input_to_heatmap_scale
 
-    pose_hm = mean_pose(bundle.train, resolution, cfg.data.box_padding) * input_to_heatmap_scale(resolution.size, resolution.heatmap)
+    pose = mean_pose(bundle.train, resolution, cfg.data.box_padding)
+    keypoints, conf = mean_pose_predictions(bundle.val, pose, resolution, cfg.data.box_padding)
+    instances = bundle.val.instances
+    results = build_results(np.array([i.image_id for i in instances]), keypoints, conf,
+                            np.array([i.score for i in instances]),
+                            np.array([i.bbox[2] * i.bbox[3] for i in instances]),
+                            cfg.eval.kpt_score_threshold, cfg.eval.oks_nms_threshold)
+    floor: dict[str, Any] = dict(evaluate_keypoints(bundle.val.gt, results))
     vis = preds.visible > 0
-    if not vis.any():
-        return {}
-    error = np.linalg.norm(pose_hm[None] - preds.gt_hm, axis=-1)[vis]
-    return {"final_mean_px": float(error.mean()), "final_median_px": float(np.median(error))}
+    if vis.any():
+        pose_hm = pose * input_to_heatmap_scale(resolution.size, resolution.heatmap)
+        error = np.linalg.norm(pose_hm[None] - preds.gt_hm, axis=-1)[vis]
+        floor.update(final_mean_px=float(error.mean()), final_median_px=float(np.median(error)))
+    return floor
 
 
 def model_complexity(model: torch.nn.Module, resolution: Resolution) -> dict[str, Any]:
@@ -210,8 +206,7 @@ def _run_cell_locked(spec: CellSpec, cfg: BenchConfig, bundle: DataBundle, cell_
         return CellResult(spec, "complete", {})
     metrics, results = score_predictions(bundle, preds, cfg)
     eval_seconds = time.perf_counter() - t1
-    floor = floor_metrics(bundle, spec.resolution, cfg)
-    floor.update(floor_errors(bundle, preds, eval_res, cfg))
+    floor = floor_metrics(bundle, preds, eval_res, cfg)
 
     write_json(cell_dir / "predictions.json", results)
     write_npz(cell_dir / "displacements.npz", **preds.displacement_arrays(),
@@ -225,7 +220,7 @@ def _run_cell_locked(spec: CellSpec, cfg: BenchConfig, bundle: DataBundle, cell_
         "errors": decoder_errors(preds),
         "model": {**model_complexity(model.cpu(), train_res), "head_channels": method.head_channels(),
                   "train_resolution": str(train_res)},
-        "method": {"codec": method.codec_name, "loss": getattr(method, "loss_label", lambda: method.loss_name)(),
+        "method": {"codec": method.codec_name, "loss": method.loss_name,
                    "description": method.description, "params": method.describe_params(),
                    "stages": [dataclasses.asdict(s) for s in method.stages(cfg.train.epochs)]},
         "timing": {"train_s": round(train_seconds, 2), "eval_s": round(eval_seconds, 2),

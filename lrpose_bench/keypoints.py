@@ -31,8 +31,10 @@ OKS_SIGMAS = np.array(
     [.26, .25, .25, .35, .35, .79, .79, .72, .72, .62, .62, 1.07, 1.07, .87, .87, .89, .89]
 ) / 10.0
 
-#: joints of the upper body (used by half-body augmentation)
+#: joints of the upper body (nose … wrists) and of the lower body (hips … ankles), the two halves
+#: half-body augmentation picks from (HRNet ``COCODataset.upper_body_ids`` / ``lower_body_ids``)
 UPPER_BODY_JOINTS: tuple[int, ...] = tuple(range(11))
+LOWER_BODY_JOINTS: tuple[int, ...] = tuple(range(11, 17))
 
 
 def flip_index(num_joints: int = NUM_JOINTS) -> np.ndarray:

@@ -19,12 +19,11 @@ from lrpose_bench.data.gpu_augment import (
     affine_grid_theta,
     crop_matrices,
     encode_targets,
-    gaussian_heatmap_torch,
     store_to_input,
     warp_crops,
 )
 from lrpose_bench.data.transforms import CropParams, crop_matrix
-from lrpose_bench.method import MethodContext
+from lrpose_bench.method import Method, MethodContext
 from lrpose_bench.registry import METHODS
 from lrpose_bench.resolution import Resolution
 
@@ -150,32 +149,33 @@ def test_composed_matrix_is_store_then_augmentation():
 @given(seed=st.integers(0, 2**16), res=st.sampled_from([R64, R128]))
 def test_gaussian_heatmap_torch_equals_the_numpy_encoder(seed, res):
     from lrpose_bench.baselines.heatmap import encode_gaussian_heatmap
+    from lrpose_bench.baselines.heatmap import gaussian_heatmap_torch as heatmap_twin
 
     rng = np.random.default_rng(seed)
     h, w = res.heatmap
     joints = np.stack([rng.uniform(-8, w + 8, (3, 17)), rng.uniform(-8, h + 8, (3, 17))], -1).astype(np.float32)
     visible = (rng.random((3, 17)) > 0.3).astype(np.float32)
-    maps, weight = gaussian_heatmap_torch(torch.from_numpy(joints), torch.from_numpy(visible), (h, w), 2.0, 3.0)
+    maps, weight = heatmap_twin(torch.from_numpy(joints), torch.from_numpy(visible), (h, w), 2.0, 3.0)
     for i in range(3):
         ref_maps, ref_weight = encode_gaussian_heatmap(joints[i], visible[i], (h, w), 2.0, 3.0)
         np.testing.assert_allclose(maps[i].numpy(), ref_maps, atol=1e-6)
         np.testing.assert_array_equal(weight[i].numpy(), ref_weight)
 
 
-def test_encode_targets_prefers_the_torch_hook():
+def test_encode_targets_uses_the_methods_batched_twin_and_it_equals_the_reference():
     method = make_method("hrnet", R64)
     joints = torch.tensor([[[3.2, 4.7]] * 17])
     visible = torch.ones(1, 17)
-    cpu = encode_targets(method, joints, visible)
+    reference = Method.encode_batch(method, joints, visible)  # the per-instance numpy path
     calls = []
+    twin = method.encode_batch
 
-    def hook(j, v):
+    def spy(j, v):
         calls.append(j.shape)
-        maps, weight = gaussian_heatmap_torch(j, v, method.context.heatmap_size, method.params.sigma, method.params.truncate)
-        return {"heatmap": maps, "weight": weight}
+        return twin(j, v)
 
-    method.encode_batch_torch = hook
+    method.encode_batch = spy
     dev = encode_targets(method, joints, visible)
     assert calls == [joints.shape]
-    for key in cpu:
-        torch.testing.assert_close(dev[key], cpu[key], atol=1e-6, rtol=0)
+    for key in reference:
+        torch.testing.assert_close(dev[key], reference[key], atol=1e-6, rtol=0)

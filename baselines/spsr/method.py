@@ -104,6 +104,10 @@ class SrPoseMethod(Method):
     def encode(self, joints: np.ndarray, visible: np.ndarray) -> dict[str, np.ndarray]:
         return self.inner.encode(joints, visible)
 
+    def encode_batch(self, joints: Tensor, visible: Tensor) -> dict[str, Tensor]:
+        """The inner method's batched torch twin (GPU input path, no host sync), as ``encode`` delegates."""
+        return self.inner.encode_batch(joints, visible)
+
     def loss(self, outputs: Tensor, batch: Mapping[str, Tensor], stage: TrainingStage) -> dict[str, Tensor]:
         return self.inner.loss(outputs, batch, stage)
 

@@ -113,6 +113,43 @@ def unbiased_gaussian_heatmaps(
     return maps.astype(np.float32), weight.astype(np.float32)
 
 
+def unbiased_gaussian_heatmaps_torch(
+    joints: Tensor, visible: Tensor, size: tuple[int, int], sigma: float
+) -> tuple[Tensor, Tensor]:
+    """Batched torch twin of :func:`unbiased_gaussian_heatmaps`: (B, K, 2), (B, K) → (B, K, H, W), (B, K).
+
+    Why: the GPU input path encodes whole batches on the device; this avoids the per-instance numpy
+    round trip and has no host sync (no ``.item()``, no data-dependent branches).
+
+    The Gaussian of Eq. 2 is separable, ``exp(-(dx² + dy²)/2σ²) = exp(-dx²/2σ²)·exp(-dy²/2σ²)``, so
+    the exponentials are taken on the (B, K, W) and (B, K, H) axis profiles only (in float64, as
+    the reference) and the map is their float32 outer product (≤ ~2 float32 ulp from the reference).
+    Joints are rounded to float32 first (what the reference receives) and the discrete decisions
+    (finite, ±3σ window inside the map, visible) are taken in float64 exactly as the reference.
+    Unlabelled, non-finite or off-map joints get weight 0 and an all-zero map (no NaN).
+    """
+    height, width = size
+    points = joints.float().double()
+    finite = torch.isfinite(points).all(dim=-1)
+    safe = torch.where(finite[..., None], points, torch.zeros_like(points))
+    radius = 3.0 * sigma
+    x, y = points[..., 0], points[..., 1]
+    inside = (x + radius >= 0) & (x - radius < width) & (y + radius >= 0) & (y - radius < height)
+    weight = (visible > 0) & inside & finite
+    gx = _gaussian_profile(safe[..., 0], width, sigma)  # (B, K, W)
+    gy = _gaussian_profile(safe[..., 1], height, sigma)  # (B, K, H)
+    maps = gy[..., :, None] * gx[..., None, :]
+    maps = torch.where(weight[..., None, None], maps, torch.zeros_like(maps))
+    return maps, weight.float()
+
+
+def _gaussian_profile(centres: Tensor, length: int, sigma: float) -> Tensor:
+    """``exp(-(i - c)²/2σ²)`` for ``i = 0..length-1``: (...,) float64 centres → (..., length) float32."""
+    grid = torch.arange(length, device=centres.device, dtype=torch.float64)
+    delta = grid - centres[..., None]
+    return torch.exp(-(delta * delta) / (2.0 * sigma**2)).float()
+
+
 def modulate(heatmaps: Tensor, kernel: int) -> Tensor:
     """DARK's distribution modulation: blur (zero border), rescale each map to its original maximum.
 

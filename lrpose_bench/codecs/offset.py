@@ -74,6 +74,41 @@ def disk_and_offsets(
     )
 
 
+def disk_and_offsets_torch(
+    joints: Tensor, visible: Tensor, size: tuple[int, int], radius: float
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Batched torch twin of :func:`disk_and_offsets`: (B, K, 2), (B, K) → disk B (B, K, H, W) (Eq. 6),
+    offsets (B, K, 2, H, W) = (μ - p)/R over the whole map (Eq. 7, scaled), dist2 ||p - μ||²
+    (B, K, H, W) and weight (B, K), all float32 on ``joints.device``.
+
+    Why: the GPU input path (``Method.encode_batch``) encodes whole batches on the device with no
+    host sync (no ``.item()``, no numpy, no data-dependent branches).
+
+    Joints are rounded to float32 (what the reference receives) and the arithmetic is the
+    reference's float64 arithmetic: the per-axis differences ``μ - x`` are exact, their squares
+    and sum round as in numpy, so the disk test ``dist2 <= R²`` (a discrete decision a float32
+    sum could flip at the boundary) and the weights are identical to the reference, and offsets
+    and dist2 are its float64 values rounded to float32. Offsets are computed on the (B, K, W) /
+    (B, K, H) axis profiles and broadcast. Unlabelled, non-finite or off-map joints get weight 0,
+    zero disk and offsets; non-finite joints are placed at 0 for dist2 (safe zeros, no NaN).
+    """
+    height, width = size
+    points = joints.float().double()
+    finite = torch.isfinite(points).all(dim=-1)
+    safe = torch.where(finite[..., None], points, torch.zeros_like(points))
+    dx = safe[..., 0, None] - torch.arange(width, device=joints.device, dtype=torch.float64)  # (B, K, W): μx - x
+    dy = safe[..., 1, None] - torch.arange(height, device=joints.device, dtype=torch.float64)  # (B, K, H): μy - y
+    dist2 = (dx * dx)[..., None, :] + (dy * dy)[..., :, None]  # (B, K, H, W) float64
+    disk = dist2 <= radius**2
+    weight = (visible > 0) & finite & disk.flatten(-2).any(dim=-1)
+    disk = disk & weight[..., None, None]
+    ox = torch.where(weight[..., None], dx / radius, torch.zeros_like(dx)).float()  # (B, K, W)
+    oy = torch.where(weight[..., None], dy / radius, torch.zeros_like(dy)).float()  # (B, K, H)
+    full = dist2.shape
+    offsets = torch.stack([ox[..., None, :].expand(full), oy[..., :, None].expand(full)], dim=-3)
+    return disk.float(), offsets, dist2.float(), weight.float()
+
+
 def interleave(cls: Tensor, offsets: Tensor) -> Tensor:
     """(N, K, H, W) class maps + (N, K, 2, H, W) offsets → (N, 3K, H, W) as ``[cls, x, y]`` per joint."""
     n, k, h, w = cls.shape

@@ -23,7 +23,7 @@ from lrpose_bench.data.transforms import (
     crop_matrix,
     flip_joints,
     input_to_heatmap_scale,
-    sample_augmentation,
+    sample_crop_params,
     warp_image,
 )
 from lrpose_bench.errors import DataError
@@ -112,8 +112,9 @@ class PoseDataset(Dataset):
         center, size = box_to_center_size(inst.bbox, aspect, self.box_padding)
         if rng is None:
             return CropParams(center, size)
-        scale, rotation, flip = sample_augmentation(rng, self.augment)
-        return CropParams(center, (size[0] * scale, size[1] * scale), rotation, flip)
+        # half-body box (HRNet half_body_transform, only when augment.half_body_prob > 0), then
+        # scale/rotation/flip: the draws the device path repeats (gpu_augment.augmentation_params)
+        return sample_crop_params(rng, self.augment, center, size, inst.joints, inst.visibility, aspect)
 
     def joints_in_heatmap(self, inst: Instance, matrix: np.ndarray, flip: bool) -> tuple[np.ndarray, np.ndarray]:
         """Ground-truth joints (K,2) in heatmap coordinates and visibility (K,) inside the map."""

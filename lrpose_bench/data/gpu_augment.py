@@ -11,7 +11,23 @@ The CPU path (:class:`~lrpose_bench.data.dataset.PoseDataset`) warps the decoded
   the centres of the corner pixels, which is exactly the unit-length convention (pixel centres on
   integers, an image of width w spans [0, w-1]); ``theta = N_store · S·A⁻¹ · N_input⁻¹`` with
   ``N_w: x ↦ 2x/(w-1) - 1``;
-* bilinear interpolation with zero padding, as ``cv2.warpAffine(INTER_LINEAR, BORDER_CONSTANT)``.
+* bilinear interpolation with zero padding, as ``cv2.warpAffine(INTER_LINEAR, BORDER_CONSTANT)``;
+* half-body augmentation (``augment.half_body_prob > 0``, HRNet ``JointsDataset.half_body_transform``,
+  :func:`~lrpose_bench.data.transforms.sample_half_body`) is drawn from the store's joints in the
+  same order as the CPU path, so the crop *box* is the half-body box where the CPU path's is.
+
+Half-body and the store crop: the store covers the augmentation range of the padded *person* box
+(``crop_store.store_geometry``); a half-body box is up to 1.5/1.25 times that box per axis (joints
+inside the annotated box) and centred on its half's joints, so a scaled, rotated half-body crop can
+reach past the store crop, where the fast path reads zeros and the CPU path image pixels (zeros
+too beyond the image). Measured, half_body_prob = 1, HRNet's ranges: on the test fixture no pixel
+(8 instances × 2 resolutions × 5 epochs, oversample 1 and 2); on anatomical poses
+(``tests/test_half_body.py::test_half_body_crops_rarely_leave_the_store_crop``; upper joints on
+top, a third with arms stretched out, half lying at any angle) 0.2-0.3 % of the input pixels on
+average, 6-7 % of half-body crops touch the store border and the worst loses 9.4 % of its pixels,
+a strip along one edge of the crop. Small, so the store is not enlarged for it (covering the worst
+case would take ~1.5× per axis, ~2.4× the disk, estimated) and ``CropStore.covers`` does not refuse
+it; joints, targets and matrices are exact either way.
 
 Agreement (tested in ``tests/test_gpu_augment.py``): against ``cv2.warpAffine`` of the store crop
 with ``A·S⁻¹`` the fast path differs only by OpenCV's fixed-point interpolation weights (1/32 px)
@@ -19,9 +35,9 @@ and its rounding to uint8 (≤ 2 grey levels, mean < 0.5); against the CPU path'
 image it differs by the store's resampling (a bilinear image of a bilinear image), a looser bound.
 Joints and targets are computed from the same matrices and agree to float32 precision.
 
-Targets: a method may define ``encode_batch_torch(joints, visible) -> dict[str, Tensor]`` (joints
-(B, K, 2) heatmap px, visible (B, K), on the device); otherwise each instance is encoded on the CPU
-with ``method.encode`` (the reference) and the stacked targets are moved to the device.
+Targets: ``Method.encode_batch(joints, visible)`` (joints (B, K, 2) heatmap px, visible (B, K), on
+the device): the built-in methods implement it in torch (tested equal to their numpy ``encode``);
+a method without a twin falls back to ``encode`` per instance on the host.
 """
 
 from __future__ import annotations
@@ -36,7 +52,7 @@ from torch import Tensor
 from lrpose_bench.config import AugmentConfig
 from lrpose_bench.data.crop_store import CropStore
 from lrpose_bench.data.dataset import MEAN, STD
-from lrpose_bench.data.transforms import input_to_heatmap_scale, sample_augmentation
+from lrpose_bench.data.transforms import input_to_heatmap_scale, sample_augmentation, sample_half_body
 from lrpose_bench.errors import DataError
 from lrpose_bench.keypoints import flip_index
 from lrpose_bench.method import Method
@@ -44,15 +60,38 @@ from lrpose_bench.resolution import Resolution
 
 
 # ------------------------------------------------------------------------------ parameters
-def augmentation_params(seed: int, epoch: int, indices: Sequence[int], augment: AugmentConfig
-                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(scale, rotation°, flip) per index from the generator ``PoseDataset`` uses: ``[seed, epoch, index]``."""
-    scales = np.empty(len(indices))
-    rotations = np.empty(len(indices))
-    flips = np.empty(len(indices), dtype=bool)
+def augmentation_params(seed: int, epoch: int, indices: Sequence[int], augment: AugmentConfig, *,
+                        joints: np.ndarray | None = None, visibility: np.ndarray | None = None,
+                        aspect: float | None = None
+                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per-index augmentation from the generator ``PoseDataset`` uses (``[seed, epoch, index]``), drawn
+    in the same order as ``PoseDataset.crop_params``: the half-body draw first (HRNet
+    ``half_body_transform``, :func:`~lrpose_bench.data.transforms.sample_half_body`; no draw at all
+    when ``half_body_prob == 0``), then :func:`~lrpose_bench.data.transforms.sample_augmentation`.
+
+    Returns ``(scales, rotations°, flips, half_centers, half_sizes)``: ``half_*`` are (B, 2), NaN
+    where the instance keeps its person box. With ``half_body_prob > 0`` the joints (B, K, 2) and
+    visibility (B, K) of the ``indices`` (image px, COCO flags) and the input ``aspect`` (w/h) are
+    required: the draw depends on them.
+    """
+    n = len(indices)
+    scales = np.empty(n)
+    rotations = np.empty(n)
+    flips = np.empty(n, dtype=bool)
+    half_centers = np.full((n, 2), np.nan)
+    half_sizes = np.full((n, 2), np.nan)
+    half_body = augment.half_body_prob > 0
+    if half_body and (joints is None or visibility is None or aspect is None):
+        raise DataError("augmentation_params: augment.half_body_prob > 0 needs the instances' joints, visibility "
+                        "and the input aspect (the half-body draw depends on them)")
     for i, index in enumerate(indices):
-        scales[i], rotations[i], flips[i] = sample_augmentation(np.random.default_rng([seed, epoch, int(index)]), augment)
-    return scales, rotations, flips
+        rng = np.random.default_rng([seed, epoch, int(index)])
+        if half_body:
+            box = sample_half_body(rng, augment, joints[i], visibility[i], aspect)
+            if box is not None:
+                half_centers[i], half_sizes[i] = box
+        scales[i], rotations[i], flips[i] = sample_augmentation(rng, augment)
+    return scales, rotations, flips, half_centers, half_sizes
 
 
 def crop_matrices(centers: np.ndarray, sizes: np.ndarray, rotations: np.ndarray, flips: np.ndarray,
@@ -132,38 +171,9 @@ def joints_in_heatmap_batch(joints: np.ndarray, visibility: np.ndarray, aug_matr
 
 # ---------------------------------------------------------------------------------- targets
 def encode_targets(method: Method, joints: Tensor, visible: Tensor) -> dict[str, Tensor]:
-    """Targets on the joints' device: the method's ``encode_batch_torch`` hook, else CPU ``encode``."""
-    hook = getattr(method, "encode_batch_torch", None)
-    if callable(hook):
-        return dict(hook(joints, visible))
-    joints_np = joints.detach().cpu().numpy()
-    visible_np = visible.detach().cpu().numpy()
-    encoded = [method.encode(joints_np[i], visible_np[i]) for i in range(joints_np.shape[0])]
-    return {key: torch.from_numpy(np.stack([e[key] for e in encoded])).to(joints.device, non_blocking=True)
-            for key in encoded[0]}
-
-
-def gaussian_heatmap_torch(joints: Tensor, visible: Tensor, size: tuple[int, int], sigma: float, truncate: float
-                           ) -> tuple[Tensor, Tensor]:
-    """Torch twin of ``baselines.heatmap.encode_gaussian_heatmap`` (HRNet ``generate_target``), batched.
-
-    The proposed ``encode_batch_torch`` hook of the ``hrnet`` method: integer-centred
-    (``floor(j + 0.5)``) Gaussians truncated to the ±``truncate``·σ window, joints whose window lies
-    outside the map dropped. (B, K, 2), (B, K) → heatmaps (B, K, H, W), weights (B, K).
-    """
-    height, width = size
-    centres = torch.floor(joints.float() + 0.5)
-    radius = truncate * sigma
-    xs = torch.arange(width, device=joints.device, dtype=torch.float32).view(1, 1, 1, width)
-    ys = torch.arange(height, device=joints.device, dtype=torch.float32).view(1, 1, height, 1)
-    dx = xs - centres[..., 0, None, None]
-    dy = ys - centres[..., 1, None, None]
-    maps = torch.exp(-(dx * dx + dy * dy) / (2.0 * sigma * sigma))
-    window = (dx.abs() <= radius) & (dy.abs() <= radius)
-    inside = ((centres[..., 0] + radius >= 0) & (centres[..., 0] - radius <= width - 1)
-              & (centres[..., 1] + radius >= 0) & (centres[..., 1] - radius <= height - 1))
-    weight = ((visible > 0) & inside).float()
-    return maps * window * weight[..., None, None], weight
+    """Targets on the joints' device: ``method.encode_batch`` (batched torch twin of ``encode``
+    where the method has one, else the per-instance numpy reference, see :meth:`Method.encode_batch`)."""
+    return dict(method.encode_batch(joints, visible))
 
 
 # --------------------------------------------------------------------------------- pipeline
@@ -206,13 +216,21 @@ class DeviceAugmentPipeline:
         return len(self.store)
 
     def geometry(self, indices: Sequence[int]) -> dict[str, np.ndarray]:
-        """Augmentation matrices (image → input), composed store → input matrices and flips."""
+        """Augmentation matrices (image → input), composed store → input matrices and flips.
+
+        The crop box is the store's padded person box, or the half-body box where one was drawn
+        (``half_body`` (B,) bool); either is then scaled, rotated and flipped, as ``PoseDataset``.
+        """
         idx = np.asarray(indices, dtype=np.int64)
-        scales, rotations, flips = augmentation_params(self.seed, self.epoch, idx, self.augment)
-        sizes = self.store.box_sizes[idx] * scales[:, None]
-        aug = crop_matrices(self.store.centers[idx], sizes, rotations, flips, self.resolution.size)
+        scales, rotations, flips, half_centers, half_sizes = augmentation_params(
+            self.seed, self.epoch, idx, self.augment, joints=self.store.joints[idx],
+            visibility=self.store.visibility[idx], aspect=self.resolution.width / self.resolution.height)
+        half = ~np.isnan(half_centers[:, 0])
+        centers = np.where(half[:, None], half_centers, self.store.centers[idx])
+        sizes = np.where(half[:, None], half_sizes, self.store.box_sizes[idx]) * scales[:, None]
+        aug = crop_matrices(centers, sizes, rotations, flips, self.resolution.size)
         composed = store_to_input(aug, self.store.store_matrices[idx])
-        return {"aug": aug, "composed": composed, "flips": flips}
+        return {"aug": aug, "composed": composed, "flips": flips, "half_body": half}
 
     def crops(self, indices: Sequence[int]) -> Tensor:
         idx = np.asarray(indices, dtype=np.int64)

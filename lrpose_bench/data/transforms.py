@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 
 from lrpose_bench.config import AugmentConfig
+from lrpose_bench.keypoints import LOWER_BODY_JOINTS, UPPER_BODY_JOINTS
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,94 @@ def sample_augmentation(rng: np.random.Generator, cfg: AugmentConfig) -> tuple[f
     rotation = float(np.clip(rng.normal() * rf, -2.0 * rf, 2.0 * rf)) if rng.random() < cfg.rotation_prob else 0.0
     flip = bool(rng.random() < cfg.flip_prob)
     return scale, rotation, flip
+
+
+#: half-body box = bounding box of the selected joints, aspect-fixed, times this (HRNet ``scale * 1.5``)
+HALF_BODY_BOX_FACTOR = 1.5
+
+
+def half_body_box(
+    joints: np.ndarray,
+    visibility: np.ndarray,
+    aspect: float,
+    choose_upper: bool,
+    upper: tuple[int, ...] = UPPER_BODY_JOINTS,
+    lower: tuple[int, ...] = LOWER_BODY_JOINTS,
+) -> tuple[tuple[float, float], tuple[float, float]] | None:
+    """Centre and size of the half-body box, HRNet's ``JointsDataset.half_body_transform`` (no randomness).
+
+    The half is the upper body if ``choose_upper`` and it has more than 2 labelled joints (v > 0),
+    else the lower body if it has more than 2, else the upper body; fewer than 2 selected joints
+    gives ``None`` (HRNet keeps the person box). The centre is the *mean* of the selected joints
+    (not the middle of their box); the size is their bounding box fixed to the input ``aspect``
+    (w/h, enlarged only, as ``box_to_center_size``) times :data:`HALF_BODY_BOX_FACTOR`, with no
+    ``box_padding`` (HRNet's ``pixel_std`` scale is our box size in pixels). A degenerate box (all
+    selected joints on one point) also gives ``None``: it has no extent to crop.
+    """
+    labelled = np.asarray(visibility) > 0
+    num = len(labelled)
+    upper_sel = [j for j in upper if j < num and labelled[j]]
+    lower_sel = [j for j in lower if j < num and labelled[j]]
+    if choose_upper and len(upper_sel) > 2:
+        selected = upper_sel
+    else:
+        selected = lower_sel if len(lower_sel) > 2 else upper_sel
+    if len(selected) < 2:
+        return None
+    points = np.asarray(joints, dtype=np.float64)[selected]
+    cx, cy = (float(v) for v in points.mean(axis=0))
+    w, h = (float(v) for v in points.max(axis=0) - points.min(axis=0))
+    if w > aspect * h:
+        h = w / aspect
+    elif w < aspect * h:
+        w = h * aspect
+    if not (w > 0.0 and h > 0.0):
+        return None
+    return (cx, cy), (w * HALF_BODY_BOX_FACTOR, h * HALF_BODY_BOX_FACTOR)
+
+
+def sample_half_body(
+    rng: np.random.Generator, cfg: AugmentConfig, joints: np.ndarray, visibility: np.ndarray, aspect: float
+) -> tuple[tuple[float, float], tuple[float, float]] | None:
+    """Half-body augmentation draw (HRNet ``JointsDataset.__getitem__`` → ``half_body_transform``).
+
+    Why: it teaches the model crops of a half person (occlusion, truncation at the image border).
+    Randomness, in HRNet's order and *before* :func:`sample_augmentation`: nothing at all unless
+    ``half_body_prob > 0`` (so the stream, and every baseline, is unchanged with it off) and the
+    instance has more than ``half_body_min_joints`` labelled joints; then ``u = rng.random()``, and
+    if ``u < half_body_prob`` one ``rng.normal()`` picks the half: upper first when it is ``< 0.5``,
+    HRNet's ``np.random.randn() < 0.5`` (so P(upper first) = Φ(0.5) ≈ 0.69, not 1/2; kept as in the
+    reference). Returns the half-body (centre, size) or ``None`` (person box kept).
+    """
+    if cfg.half_body_prob <= 0.0:
+        return None
+    if int(np.count_nonzero(np.asarray(visibility) > 0)) <= cfg.half_body_min_joints:
+        return None
+    if not rng.random() < cfg.half_body_prob:
+        return None
+    choose_upper = bool(rng.normal() < 0.5)
+    return half_body_box(joints, visibility, aspect, choose_upper)
+
+
+def sample_crop_params(
+    rng: np.random.Generator,
+    cfg: AugmentConfig,
+    center: tuple[float, float],
+    size: tuple[float, float],
+    joints: np.ndarray,
+    visibility: np.ndarray,
+    aspect: float,
+) -> CropParams:
+    """The augmented crop of one instance: half-body box (maybe), then scale, rotation and flip.
+
+    Shared by the CPU path (``PoseDataset.crop_params``) and the device path
+    (``gpu_augment.augmentation_params``) so both draw the same numbers in the same order.
+    """
+    box = sample_half_body(rng, cfg, joints, visibility, aspect)
+    if box is not None:
+        center, size = box
+    scale, rotation, flip = sample_augmentation(rng, cfg)
+    return CropParams(center, (size[0] * scale, size[1] * scale), rotation, flip)
 
 
 def flip_joints(joints: np.ndarray, visible: np.ndarray, flip_index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

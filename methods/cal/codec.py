@@ -13,8 +13,10 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
+from torch import Tensor
 
-from lrpose_bench.codecs.offset import disk_and_offsets
+from lrpose_bench.codecs.offset import disk_and_offsets, disk_and_offsets_torch
 
 HEATMAP_KINDS = ("gaussian", "binary")
 
@@ -45,3 +47,30 @@ def encode_cal(
         "offset": offsets,
         "weight": weight,
     }
+
+
+def encode_cal_torch(
+    joints: Tensor,
+    visible: Tensor,
+    size: tuple[int, int],
+    radius: float,
+    sigma: float,
+    heatmap: str = "gaussian",
+) -> dict[str, Tensor]:
+    """Batched torch twin of :func:`encode_cal`: joints (B, K, 2), visible (B, K) → the same keys,
+    each with a leading batch axis, float32 on ``joints.device``.
+
+    Why: ``CalMethod.encode_batch`` runs on the GPU input path, which must not leave the device
+    (no host sync, no numpy). Disk B (Eq. 6), offsets (Eq. 7) and weights come from
+    :func:`~lrpose_bench.codecs.offset.disk_and_offsets_torch` (equal to the reference's); the
+    target is ``G = B·C`` (Eq. 10) with ``C = exp(-dist2/2σ²)`` (Eq. 2) evaluated in float32 on the
+    float32 dist2, as the reference does, or ``B`` itself for the ``heatmap: binary`` ablation.
+    """
+    if heatmap not in HEATMAP_KINDS:
+        raise ValueError(f"heatmap must be one of {HEATMAP_KINDS}, got {heatmap!r}")
+    disk, offsets, dist2, weight = disk_and_offsets_torch(joints, visible, size, radius)
+    if heatmap == "gaussian":
+        target = disk * torch.exp(-dist2 / (2.0 * sigma**2))
+    else:
+        target = disk.clone()
+    return {"heatmap": target, "disk": disk, "offset": offsets, "weight": weight}

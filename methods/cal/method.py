@@ -28,7 +28,7 @@ from lrpose_bench.baselines.udp import check_kernel
 from lrpose_bench.codecs.offset import argmax_offset_decode, flip_combined, interleave, offset_radius, split_combined
 from lrpose_bench.errors import ConfigError
 from lrpose_bench.method import Method, TrainingStage
-from lrpose_bench.methods.cal.codec import HEATMAP_KINDS, encode_cal
+from lrpose_bench.methods.cal.codec import HEATMAP_KINDS, encode_cal, encode_cal_torch
 from lrpose_bench.methods.cal.loss import OFFSET_LOSSES, cal_loss
 from lrpose_bench.methods.cal.mgm import mgm_from_predictions
 from lrpose_bench.registry import register_method
@@ -109,6 +109,13 @@ class CalMethod(Method):
     # ---------------------------------------------------------------------------- encode
     def encode(self, joints: np.ndarray, visible: np.ndarray) -> dict[str, np.ndarray]:
         return encode_cal(
+            joints, visible, self.context.heatmap_size, self.radius, self.params.sigma, self.params.heatmap
+        )
+
+    def encode_batch(self, joints: Tensor, visible: Tensor) -> dict[str, Tensor]:
+        """Batched torch twin of :meth:`encode` for the GPU input path (no host sync; tested equal):
+        G = B·C (Eq. 10) or B, disk (Eq. 6), offsets (Eq. 7), weights for (B, K) joints."""
+        return encode_cal_torch(
             joints, visible, self.context.heatmap_size, self.radius, self.params.sigma, self.params.heatmap
         )
 

@@ -208,9 +208,13 @@ def _check_same_configuration(out: Path, cfg: Any, force: bool) -> None:
     except (OSError, ValueError):
         return
     current = _flatten(cfg.to_dict())
-    ignored = ("train.device", "train.num_workers", "train.threads", "eval.batch_size", "report.")
+    # a key added to the schema after the run was made is "unchanged" while it holds its default
+    defaults = _flatten(type(cfg)().to_dict())
+    ignored = ("train.device", "train.num_workers", "train.threads", "train.sync_every", "eval.batch_size",
+               "report.", "data.crop_store.workers", "data.crop_store.root")
     changed = sorted(k for k in set(previous) | set(current)
-                     if previous.get(k) != current.get(k) and not k.startswith(ignored))
+                     if previous.get(k) != current.get(k) and not k.startswith(ignored)
+                     and not (k not in previous and current.get(k) == defaults.get(k)))
     if changed:
         shown = ", ".join(f"{k}: {previous.get(k)!r} -> {current.get(k)!r}" for k in changed[:4])
         more = f" and {len(changed) - 4} more" if len(changed) > 4 else ""

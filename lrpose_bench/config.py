@@ -54,6 +54,23 @@ class SynthConfig:
 
 
 @dataclass
+class CropStoreConfig:
+    """The fast input path's decode-once crop store (``lrpose_bench.data.crop_store``, issue 9).
+
+    ``oversample``: store pixel density relative to the un-augmented crop at the largest input size
+    (1.0 = same density; 1/(1-sf) ≈ 1.54 never up-samples the store, at 2.4× the disk). ``margin_px``:
+    store pixels added on each side beyond the largest augmented box (bilinear taps at the border).
+    ``workers``: decode threads while building (OpenCV releases the GIL). ``root``: where stores
+    live (default ``<data.cache_dir>/crop_store``).
+    """
+
+    oversample: float = 1.0
+    margin_px: int = 2
+    workers: int = 2
+    root: str | None = None
+
+
+@dataclass
 class DataConfig:
     """Which data set, where, and how person boxes are made."""
 
@@ -72,6 +89,11 @@ class DataConfig:
     max_train_instances: int | None = None
     max_val_instances: int | None = None
     image_cache_mb: int = 1024
+    #: training input pipeline: ``reference`` (decode + cv2 warp + numpy targets per instance, the
+    #: reference), ``crop_store`` (decode-once store + batched grid_sample + torch targets on the
+    #: training device), ``auto`` (crop_store on CUDA with ``degrade: clean``, else reference)
+    pipeline: str = "auto"
+    crop_store: CropStoreConfig = field(default_factory=CropStoreConfig)
 
 
 @dataclass
@@ -105,6 +127,10 @@ class TrainConfig:
     amp: bool = True
     channels_last: bool = True
     compile: bool = False
+    #: capture forward+loss+backward+Adam in one CUDA graph and replay it (CUDA, one process; ignored on a CPU)
+    cuda_graphs: bool = False
+    #: steps between host synchronisations (non-finite loss check, progress bar); 0 = 1 on a CPU, 50 on CUDA
+    sync_every: int = 0
 
     def milestones(self) -> list[int]:
         """Milestones scaled to this profile's epoch count (quick profile: proportional)."""
@@ -326,7 +352,21 @@ def load_config(
         data = deep_merge(data, read_yaml(Path(user_file)))
     for key, value in (overrides or {}).items():
         set_dotted(data, key, value)
-    return from_mapping(BenchConfig, data)
+    cfg = from_mapping(BenchConfig, data)
+    validate_augment_config(cfg.augment)
+    return cfg
+
+
+def validate_augment_config(cfg: AugmentConfig, path: str = "augment") -> None:
+    """Reject augmentation settings outside their range, naming the dotted key (types are checked
+    by :func:`from_mapping`). Half-body (HRNet ``half_body_transform``): a probability, and a
+    joint-count threshold that cannot be negative."""
+    if not 0.0 <= cfg.half_body_prob <= 1.0:
+        raise ConfigError(f"config key {path}.half_body_prob: expected a probability between 0 and 1, "
+                          f"got {cfg.half_body_prob!r}")
+    if cfg.half_body_min_joints < 0:
+        raise ConfigError(f"config key {path}.half_body_min_joints: expected a non-negative int, "
+                          f"got {cfg.half_body_min_joints!r}")
 
 
 # --------------------------------------------------------------------------- method params

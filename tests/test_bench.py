@@ -11,7 +11,7 @@ import torch
 
 from lrpose_bench.cli import main
 from lrpose_bench.commands.bench import median_seconds
-from lrpose_bench.engine.accelerate import GraphedTrainStep, adam_for, configure_backends, maybe_compile
+from lrpose_bench.engine.accelerate import TrainStep, adam_for, configure_backends, maybe_compile
 
 
 def test_bench_writes_every_measurement(tmp_path, capsys):
@@ -76,7 +76,8 @@ def test_graphed_step_falls_back_to_the_eager_step_on_cpu():
         loss = (outputs - b["target"]).pow(2).mean()
         return {"loss": loss, "mse": loss}
 
-    step = GraphedTrainStep(model, adam_for(model, 1e-2, 0.0, torch.device("cpu"), graphed=True), loss_fn, batch)
+    step = TrainStep(model, adam_for(model, 1e-2, 0.0, torch.device("cpu"), graphed=True), loss_fn,
+                     device=torch.device("cpu"), graphed=True)
     assert not step.graphed
     ref_opt = torch.optim.Adam(reference.parameters(), lr=1e-2)
     for _ in range(3):

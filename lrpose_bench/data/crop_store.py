@@ -44,7 +44,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from lrpose_bench.config import AugmentConfig
+from lrpose_bench.config import AugmentConfig, CropStoreConfig
 from lrpose_bench.data.coco import KeypointSplit
 from lrpose_bench.data.transforms import CropParams, box_to_center_size, crop_matrix, warp_image
 from lrpose_bench.errors import DataError
@@ -52,23 +52,6 @@ from lrpose_bench.resolution import Resolution
 
 #: bump when the layout or geometry of stored crops changes (invalidates old stores)
 STORE_VERSION = 1
-
-
-@dataclass(frozen=True)
-class CropStoreConfig:
-    """Settings of the crop store (proposed config section ``data.crop_store``).
-
-    ``oversample``: store pixel density relative to the un-augmented crop at the largest input size
-    (1.0 = same density; 1/(1-sf) ≈ 1.54 never up-samples the store, at 2.4× the disk). ``margin_px``:
-    store pixels added on each side beyond the largest augmented box (bilinear taps at the border).
-    ``workers``: decode threads while building (OpenCV releases the GIL).
-    """
-
-    enabled: bool = False
-    oversample: float = 1.0
-    margin_px: int = 2
-    workers: int = 2
-    root: str | None = None  # default: <data.cache_dir>/crop_store
 
 
 @dataclass(frozen=True)

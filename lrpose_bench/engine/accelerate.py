@@ -8,13 +8,10 @@ at batch 128 on an H200), so the wins are fewer launches and no host synchronisa
 * :func:`maybe_compile`: ``torch.compile`` behind the one flag ``train.compile`` (off by default).
   A compiled module's ``state_dict`` keys gain an ``_orig_mod.`` prefix, so checkpoints must be
   written from :func:`~lrpose_bench.engine.distributed.unwrap` (the original module).
-* :class:`GraphedTrainStep`: forward + loss + backward + optimizer step captured once into a CUDA
-  graph and replayed on static input tensors (the pattern of PyTorch's "CUDA Graphs" notes,
-  whole-network capture). Requirements: fixed batch shape (``drop_last``), an optimizer built with
-  ``capturable=True`` (Adam), a loss without host synchronisation (``.item()``, boolean indexing,
-  numpy; CAL's MGM is written that way). Learning-rate changes go through the optimizer's tensor
-  ``lr`` (see :meth:`GraphedTrainStep.set_lr`). On a CPU, or with ``enabled=False``, it runs the same
-  step eagerly, so a caller has one code path.
+* :class:`TrainStep`: the trainer's (and ``bench``'s) step; with ``train.cuda_graphs`` the forward +
+  loss + backward + optimizer step are captured once into a CUDA graph and replayed on static input
+  tensors (the pattern of PyTorch's "CUDA Graphs" notes, whole-network capture). On a CPU it runs
+  the same step eagerly, so a caller has one code path.
 
 Not yet measured on a GPU in this repository (written device-agnostic; CPU tests cover the fallbacks).
 """
@@ -74,54 +71,102 @@ def adam_for(model: nn.Module, lr: float, weight_decay: float, device: torch.dev
     return torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay, **kwargs)
 
 
-class GraphedTrainStep:
-    """One training step (zero_grad, forward, loss, backward, optimizer step), CUDA-graphed when possible.
+def make_capturable(optimizer: torch.optim.Optimizer, device: torch.device) -> None:
+    """Re-arm a capturable Adam after ``load_state_dict``: a checkpoint written by an eager run
+    restores ``capturable=False``, a float lr and CPU ``step`` counters, which graph capture refuses."""
+    for group in optimizer.param_groups:
+        group["capturable"] = True
+        if group.get("fused"):  # an eager CUDA run's fused Adam: use the capturable foreach kernels
+            group["fused"] = False
+        if not torch.is_tensor(group["lr"]):
+            group["lr"] = torch.tensor(float(group["lr"]), device=device)
+        for param in group["params"]:
+            state = optimizer.state.get(param, {})
+            if "step" in state and torch.is_tensor(state["step"]):
+                state["step"] = state["step"].to(device=device, dtype=torch.float32)
 
-    ``step(batch)`` copies the batch's tensors into static buffers, replays the graph and returns the
-    loss tensors (static: read them before the next step, ideally only every N steps). Keys and shapes
-    of ``batch`` must equal those of ``example``. ``loss_fn(outputs, batch)`` wraps ``method.loss``
-    with the current stage (re-capture when the stage changes: CAL's stage 2 is another graph).
+
+class TrainStep:
+    """One optimisation step: zero_grad, forward (bf16 autocast, channels_last), loss, backward, Adam.
+
+    ``step(batch)`` returns the loss tensors on the device (no host synchronisation: the trainer
+    reads them every ``train.sync_every`` steps). With ``graphed`` on CUDA the step is captured into
+    one CUDA graph on the first batch and replayed on static input buffers (PyTorch "CUDA Graphs",
+    whole-network capture). Requirements: fixed batch shape (``drop_last``), an optimizer from
+    :func:`adam_for` with ``graphed=True``, a loss without host synchronisation (``.item()``, boolean
+    indexing, numpy; CAL's MGM is written that way), one capture per training stage (the loss
+    changes; the trainer builds a new step per stage). The warm-up steps that capture needs are
+    undone (weights, buffers, optimizer state restored), so graphed and eager training follow the
+    same trajectory. The returned tensors of a graphed step are static: read or copy them before the
+    next step. On a CPU, or with ``graphed=False``, the same step runs eagerly: one code path.
     """
 
-    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: LossFn,
-                 example: Mapping[str, Tensor], *, enabled: bool = True, warmup: int = 3,
-                 autocast_dtype: torch.dtype | None = None) -> None:
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: LossFn, *,
+                 device: torch.device, amp: bool = False, channels_last: bool = False, graphed: bool = False,
+                 warmup: int = 3) -> None:
         self.model = model
         self.optimizer = optimizer
         self.loss_fn = loss_fn
-        self.autocast_dtype = autocast_dtype
-        device = example["image"].device
         self.device = device
-        self.graphed = bool(enabled and device.type == "cuda" and torch.cuda.is_available())
+        self.amp = bool(amp and device.type == "cuda")
+        self.channels_last = bool(channels_last and device.type == "cuda")
+        self.graphed = bool(graphed and device.type == "cuda" and torch.cuda.is_available())
+        self.warmup = max(1, warmup)
         self.graph: Any = None
         self.static: dict[str, Tensor] = {}
         self.static_losses: dict[str, Tensor] = {}
-        if self.graphed:
-            self._capture(example, warmup)
 
+    # ------------------------------------------------------------------------------ eager
     def _eager(self, batch: Mapping[str, Tensor]) -> dict[str, Tensor]:
         self.optimizer.zero_grad(set_to_none=True)
-        with torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.bfloat16,
-                            enabled=self.autocast_dtype is not None):
-            outputs = self.model(batch["image"])
+        images = batch["image"]
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+            outputs = self.model(images)
         losses = dict(self.loss_fn(outputs.float(), batch))
         losses["loss"].backward()
         self.optimizer.step()
         return {k: v.detach() for k, v in losses.items()}
 
-    def _capture(self, example: Mapping[str, Tensor], warmup: int) -> None:
-        self.static = {k: v.clone() for k, v in example.items() if torch.is_tensor(v)}
+    # ---------------------------------------------------------------------------- capture
+    def _snapshot(self) -> tuple[list[Tensor], list[Tensor], dict[int, dict[str, Tensor]]]:
+        params = [p.detach().clone() for p in self.model.parameters()]
+        buffers = [b.detach().clone() for b in self.model.buffers()]
+        state = {id(p): {k: v.clone() for k, v in s.items() if torch.is_tensor(v)} for p, s in self.optimizer.state.items()}
+        return params, buffers, state
+
+    def _restore(self, snapshot: tuple[list[Tensor], list[Tensor], dict[int, dict[str, Tensor]]]) -> None:
+        """Undo the warm-up in place (the graph holds these tensors' addresses): weights, buffers,
+        and the optimizer state (zeros = a fresh Adam's state where there was none)."""
+        params, buffers, state = snapshot
+        with torch.no_grad():
+            for tensor, saved in zip(self.model.parameters(), params):
+                tensor.copy_(saved)
+            for tensor, saved in zip(self.model.buffers(), buffers):
+                tensor.copy_(saved)
+            for param, entries in self.optimizer.state.items():
+                saved_entries = state.get(id(param), {})
+                for key, value in entries.items():
+                    if torch.is_tensor(value):
+                        value.copy_(saved_entries[key]) if key in saved_entries else value.zero_()
+
+    def _capture(self, example: Mapping[str, Tensor]) -> None:
+        self.static = {k: v.clone() for k, v in example.items() if torch.is_tensor(v) and v.device.type == "cuda"}
+        snapshot = self._snapshot()
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):  # warm-up allocates optimizer state and autotunes kernels
-            for _ in range(max(1, warmup)):
+        with torch.cuda.stream(side):  # warm-up: allocates optimizer state, autotunes kernels
+            for _ in range(self.warmup):
                 self._eager(self.static)
         torch.cuda.current_stream().wait_stream(side)
         self.graph = torch.cuda.CUDAGraph()
         self.optimizer.zero_grad(set_to_none=True)
         with torch.cuda.graph(self.graph):
             self.static_losses = self._eager(self.static)
+        self._restore(snapshot)
 
+    # ------------------------------------------------------------------------------- api
     def set_lr(self, lr: float) -> None:
         """Change the learning rate without re-capture (tensor lr of a capturable optimizer)."""
         for group in self.optimizer.param_groups:
@@ -133,6 +178,8 @@ class GraphedTrainStep:
     def step(self, batch: Mapping[str, Tensor]) -> dict[str, Tensor]:
         if not self.graphed:
             return self._eager(batch)
+        if self.graph is None:
+            self._capture(batch)
         for key, buffer in self.static.items():
             buffer.copy_(batch[key], non_blocking=True)
         self.graph.replay()

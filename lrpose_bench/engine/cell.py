@@ -26,7 +26,7 @@ from lrpose_bench.engine import distributed
 from lrpose_bench.engine.evaluator import Predictions
 from lrpose_bench.engine.trainer import resolve_device, train
 from lrpose_bench.environment import environment
-from lrpose_bench.errors import TrainingDiverged, UserError
+from lrpose_bench.errors import ConfigError, TrainingDiverged, UserError
 from lrpose_bench.evaluation.coco_metric import build_results, evaluate_keypoints
 from lrpose_bench.evaluation.floor import mean_pose, mean_pose_predictions
 from lrpose_bench.method import Method, MethodContext
@@ -190,9 +190,11 @@ def _run_cell_locked(spec: CellSpec, cfg: BenchConfig, bundle: DataBundle, cell_
     train_set = PoseDataset(bundle.train, train_method, train_res, train=True, augment=cfg.augment,
                             box_padding=cfg.data.box_padding, seed=spec.seed, image_cache=cache,
                             source_transform=_source_transform(cfg, train=True, seed=spec.seed))
+    pipeline = fast_pipeline(cfg, bundle, train_method, train_res, device, seed=spec.seed, progress=progress,
+                             image_cache=cache)
     t0 = time.perf_counter()
     trained = train(model, train_method, train_set, cfg.train, cell_dir=cell_dir, meta=meta, seed=spec.seed,
-                    device=device, progress=progress)
+                    device=device, progress=progress, pipeline=pipeline)
     train_seconds = time.perf_counter() - t0
 
     eval_res = spec.resolution if train_res == spec.resolution else train_res
@@ -226,13 +228,68 @@ def _run_cell_locked(spec: CellSpec, cfg: BenchConfig, bundle: DataBundle, cell_
         "timing": {"train_s": round(train_seconds, 2), "eval_s": round(eval_seconds, 2),
                    "train_images_per_s": round(trained.images_per_second, 1),
                    "eval_images_per_s": round(len(eval_set) / max(eval_seconds, 1e-9), 1),
-                   "resumed_from_epoch": trained.resumed_from},
+                   "resumed_from_epoch": trained.resumed_from,
+                   "input_pipeline": "crop_store" if pipeline is not None else "reference"},
         "gt_annotations": str(bundle.val.annotation_file),
         "num_instances": len(eval_set),
         "environment": environment(),
     }
     write_json(cell_dir / "metrics.json", info)
     return CellResult(spec, "complete", info)
+
+
+PIPELINES = ("auto", "reference", "crop_store")
+
+
+def use_crop_store(cfg: BenchConfig, device: torch.device) -> bool:
+    """Whether training reads the crop store (``data.pipeline``): ``auto`` picks it on CUDA with
+    ``degrade: clean`` (on a CPU the reference path stays the default, so CPU numbers and the
+    regression baseline do not depend on the store's resampling)."""
+    choice = cfg.data.pipeline
+    if choice not in PIPELINES:
+        raise ConfigError(f"config key data.pipeline: expected one of {', '.join(PIPELINES)}, got {choice!r}")
+    if choice == "reference":
+        return False
+    if cfg.degrade != "clean":
+        if choice == "crop_store":
+            raise ConfigError(f"data.pipeline: crop_store needs degrade: clean (the {cfg.degrade!r} protocol draws a "
+                              "new degradation of each source image every epoch, which a decode-once store cannot "
+                              "hold); use data.pipeline=reference or auto")
+        return False
+    return choice == "crop_store" or device.type == "cuda"
+
+
+def fast_pipeline(cfg: BenchConfig, bundle: DataBundle, method: Method, resolution: Resolution,
+                  device: torch.device, *, seed: int, progress: bool = False,
+                  image_cache: ImageCache | None = None) -> Any:
+    """The fast input path for this cell (crop store + device augmentation), or ``None``.
+
+    The store is built once per (training split, resolution, augmentation range) under
+    ``data.crop_store.root`` and reused by every later cell and run. Under DDP rank 0 builds it while
+    the others wait at a barrier, then every rank opens it (a rank on another node without a shared
+    cache folder builds its own copy: the build is atomic, so concurrent builders cannot collide).
+    """
+    if not use_crop_store(cfg, device):
+        return None
+    from lrpose_bench.data.crop_store import build_crop_store
+    from lrpose_bench.data.gpu_augment import DeviceAugmentPipeline
+
+    settings = cfg.data.crop_store
+    root = Path(settings.root).expanduser() if settings.root else Path(cfg.data.cache_dir).expanduser() / "crop_store"
+    read = image_cache.read if image_cache is not None else None
+
+    def open_store() -> Any:
+        return build_crop_store(bundle.train, [resolution], cfg.augment, cfg.data.box_padding, root,
+                                config=settings, read_image=read, progress=progress)
+
+    if distributed.is_writer():
+        store = open_store()
+        distributed.barrier()
+    else:
+        distributed.barrier()
+        store = open_store()
+    return DeviceAugmentPipeline(store, method, resolution, cfg.augment, seed=seed, device=device,
+                                 box_padding=cfg.data.box_padding)
 
 
 def decoder_errors(preds: Predictions) -> dict[str, float]:

@@ -16,19 +16,20 @@ from __future__ import annotations
 import csv
 import io
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from lrpose_bench.config import TrainConfig
 from lrpose_bench.data.dataset import PoseDataset
 from lrpose_bench.engine import distributed
-from lrpose_bench.engine.accelerate import maybe_compile
+from lrpose_bench.engine.accelerate import TrainStep, adam_for, configure_backends, make_capturable, maybe_compile
 from lrpose_bench.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from lrpose_bench.errors import CheckpointError, TrainingDiverged, UserError
 from lrpose_bench.method import Method, TrainingStage
@@ -148,6 +149,56 @@ def _check_finite_weights(model: nn.Module, epoch: int, iteration: int) -> None:
             )
 
 
+def _sync_every(cfg: TrainConfig, device: torch.device) -> int:
+    """Steps between host synchronisations: every step on a CPU (a sync costs nothing there and a
+    diverged loss is caught before the update), ``50`` on CUDA unless ``train.sync_every`` says."""
+    if cfg.sync_every > 0:
+        return cfg.sync_every
+    return 50 if device.type == "cuda" else 1
+
+
+class _LossMeter:
+    """Per-epoch loss sums kept on the training device (float64, the exact sums of the float32
+    values), read on the host only every ``sync_every`` steps; :meth:`check` names the first
+    non-finite loss since the last check by its iteration."""
+
+    def __init__(self, device: torch.device, sums: dict[str, float], count: int) -> None:
+        self.device = device
+        self.sums = {k: torch.tensor(float(v), dtype=torch.float64, device=device) for k, v in sums.items()}
+        self.count = count
+        self.pending: list[Tensor] = []
+        self.pending_first = 0
+
+    def add(self, losses: dict[str, Tensor], iteration: int) -> None:
+        if not self.pending:
+            self.pending_first = iteration
+        for key, value in losses.items():
+            value = value.detach().to(torch.float64)
+            if key in self.sums:
+                self.sums[key] += value
+            else:
+                self.sums[key] = value.clone()
+        self.pending.append(losses["loss"].detach().reshape(1).clone())
+        self.count += 1
+
+    def check(self, epoch: int) -> None:
+        """One host synchronisation: raise :class:`TrainingDiverged` for a non-finite loss."""
+        if not self.pending:
+            return
+        values = torch.cat(self.pending)
+        finite = torch.isfinite(values)
+        if not bool(finite.all()):
+            bad = int((~finite).nonzero()[0, 0])
+            raise TrainingDiverged(
+                f"non-finite loss ({float(values[bad])}) at epoch {epoch + 1}, iteration {self.pending_first + bad}; "
+                "the last good checkpoint is kept"
+            )
+        self.pending.clear()
+
+    def host_sums(self) -> dict[str, float]:
+        return {k: float(v) for k, v in self.sums.items()}
+
+
 def train(
     model: nn.Module,
     method: Method,
@@ -160,8 +211,15 @@ def train(
     device: torch.device | None = None,
     progress: bool = True,
     on_iteration: Callable[[int, int], None] | None = None,
+    pipeline: Any | None = None,
 ) -> TrainResult:
-    """Train ``model`` for the method's stages; checkpoint each epoch (and every N iterations)."""
+    """Train ``model`` for the method's stages; checkpoint each epoch (and every N iterations).
+
+    ``pipeline``: a :class:`~lrpose_bench.data.gpu_augment.DeviceAugmentPipeline` over the same
+    instances as ``dataset`` (the fast input path: crop store + batched augmentation and targets on
+    the device); ``None`` reads batches of ``dataset`` through a ``DataLoader`` (the reference path).
+    Both draw the same augmentation for the same (seed, epoch, index) and visit the same order.
+    """
     device = device or resolve_device(cfg.device)
     cell_dir = Path(cell_dir)
     checkpoint_path = cell_dir / "checkpoint.pt"
@@ -169,12 +227,19 @@ def train(
     stages = method.stages(cfg.epochs)
     total_epochs = sum(stage.epochs for stage in stages)
     ctx = distributed.context()  # world size 1 unless started by torchrun / --gpus N
+    if pipeline is not None and len(pipeline) != len(dataset):
+        raise ValueError(f"train: the fast pipeline holds {len(pipeline)} instances, the data set {len(dataset)}")
     model.to(device)
     use_cuda = device.type == "cuda"
+    configure_backends(device, cfg.deterministic)
     if use_cuda and cfg.channels_last:
         model.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
-                                 **({"fused": True} if use_cuda else {}))
+    graphed = bool(cfg.cuda_graphs and use_cuda)
+    if graphed and (ctx.is_distributed or cfg.compile):
+        warnings.warn("train.cuda_graphs is not combined with DistributedDataParallel or train.compile here; "
+                      "training without CUDA graphs", stacklevel=2)
+        graphed = False
+    optimizer = adam_for(model, cfg.lr, cfg.weight_decay, device, graphed=graphed)
     # DDP (synchronised BN) and torch.compile wrap the module that runs the step; ``model`` stays the
     # plain module whose state_dict the checkpoints hold
     train_model = maybe_compile(distributed.wrap_model(model, ctx, device), cfg.compile)
@@ -184,6 +249,7 @@ def train(
     steps_per_epoch = len(dataset) // global_batch
     if steps_per_epoch == 0:
         raise TrainingDiverged(f"training set has {len(dataset)} instances, fewer than one batch of {global_batch}")
+    sync_every = _sync_every(cfg, device)
 
     sampler_now = {"seed": seed, "size": len(dataset), "batch_size": global_batch}
     # the caller holds the cell lock, so temp files here are leftovers of a killed atomic_write
@@ -194,6 +260,8 @@ def train(
     if checkpoint_path.is_file():
         payload = load_checkpoint(checkpoint_path, expect={k: meta[k] for k in ("method", "backbone", "resolution")})
         _restore(checkpoint_path, payload, model, optimizer, sampler_now)
+        if graphed:
+            make_capturable(optimizer, device)
         start_epoch = int(payload["epoch"])
         start_iter = int(payload["iteration"])
         history = list(payload.get("history", []))
@@ -220,56 +288,58 @@ def train(
             "meta": {**meta, "complete": complete, "total_epochs": total_epochs},
         })
 
+    steps: dict[int, TrainStep] = {}  # one (graph) per stage: the loss differs between stages
+
+    def step_for(stage: TrainingStage) -> TrainStep:
+        if stage.index not in steps:
+            steps[stage.index] = TrainStep(train_model, optimizer, lambda out, b, st=stage: method.loss(out, b, st),
+                                           device=device, amp=cfg.amp, channels_last=cfg.channels_last,
+                                           graphed=graphed)
+        return steps[stage.index]
+
     started = time.perf_counter()
     images_seen = 0
     iterations = 0
     for epoch in range(start_epoch, total_epochs):
         stage = stage_at(stages, epoch)
         lr = learning_rate(cfg, epoch)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        dataset.set_epoch(epoch)
+        train_step = step_for(stage)
+        train_step.set_lr(lr)
         first = start_iter if epoch == start_epoch else 0
         sampler.set_position(epoch, first * global_batch)
-        loader = DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler, drop_last=True,
-                            num_workers=cfg.num_workers, pin_memory=use_cuda,
-                            persistent_workers=False)
+        if pipeline is not None:
+            pipeline.set_epoch(epoch)
+            batches: Iterator[Any] = pipeline.batches(sampler.indices(), cfg.batch_size)
+        else:
+            dataset.set_epoch(epoch)
+            batches = _batches(DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler, drop_last=True,
+                                          num_workers=cfg.num_workers, pin_memory=use_cuda,
+                                          persistent_workers=False))
         train_model.train()
         resumed_part = partial if epoch == start_epoch and first > 0 else {}
-        sums: dict[str, float] = {k: float(v) for k, v in (resumed_part.get("sums") or {}).items()}
-        count = int(resumed_part.get("count", 0))
+        meter = _LossMeter(device, resumed_part.get("sums") or {}, int(resumed_part.get("count", 0)))
         epoch_start = time.perf_counter()
-        bar = tqdm(loader, desc=f"train {stage.name} epoch {epoch + 1}/{total_epochs}",
+        bar = tqdm(batches, total=steps_per_epoch - first, desc=f"train {stage.name} epoch {epoch + 1}/{total_epochs}",
                    disable=not progress or not ctx.is_writer, leave=False)
-        for step, batch in enumerate(_batches(bar), start=first):
+        for step, batch in enumerate(bar, start=first):
             batch = {k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
-            images = batch["image"]
-            if use_cuda and cfg.channels_last:
-                images = images.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_cuda and cfg.amp):
-                outputs = train_model(images)
-            losses = method.loss(outputs.float(), batch, stage)
-            loss = losses["loss"]
-            if not torch.isfinite(loss):
-                raise TrainingDiverged(
-                    f"non-finite loss ({loss.item()}) at epoch {epoch + 1}, iteration {step + 1}; "
-                    "the last good checkpoint is kept"
-                )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            for key, value in losses.items():
-                sums[key] = sums.get(key, 0.0) + float(value.detach())
-            count += 1
+            meter.add(train_step.step(batch), step + 1)
             iterations += 1
-            images_seen += images.shape[0] * ctx.world_size
-            if progress:
-                bar.set_postfix(loss=f"{sums['loss'] / count:.5f}")
+            images_seen += global_batch
+            last = step + 1 == steps_per_epoch
+            ckpt_now = bool(cfg.checkpoint_every_iters and (step + 1) % cfg.checkpoint_every_iters == 0 and not last)
+            if ckpt_now or last or len(meter.pending) >= sync_every:
+                meter.check(epoch)
+                if progress and ctx.is_writer:
+                    bar.set_postfix(loss=f"{float(meter.sums['loss']) / max(meter.count, 1):.5f}")
             if on_iteration is not None:
                 on_iteration(epoch, step + 1)
-            if cfg.checkpoint_every_iters and (step + 1) % cfg.checkpoint_every_iters == 0 and step + 1 < steps_per_epoch:
-                checkpoint(epoch, step + 1, sums=sums, count=count)
+            if ckpt_now:
+                checkpoint(epoch, step + 1, sums=meter.host_sums(), count=meter.count)
+        meter.check(epoch)
         seconds = time.perf_counter() - epoch_start
+        count = meter.count
+        sums = meter.host_sums()
         row = {"epoch": epoch + 1, "stage": stage.name, "lr": lr, "iterations": count,
                "seconds": round(seconds, 3), "images_per_s": round(count * global_batch / max(seconds, 1e-9), 1)}
         # per-rank means of equal batches, averaged over ranks = the global batch mean

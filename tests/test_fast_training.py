@@ -1,0 +1,201 @@
+"""The trainer's fast paths (issue 9), checked on the CPU: the crop-store input pipeline trains,
+resumes exactly, and follows the reference pipeline's trajectory closely; batched host
+synchronisation (``train.sync_every``) changes nothing but when the host looks; the CUDA-graph
+step's warm-up undo restores a fresh optimizer; ``data.pipeline`` picks the path as documented."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from _train_child import make_coco_layout
+from lrpose_bench.cli import main
+from lrpose_bench.config import AugmentConfig, CropStoreConfig, TrainConfig, load_config
+from lrpose_bench.data.coco import load_split
+from lrpose_bench.data.crop_store import build_crop_store
+from lrpose_bench.data.dataset import PoseDataset
+from lrpose_bench.data.gpu_augment import DeviceAugmentPipeline
+from lrpose_bench.engine.accelerate import TrainStep, adam_for
+from lrpose_bench.engine.cell import CellSpec, build_cell_model, build_method, use_crop_store
+from lrpose_bench.engine.checkpoint import load_checkpoint
+from lrpose_bench.engine.trainer import train
+from lrpose_bench.errors import ConfigError
+from lrpose_bench.resolution import Resolution
+from lrpose_bench.store import read_status
+
+from conftest import make_coco_fixture
+
+R64 = Resolution(64, 48)
+CELL = CellSpec("hrnet", "hrnet-w8", R64, 0).cell_id
+
+
+# ----------------------------------------------------------------------------- pipeline choice
+def test_pipeline_choice_follows_the_documented_rule():
+    cfg = load_config("quick")
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")  # a device object needs no GPU
+    assert cfg.data.pipeline == "auto"
+    assert not use_crop_store(cfg, cpu) and use_crop_store(cfg, cuda)
+    cfg.data.pipeline = "crop_store"
+    assert use_crop_store(cfg, cpu)
+    cfg.data.pipeline = "reference"
+    assert not use_crop_store(cfg, cuda)
+    cfg.degrade = "lr-mild"
+    cfg.data.pipeline = "auto"
+    assert not use_crop_store(cfg, cuda)  # per-epoch degradations cannot be cached
+    cfg.data.pipeline = "crop_store"
+    with pytest.raises(ConfigError, match="degrade: clean"):
+        use_crop_store(cfg, cuda)
+    cfg.data.pipeline = "gpu"
+    with pytest.raises(ConfigError, match="data.pipeline"):
+        use_crop_store(cfg, cpu)
+
+
+# ------------------------------------------------------------------------ in-process training
+@pytest.fixture(scope="module")
+def fixture_split(tmp_path_factory):
+    root = tmp_path_factory.mktemp("fasttrain")
+    make_coco_fixture(root / "data", num_images=8, persons_per_image=2, seed=5)
+    split = load_split("fixture", root / "data" / "annotations.json", root / "data" / "images")
+    store = build_crop_store(split, [R64], AugmentConfig(), 1.25, root / "stores", config=CropStoreConfig(workers=1))
+    return split, store
+
+
+def _train(split, store, cell_dir: Path, *, fast: bool, stop_at: tuple[int, int] | None = None, **train_kw):
+    """Train hrnet-w8 at 64×48 for 2 epochs of 4 steps (batch 4) on the fixture, on the CPU."""
+    cfg = load_config("quick", overrides={"model.backbone": "hrnet-w8"})
+    spec = CellSpec("hrnet", "hrnet-w8", R64, 0)
+    torch.manual_seed(0)
+    method = build_method(spec, cfg)
+    model = build_cell_model(method, spec, cfg)
+    tcfg = TrainConfig(epochs=2, batch_size=4, lr=1e-3, device="cpu", amp=False, channels_last=False,
+                       checkpoint_every_iters=2, **train_kw)
+    dataset = PoseDataset(split, method, R64, train=True, augment=AugmentConfig(), seed=0)
+    pipeline = DeviceAugmentPipeline(store, method, R64, AugmentConfig(), seed=0, device="cpu") if fast else None
+
+    def stop(epoch: int, iteration: int) -> None:
+        if stop_at is not None and (epoch, iteration) == stop_at:
+            raise KeyboardInterrupt  # as a kill during that iteration (after the previous checkpoint)
+
+    meta = {"method": "hrnet", "backbone": "hrnet-w8", "resolution": str(R64)}
+    return model, train(model, method, dataset, tcfg, cell_dir=cell_dir, meta=meta, seed=0, device=torch.device("cpu"),
+                        progress=False, pipeline=pipeline, on_iteration=stop)
+
+
+def _weights(cell_dir: Path) -> dict[str, torch.Tensor]:
+    return load_checkpoint(cell_dir / "checkpoint.pt")["model"]
+
+
+def test_crop_store_training_resumes_exactly_and_tracks_the_reference_path(fixture_split, tmp_path):
+    split, store = fixture_split
+    assert len(split.instances) == 16
+    _, fast = _train(split, store, tmp_path / "fast", fast=True)
+    with pytest.raises(KeyboardInterrupt):
+        _train(split, store, tmp_path / "killed", fast=True, stop_at=(1, 3))
+    assert load_checkpoint(tmp_path / "killed" / "checkpoint.pt")["iteration"] == 2
+    _, resumed = _train(split, store, tmp_path / "killed", fast=True)
+    assert resumed.resumed_from == 1
+    killed = _weights(tmp_path / "killed")
+    for key, value in _weights(tmp_path / "fast").items():
+        torch.testing.assert_close(killed[key], value, rtol=0, atol=1e-6, msg=key)
+    assert [r["loss"] for r in resumed.history] == pytest.approx([r["loss"] for r in fast.history], abs=1e-9)
+
+    # same augmentation and order as the reference path; the images differ only by the store's
+    # resampling (tests/test_gpu_augment.py bounds it), so the first epoch's mean loss agrees closely
+    _, reference = _train(split, store, tmp_path / "reference", fast=False)
+    first_fast, first_ref = fast.history[0]["loss"], reference.history[0]["loss"]
+    assert first_fast == pytest.approx(first_ref, rel=0.02), (first_fast, first_ref)
+    assert fast.history[0]["iterations"] == reference.history[0]["iterations"] == 4
+
+
+def test_batched_host_syncs_change_nothing(fixture_split, tmp_path):
+    split, store = fixture_split
+    _, every = _train(split, store, tmp_path / "every", fast=False, sync_every=1)
+    _, batched = _train(split, store, tmp_path / "batched", fast=False, sync_every=3)
+    assert [r["loss"] for r in batched.history] == [r["loss"] for r in every.history]
+    batched_weights = _weights(tmp_path / "batched")
+    for key, value in _weights(tmp_path / "every").items():
+        torch.testing.assert_close(batched_weights[key], value, rtol=0, atol=0, msg=key)
+
+
+def test_a_nan_loss_is_named_by_its_iteration_even_between_host_syncs(tmp_path, monkeypatch):
+    from lrpose_bench.baselines.heatmap import GaussianHeatmapMethod
+
+    coco = make_coco_layout(tmp_path / "coco", train_images=10, val_images=1)
+    real_loss = GaussianHeatmapMethod.loss
+    calls = [0]
+
+    def nan_on_8th_call(self, outputs, batch, stage):
+        losses = real_loss(self, outputs, batch, stage)
+        calls[0] += 1
+        if calls[0] == 8:  # epoch 2 (5 steps per epoch), iteration 3
+            losses = {**losses, "loss": losses["loss"] * float("nan")}
+        return losses
+
+    monkeypatch.setattr(GaussianHeatmapMethod, "loss", nan_on_8th_call)
+    out = tmp_path / "out"
+    code = main(["train", "--method", "hrnet", "--res", "64x48", "--data", "coco", "--coco-root", str(coco),
+                 "--out", str(out), "--no-progress", "--backbone", "hrnet-w8", "--set", "train.epochs=3",
+                 "--set", "train.batch_size=4", "--set", "train.sync_every=4", "--set", "train.threads=1",
+                 "--set", "train.device=cpu"])
+    assert code == 1
+    status = read_status(out / CELL)
+    assert status["state"] == "failed" and "epoch 2, iteration 3" in status["reason"]
+    kept = load_checkpoint(out / CELL / "checkpoint.pt")
+    assert (kept["epoch"], kept["iteration"]) == (1, 0)  # the epoch-1 checkpoint, not a NaN one
+    assert all(bool(torch.isfinite(t).all()) for t in kept["model"].values() if t.is_floating_point())
+
+
+def test_run_with_the_crop_store_pipeline_records_it(tmp_path):
+    coco = make_coco_layout(tmp_path / "coco", train_images=4, val_images=1)
+    out = tmp_path / "out"
+    assert main(["train", "--method", "udp", "--res", "64x48", "--data", "coco", "--coco-root", str(coco),
+                 "--out", str(out), "--no-progress", "--backbone", "hrnet-w8", "--set", "train.epochs=1",
+                 "--set", "train.batch_size=4", "--set", "train.threads=1", "--set", "train.device=cpu",
+                 "--set", "data.pipeline=crop_store", "--set", f"data.crop_store.root={tmp_path / 'stores'}"]) == 0
+    cell = out / CellSpec("udp", "hrnet-w8", R64, 0).cell_id
+    info = json.loads((cell / "metrics.json").read_text())
+    assert info["timing"]["input_pipeline"] == "crop_store"
+    assert len(list((tmp_path / "stores").glob("cropstore-*"))) == 1
+
+
+# ------------------------------------------------------------------------------- graph step
+def test_warm_up_undo_restores_weights_buffers_and_a_fresh_adam():
+    """What ``TrainStep._capture`` does around the CUDA-graph warm-up, checked on the CPU: after
+    ``_restore`` the next step equals the first step of an untouched copy."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.BatchNorm2d(4), torch.nn.Conv2d(4, 2, 1))
+    batch = {"image": torch.randn(2, 3, 8, 6), "target": torch.randn(2, 2, 8, 6)}
+    untouched = copy.deepcopy(model)
+
+    def loss_fn(outputs, b):
+        loss = (outputs - b["target"]).pow(2).mean()
+        return {"loss": loss}
+
+    cpu = torch.device("cpu")
+    step = TrainStep(model, adam_for(model, 1e-2, 0.0, cpu), loss_fn, device=cpu)
+    snapshot = step._snapshot()
+    for _ in range(3):
+        step.step(batch)
+    step._restore(snapshot)
+    reference = TrainStep(untouched, adam_for(untouched, 1e-2, 0.0, cpu), loss_fn, device=cpu)
+    for _ in range(2):
+        torch.testing.assert_close(step.step(batch)["loss"], reference.step(batch)["loss"], rtol=0, atol=1e-7)
+    for a, b in zip(model.state_dict().values(), untouched.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-7)
+
+
+def test_an_old_run_folder_without_the_new_config_keys_is_not_another_configuration(tmp_path):
+    from lrpose_bench.cli import _check_same_configuration
+
+    cfg = load_config("quick")
+    old = cfg.to_dict()
+    del old["data"]["pipeline"], old["data"]["crop_store"], old["train"]["cuda_graphs"]
+    (tmp_path / "run.json").write_text(json.dumps({"config": old}))
+    _check_same_configuration(tmp_path, cfg, force=False)  # keys at their defaults: same configuration
+    cfg.data.pipeline = "crop_store"
+    with pytest.raises(ConfigError, match="data.pipeline"):
+        _check_same_configuration(tmp_path, cfg, force=False)

@@ -178,3 +178,39 @@ def test_two_gloo_processes_match_one_process(tiny):
     ap = [evaluate_keypoints(split.gt, build_results(p.image_ids, p.keypoints, p.confidences, p.box_scores,
                                                      p.box_areas, 0.2, 0.9))["AP"] for p in (p1, p2)]
     assert ap[0] == pytest.approx(ap[1], abs=0.02)
+
+
+def mgm_worker(heatmaps, joints, visible, radius, components):
+    """One rank's share (strided halves) of a stage-2 batch: CAL's MGM with the displacements gathered."""
+    from lrpose_bench.methods.cal.mgm import mgm_from_predictions
+
+    rank, world = D.context().rank, D.world_size()
+    mask, gmm = mgm_from_predictions(heatmaps[rank::world], joints[rank::world], visible[rank::world], radius,
+                                     components, 20, 1e-3, gather=D.all_gather_cat)
+    return {"mask": mask, "weights": gmm.weights, "means": gmm.means, "covariances": gmm.covariances}
+
+
+@pytest.mark.parametrize("components", [1, 2])
+def test_cal_fits_one_mixture_to_the_global_batch_under_ddp(components):
+    """Algorithm 1 fits the mixture to the mini-batch's displacements; with 2 processes the global
+    batch is split, so the ranks gather before fitting: the mixture equals the one-process fit of
+    the whole batch (same points; the concatenation order differs, which EM sums do not see beyond
+    float rounding), and rank 0's masks equal the one-process masks of its instances."""
+    from lrpose_bench.methods.cal.mgm import mgm_from_predictions
+
+    gen = torch.Generator().manual_seed(components)
+    heatmaps = torch.rand(8, 17, 16, 12, generator=gen)
+    joints = torch.rand(8, 17, 2, generator=gen) * torch.tensor([11.0, 15.0])
+    visible = (torch.rand(8, 17, generator=gen) > 0.2).float()
+    radius = 3.5
+    # one process on the batch in rank-major order (rank 0's instances first), as all_gather concatenates
+    order = torch.cat([torch.arange(0, 8, 2), torch.arange(1, 8, 2)])
+    single_mask, single = mgm_from_predictions(heatmaps[order], joints[order], visible[order], radius, components, 20, 1e-3)
+    double = D.launch_local(2, mgm_worker, heatmaps, joints, visible, radius, components)
+    torch.testing.assert_close(double["weights"], single.weights, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(double["means"], single.means, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(double["covariances"], single.covariances, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(double["mask"], single_mask[:4], atol=1e-5, rtol=0)
+    # without the gather, rank 0 alone would fit another mixture (the check above has teeth)
+    _, local = mgm_from_predictions(heatmaps[0::2], joints[0::2], visible[0::2], radius, components, 20, 1e-3)
+    assert not torch.allclose(local.means, single.means, atol=1e-3)

@@ -144,3 +144,43 @@ def test_missing_vgg_weights_file_is_a_config_error(tmp_path: Path) -> None:
     losses = train_sr.SrLossConfig(vgg19_weights=str(tmp_path / "missing.pth"))
     with pytest.raises(ConfigError, match="vgg19_weights"):
         train_sr.SrLoss(losses)
+
+
+def _tiny_profile() -> SrProfileConfig:
+    return SrProfileConfig(nf=4, nb=2, gc=4, taps=None, iters=4, batch_size=2, patch_hr=[32, 24], lr=1e-3,
+                           lr_milestones=[2], eval_batch_size=4, max_val_crops=3, log_every=2)
+
+
+def _ddp_prepare(annotations: Path, images: Path, run_dir: Path) -> dict:
+    """One rank of a 2-process run: prepare the SR stage, report who trained and the weights."""
+    from lrpose_bench.engine import distributed as D
+
+    trained = []
+    real = spsr_method.train_generator
+
+    def counting(*args, **kwargs):
+        trained.append(D.context().rank)
+        return real(*args, **kwargs)
+
+    spsr_method.train_generator = counting
+    m = build("spsr+hrnet")
+    m.sr = dataclasses.replace(m.sr, quick=_tiny_profile())
+    m.prepare(bundle=tiny_bundle((annotations, images, None)), cfg=load_config("quick"), run_dir=run_dir,
+              cell_dir=run_dir / "cell", device=torch.device("cpu"), progress=False, image_cache=ImageCache(64))
+    parts = D.gather_to_writer({"trained": trained, "weights": m.generator.state_dict()})
+    return {"parts": parts}
+
+
+def test_prepare_under_ddp_trains_the_sr_network_once(coco_fixture, tmp_path: Path) -> None:
+    """Rank 0 trains the SR network and writes it; rank 1 waits at the barrier and loads the same
+    weights (before: every rank trained its own copy)."""
+    from lrpose_bench.engine import distributed as D
+
+    annotations, images, _ = coco_fixture
+    result = D.launch_local(2, _ddp_prepare, annotations, images, tmp_path / "run")
+    rank0, rank1 = result["parts"]
+    assert rank0["trained"] == [0] and rank1["trained"] == []
+    for key, value in rank0["weights"].items():
+        torch.testing.assert_close(rank1["weights"][key], value, rtol=0, atol=0)
+    assert len(list((tmp_path / "run" / "_sr").glob("*/sr.pt"))) == 1
+    assert (tmp_path / "run" / "sr_quality.json").is_file()

@@ -43,6 +43,7 @@ from lrpose_bench.baselines.spsr.train_sr import (
     write_quality,
 )
 from lrpose_bench.config import resolve_method_params
+from lrpose_bench.engine import distributed
 from lrpose_bench.errors import ConfigError
 from lrpose_bench.method import Method, MethodContext, TrainingStage
 from lrpose_bench.registry import METHODS, register_method
@@ -164,40 +165,38 @@ class SrPoseMethod(Method):
         data_identity = {
             "dataset": bundle.name, "train_annotations": str(bundle.train.annotation_file),
             "num_train": len(bundle.train.instances), "val_annotations": str(bundle.val.annotation_file),
-            "num_val": len(bundle.val.instances), "data": dataclasses.asdict(cfg.data),
+            "num_val": len(bundle.val.instances),
+            # the input pipeline of pose training does not change what the SR network learns
+            "data": {k: v for k, v in dataclasses.asdict(cfg.data).items() if k not in ("pipeline", "crop_store")},
             "augment": dataclasses.asdict(cfg.augment), "degrade": cfg.degrade, "seed": cfg.seed,
         }
         key = cache_key(self.sr, profile_name, data_identity)
         folder = Path(run_dir) / "_sr" / key
         ckpt = folder / "sr.pt"
         quality_path = folder / "sr_quality.json"
-        val_pose = PoseDataset(bundle.val, self.inner, self.hr_res, train=False, box_padding=cfg.data.box_padding,
-                               image_cache=image_cache, source_transform=_source_transform(cfg, train=False))
-        val_set = SrCropDataset(val_pose, self.sr, train=False)
-        if ckpt.is_file():
-            generator, meta = load_generator(ckpt, profile, self.sr)
-            generator = generator.to(self.device)
-        else:
-            train_pose = PoseDataset(bundle.train, self.inner, self.hr_res, train=False, augment=cfg.augment,
-                                     box_padding=cfg.data.box_padding, seed=cfg.seed, image_cache=image_cache,
-                                     source_transform=_source_transform(cfg, train=True))
-            train_set = SrCropDataset(train_pose, self.sr, train=True, seed=cfg.seed, patch_hr=profile.patch_hr)
-            generator, meta = train_generator(train_set, profile, self.sr, device=self.device, seed=cfg.seed,
-                                              progress=progress)
-            meta.update({"key": key, "profile": profile_name, "params": count_parameters(generator),
-                         "generator": {"nf": profile.nf, "nb": profile.nb, "gc": profile.gc,
-                                       "taps": list(generator.taps), "scale": self.sr.scale,
-                                       "bicubic_skip": profile.bicubic_skip},
-                         "degradation": self.degradation_text()})
-            save_generator(ckpt, generator, meta)
+        writer = distributed.is_writer()
+        if writer and not ckpt.is_file():
+            self._train_generator(bundle, cfg, profile, profile_name, key, ckpt, image_cache, progress)
+        # under DDP rank 0 trains the SR network once; the others wait here and load its checkpoint
+        # (a rank on a node without the shared run folder trains its own copy, same seed)
+        distributed.barrier()
+        if not ckpt.is_file():
+            self._train_generator(bundle, cfg, profile, profile_name, key, ckpt, image_cache, progress)
+        generator, meta = load_generator(ckpt, profile, self.sr)
+        generator = generator.to(self.device)
         self.generator = generator
         self.sr_info = meta
         self.eval_chunk = profile.eval_batch_size
+        if not writer:  # SR quality is measured and written by rank 0 only
+            return
         if quality_path.is_file():
             import json
 
             quality = json.loads(quality_path.read_text())
         else:
+            val_pose = PoseDataset(bundle.val, self.inner, self.hr_res, train=False, box_padding=cfg.data.box_padding,
+                                   image_cache=image_cache, source_transform=_source_transform(cfg, train=False))
+            val_set = SrCropDataset(val_pose, self.sr, train=False)
             quality = sr_quality(generator, val_set, self.sr, device=self.device, batch_size=profile.eval_batch_size,
                                  max_crops=profile.max_val_crops, progress=progress)
             quality.update({"key": key, "profile": profile_name, "dataset": bundle.val.name,
@@ -205,6 +204,24 @@ class SrPoseMethod(Method):
                             "train_iters": meta.get("iters"), "train_seconds": meta.get("train_seconds"),
                             "generator": meta.get("generator"), "generator_params": meta.get("params")})
         write_quality([quality_path, Path(run_dir) / "sr_quality.json", Path(cell_dir) / "sr_quality.json"], quality)
+
+    def _train_generator(self, bundle: Any, cfg: Any, profile: Any, profile_name: str, key: str, ckpt: Path,
+                         image_cache: Any, progress: bool) -> None:
+        """Train the SR generator on the benchmark's own training crops and save it to ``ckpt``."""
+        from lrpose_bench.data.dataset import PoseDataset
+
+        train_pose = PoseDataset(bundle.train, self.inner, self.hr_res, train=False, augment=cfg.augment,
+                                 box_padding=cfg.data.box_padding, seed=cfg.seed, image_cache=image_cache,
+                                 source_transform=_source_transform(cfg, train=True))
+        train_set = SrCropDataset(train_pose, self.sr, train=True, seed=cfg.seed, patch_hr=profile.patch_hr)
+        generator, meta = train_generator(train_set, profile, self.sr, device=self.device, seed=cfg.seed,
+                                          progress=progress)
+        meta.update({"key": key, "profile": profile_name, "params": count_parameters(generator),
+                     "generator": {"nf": profile.nf, "nb": profile.nb, "gc": profile.gc,
+                                   "taps": list(generator.taps), "scale": self.sr.scale,
+                                   "bicubic_skip": profile.bicubic_skip},
+                     "degradation": self.degradation_text()})
+        save_generator(ckpt, generator, meta)
 
     def eval_input_transform(self) -> Callable[[Tensor], Tensor]:
         """``(N, 3, 256, 192)`` normalised HR crops → the same size, normalised, after the LR

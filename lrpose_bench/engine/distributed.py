@@ -283,6 +283,21 @@ def all_reduce_mean(values: dict[str, Tensor | float], device: torch.device | No
     return dict(zip(keys, stacked.cpu().tolist()))
 
 
+def all_gather_cat(tensor: Tensor) -> Tensor:
+    """Every rank's ``tensor`` (equal shapes) concatenated along dim 0 in rank order, on every rank;
+    ``tensor`` itself with one process. No gradient flows (CAL gathers detached displacements)."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return tensor
+    parts = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, tensor.contiguous())
+    return torch.cat(parts)
+
+
+def world_size() -> int:
+    """Processes in the default group (1 without torch.distributed)."""
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
 def gather_to_writer(obj: Any) -> list[Any] | None:
     """Every rank's ``obj`` as a list on rank 0 (``None`` elsewhere); ``[obj]`` with one process."""
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:

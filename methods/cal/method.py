@@ -26,6 +26,7 @@ from torch import Tensor
 
 from lrpose_bench.baselines.udp import check_kernel
 from lrpose_bench.codecs.offset import argmax_offset_decode, flip_combined, interleave, offset_radius, split_combined
+from lrpose_bench.engine import distributed
 from lrpose_bench.errors import ConfigError
 from lrpose_bench.method import Method, TrainingStage
 from lrpose_bench.methods.cal.codec import HEATMAP_KINDS, encode_cal, encode_cal_torch
@@ -149,6 +150,7 @@ class CalMethod(Method):
             self.params.gmm_components,
             self.params.em_iterations,
             self.params.reg_covar,
+            gather=distributed.all_gather_cat if distributed.world_size() > 1 else None,
         )
         self.last_gmm = gmm
         return mask

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -296,16 +297,23 @@ def mgm_from_predictions(
     n_components: int,
     iterations: int,
     reg_covar: float,
+    gather: Callable[[Tensor], Tensor] | None = None,
 ) -> tuple[Tensor, GaussianMixture2D]:
     """Algorithm 1 end to end: predicted heatmaps (N, K, H, W) → MGMs (N, K, H, W) and the mixture.
 
     The heatmaps are detached (the mask is a weight, not a path for gradients); masks of invisible
-    joints are zero.
+    joints are zero. ``gather`` (data-parallel training): concatenates a tensor over the processes
+    (:func:`lrpose_bench.engine.distributed.all_gather_cat`), so the mixture is fitted to the
+    displacements of the *global* mini-batch, the statistics Algorithm 1 means, identical on every
+    rank and equal to the one-process fit of the same batch; each rank then masks its own joints.
     """
     heat = pred_heatmaps.detach()
     n, k, h, w = heat.shape
     disp = argmax_displacements(heat, joints).reshape(n * k, 2)
     valid = (visible.reshape(n * k) > 0)
+    if gather is not None:
+        disp = gather(disp.contiguous())
+        valid = gather(valid.to(disp.dtype).contiguous()) > 0  # gloo has no bool all_gather
     gmm = fit_gmm(disp, valid, n_components, iterations, reg_covar)
     mask = mixed_gaussian_mask(gmm, joints.float(), (h, w), radius)
     return mask * (visible.float() > 0)[..., None, None].to(mask.dtype), gmm

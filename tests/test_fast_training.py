@@ -199,3 +199,25 @@ def test_an_old_run_folder_without_the_new_config_keys_is_not_another_configurat
     cfg.data.pipeline = "crop_store"
     with pytest.raises(ConfigError, match="data.pipeline"):
         _check_same_configuration(tmp_path, cfg, force=False)
+
+
+def test_a_prefetched_epoch_plan_equals_the_synchronous_one(fixture_split):
+    split, store = fixture_split
+    cfg = load_config("quick", overrides={"augment.half_body_prob": 0.5})
+    method = build_method(CellSpec("cal", "hrnet-w8", R64, 0), cfg)
+    pipe = DeviceAugmentPipeline(store, method, R64, cfg.augment, seed=3, device="cpu")
+    order = list(reversed(range(len(store))))
+    pipe.prefetch(4, order)
+    pipe.prefetch(5, order[:6])
+    ahead, ahead5 = pipe.plan(order, epoch=4), pipe.plan(order[:6], epoch=5)
+    assert pipe._prefetched == {}  # both were picked up, not recomputed
+    now = pipe.plan(order, epoch=4)
+    for field in ("indices", "theta", "joints", "visible"):
+        torch.testing.assert_close(getattr(ahead, field), getattr(now, field), rtol=0, atol=0)
+    assert not torch.equal(ahead5.theta, now.theta[:6])  # another epoch draws other augmentations
+    pipe.set_epoch(4)
+    first = next(pipe.batches(order, 4))
+    reference = pipe.batch(order[:4])
+    for key in reference:
+        torch.testing.assert_close(first[key], reference[key], rtol=0, atol=0, msg=key)
+    pipe.close()

@@ -42,7 +42,9 @@ a method without a twin falls back to ``encode`` per instance on the host.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -177,14 +179,60 @@ def encode_targets(method: Method, joints: Tensor, visible: Tensor) -> dict[str,
 
 
 # --------------------------------------------------------------------------------- pipeline
+@dataclass
+class EpochPlan:
+    """What one pass over ``order`` needs besides pixels, on the device: the store indices, the
+    ``affine_grid`` matrices and the joints/visibility in heatmap coordinates, per position.
+
+    Why a plan per epoch: the random draws (one numpy generator per (seed, epoch, index), as the CPU
+    path) and the matrix algebra are host work; done per batch they cost ~20 µs an instance and,
+    worse, each batch's small host→device copies from pageable memory wait for the stream to drain,
+    which serialises the host with the GPU. Planned once per epoch (in a background thread for the
+    next epoch, :meth:`DeviceAugmentPipeline.prefetch`) and uploaded in one pinned copy, a training
+    batch is then built from device slices with no host synchronisation and no transfer at all when
+    the store lives on the device.
+    """
+
+    epoch: int
+    order: np.ndarray  # (N,) store indices, host
+    indices: Tensor  # (N,) int64, device
+    theta: Tensor  # (N, 2, 3) float32, device
+    joints: Tensor  # (N, K, 2) float32 heatmap px, device
+    visible: Tensor  # (N, K) float32, device
+
+    def __len__(self) -> int:
+        return int(self.order.shape[0])
+
+
+def _store_fits_on_device(store: CropStore, device: torch.device, share: float = 0.25) -> bool:
+    """Keep the uint8 store on a CUDA device when it takes at most ``share`` of the free memory
+    (64×48 COCO train ≈ 5 GB fits an H100; a 256×192 store is gathered from the host per batch)."""
+    if device.type != "cuda":
+        return False
+    try:
+        free, _ = torch.cuda.mem_get_info(device)
+    except (RuntimeError, AssertionError):
+        return False
+    return store.nbytes <= share * free
+
+
+def _to_device(array: np.ndarray, device: torch.device) -> Tensor:
+    tensor = torch.from_numpy(np.ascontiguousarray(array))
+    if device.type == "cuda":
+        tensor = tensor.pin_memory()
+    return tensor.to(device, non_blocking=True)
+
+
 class DeviceAugmentPipeline:
     """Training batches from a :class:`CropStore`, augmented on ``device``.
 
     ``batch(indices)`` returns what the default collate of ``PoseDataset(train=True)`` items gives:
     ``image`` (B, 3, h, w) normalised, ``joints`` (B, K, 2), ``visible`` (B, K), ``index`` (B,), and
-    the method's targets, all on ``device``. ``set_epoch`` mirrors ``PoseDataset.set_epoch``.
+    the method's targets, all on ``device`` (``index`` stays on the host). ``set_epoch`` mirrors
+    ``PoseDataset.set_epoch``; ``batches(order, batch_size)`` is one epoch (see :class:`EpochPlan`).
     ``store_on_device``: load the whole uint8 store on the device once (the issue's 2.5M img/s
-    path); otherwise each batch's crops are gathered from the memory map and copied over.
+    path; default: on CUDA when it fits, see :func:`_store_fits_on_device`); otherwise each
+    batch's crops are gathered from the memory map and copied over (pinned, asynchronous).
     """
 
     def __init__(self, store: CropStore, method: Method, resolution: Resolution, augment: AugmentConfig, *,
@@ -206,8 +254,10 @@ class DeviceAugmentPipeline:
         self.flip_idx = flip_index(method.context.num_joints)
         self.hm_scale = input_to_heatmap_scale(resolution.size, resolution.heatmap)
         if store_on_device is None:
-            store_on_device = self.device.type == "cuda"
+            store_on_device = _store_fits_on_device(store, self.device)
         self.store_tensor = store.on_device(self.device) if store_on_device else None
+        self._pool: ThreadPoolExecutor | None = None
+        self._prefetched: dict[tuple[int, bytes], Future] = {}
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -215,7 +265,7 @@ class DeviceAugmentPipeline:
     def __len__(self) -> int:
         return len(self.store)
 
-    def geometry(self, indices: Sequence[int]) -> dict[str, np.ndarray]:
+    def geometry(self, indices: Sequence[int], epoch: int | None = None) -> dict[str, np.ndarray]:
         """Augmentation matrices (image → input), composed store → input matrices and flips.
 
         The crop box is the store's padded person box, or the half-body box where one was drawn
@@ -223,7 +273,7 @@ class DeviceAugmentPipeline:
         """
         idx = np.asarray(indices, dtype=np.int64)
         scales, rotations, flips, half_centers, half_sizes = augmentation_params(
-            self.seed, self.epoch, idx, self.augment, joints=self.store.joints[idx],
+            self.seed, self.epoch if epoch is None else epoch, idx, self.augment, joints=self.store.joints[idx],
             visibility=self.store.visibility[idx], aspect=self.resolution.width / self.resolution.height)
         half = ~np.isnan(half_centers[:, 0])
         centers = np.where(half[:, None], half_centers, self.store.centers[idx])
@@ -232,30 +282,65 @@ class DeviceAugmentPipeline:
         composed = store_to_input(aug, self.store.store_matrices[idx])
         return {"aug": aug, "composed": composed, "flips": flips, "half_body": half}
 
-    def crops(self, indices: Sequence[int]) -> Tensor:
-        idx = np.asarray(indices, dtype=np.int64)
-        if self.store_tensor is not None:
-            return self.store_tensor[torch.as_tensor(idx, device=self.device)]
-        host = torch.from_numpy(self.store.gather(idx))
-        if self.device.type == "cuda":
-            host = host.pin_memory()
-        return host.to(self.device, non_blocking=True)
-
-    def batch(self, indices: Sequence[int]) -> dict[str, Any]:
-        idx = np.asarray(indices, dtype=np.int64)
-        geo = self.geometry(idx)
-        theta = torch.from_numpy(affine_grid_theta(geo["composed"], self.store.size, self.resolution.size).astype(np.float32))
-        images = normalise_batch(warp_crops(self.crops(idx), theta.to(self.device, non_blocking=True), self.resolution.size))
-        joints, visible = joints_in_heatmap_batch(self.store.joints[idx], self.store.visibility[idx], geo["aug"],
+    # ------------------------------------------------------------------------------ plans
+    def _host_plan(self, epoch: int, order: np.ndarray) -> dict[str, np.ndarray]:
+        """The host half of a plan (numpy only: safe in a worker thread)."""
+        geo = self.geometry(order, epoch)
+        theta = affine_grid_theta(geo["composed"], self.store.size, self.resolution.size).astype(np.float32)
+        joints, visible = joints_in_heatmap_batch(self.store.joints[order], self.store.visibility[order], geo["aug"],
                                                   geo["flips"], self.hm_scale, self.resolution.heatmap, self.flip_idx)
-        joints_t = torch.from_numpy(joints).to(self.device, non_blocking=True)
-        visible_t = torch.from_numpy(visible).to(self.device, non_blocking=True)
-        out: dict[str, Any] = {"image": images, "joints": joints_t, "visible": visible_t, "index": torch.from_numpy(idx)}
-        out.update(encode_targets(self.method, joints_t, visible_t))
+        return {"theta": theta, "joints": joints, "visible": visible}
+
+    def prefetch(self, epoch: int, order: Sequence[int]) -> None:
+        """Start planning ``(epoch, order)`` in a background thread (the trainer asks for the next
+        epoch while this one trains); :meth:`plan` picks the result up."""
+        idx = np.asarray(order, dtype=np.int64)
+        key = (epoch, idx.tobytes())
+        if key in self._prefetched:
+            return
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lrpose-plan")
+        self._prefetched[key] = self._pool.submit(self._host_plan, epoch, idx)
+        while len(self._prefetched) > 2:  # never hold more than this epoch's and the next one's plans
+            self._prefetched.pop(next(iter(self._prefetched)))
+
+    def plan(self, order: Sequence[int], epoch: int | None = None) -> EpochPlan:
+        """Plan a pass over ``order`` at ``epoch`` (default: the current one) and upload it."""
+        epoch = self.epoch if epoch is None else epoch
+        idx = np.asarray(order, dtype=np.int64)
+        future = self._prefetched.pop((epoch, idx.tobytes()), None)
+        host = future.result() if future is not None else self._host_plan(epoch, idx)
+        return EpochPlan(epoch, idx, _to_device(idx, self.device), _to_device(host["theta"], self.device),
+                         _to_device(host["joints"], self.device), _to_device(host["visible"], self.device))
+
+    def crops(self, indices: np.ndarray, device_indices: Tensor | None = None) -> Tensor:
+        if self.store_tensor is not None:
+            if device_indices is None:
+                device_indices = torch.as_tensor(np.asarray(indices, dtype=np.int64), device=self.device)
+            return self.store_tensor[device_indices]
+        return _to_device(self.store.gather(indices), self.device)
+
+    def batch_of(self, plan: EpochPlan, start: int, stop: int) -> dict[str, Any]:
+        """Positions ``start:stop`` of ``plan`` as a training batch, built on the device."""
+        crops = self.crops(plan.order[start:stop], plan.indices[start:stop])
+        images = normalise_batch(warp_crops(crops, plan.theta[start:stop], self.resolution.size))
+        joints, visible = plan.joints[start:stop], plan.visible[start:stop]
+        out: dict[str, Any] = {"image": images, "joints": joints, "visible": visible,
+                               "index": torch.from_numpy(plan.order[start:stop])}
+        out.update(encode_targets(self.method, joints, visible))
         return out
 
-    def batches(self, order: Sequence[int], batch_size: int):
+    def batch(self, indices: Sequence[int]) -> dict[str, Any]:
+        plan = self.plan(indices)
+        return self.batch_of(plan, 0, len(plan))
+
+    def batches(self, order: Sequence[int], batch_size: int) -> Iterator[dict[str, Any]]:
         """Batches of ``order`` (e.g. a ``ShardedEpochSampler`` permutation), dropping the last partial one."""
-        order = list(order)
-        for start in range(0, len(order) - batch_size + 1, batch_size):
-            yield self.batch(order[start:start + batch_size])
+        plan = self.plan(order)
+        for start in range(0, len(plan) - batch_size + 1, batch_size):
+            yield self.batch_of(plan, start, start + batch_size)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None

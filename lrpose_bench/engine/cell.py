@@ -195,6 +195,8 @@ def _run_cell_locked(spec: CellSpec, cfg: BenchConfig, bundle: DataBundle, cell_
     t0 = time.perf_counter()
     trained = train(model, train_method, train_set, cfg.train, cell_dir=cell_dir, meta=meta, seed=spec.seed,
                     device=device, progress=progress, pipeline=pipeline)
+    if pipeline is not None:
+        pipeline.close()
     train_seconds = time.perf_counter() - t0
 
     eval_res = spec.resolution if train_res == spec.resolution else train_res

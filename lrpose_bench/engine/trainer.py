@@ -310,6 +310,10 @@ def train(
         if pipeline is not None:
             pipeline.set_epoch(epoch)
             batches: Iterator[Any] = pipeline.batches(sampler.indices(), cfg.batch_size)
+            if epoch + 1 < total_epochs:  # plan the next epoch's augmentation while this one trains
+                upcoming = distributed.ShardedEpochSampler(len(dataset), seed, ctx.rank, ctx.world_size)
+                upcoming.set_position(epoch + 1, 0)
+                pipeline.prefetch(epoch + 1, upcoming.indices())
         else:
             dataset.set_epoch(epoch)
             batches = _batches(DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler, drop_last=True,

@@ -91,3 +91,22 @@ def test_graphed_step_falls_back_to_the_eager_step_on_cpu():
         torch.testing.assert_close(a, b)
     step.set_lr(0.5)
     assert step.optimizer.param_groups[0]["lr"] == 0.5
+
+
+def test_coco_val_scoring_estimate_scores_a_coco_sized_document():
+    """The scoring half of the COCO val estimate runs the real rescoring, OKS-NMS and COCOeval on a
+    document shaped like COCO val; small here, and perturbed ground truth must score high but < 1."""
+    from lrpose_bench.commands.bench import coco_val_estimate, synthetic_coco_val
+    from lrpose_bench.config import load_config
+    from lrpose_bench.evaluation.coco_metric import build_results, evaluate_keypoints
+
+    gt, arrays = synthetic_coco_val(seed=1, instances=120, images=80)
+    assert len(gt["annotations"]) == 120 and len(gt["images"]) == 80
+    cfg = load_config("quick")
+    ap = evaluate_keypoints(gt, build_results(*arrays, cfg.eval.kpt_score_threshold, cfg.eval.oks_nms_threshold))["AP"]
+    assert 0.3 < ap < 1.0
+    estimate = coco_val_estimate([{"eval_img_s": 500.0}, {"eval_img_s": 1000.0}], cfg)
+    assert estimate["instances"] == 6352 and estimate["eval_img_s"] == 500.0
+    assert estimate["network_s"] == pytest.approx(6352 / 500.0)
+    assert estimate["total_s"] == pytest.approx(estimate["network_s"] + estimate["scoring_s"])
+    assert 0.3 < estimate["sanity_ap"] < 1.0

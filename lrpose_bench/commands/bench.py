@@ -2,21 +2,28 @@
 
 One run measures, on the same device and thread count, and prints as images/s and ratios:
 
-* ``model``: forward + backward of the backbone on synthetic tensors (no data, no optimizer): the
-  ceiling any input pipeline can reach;
-* ``step_cpu`` / ``step_fast``: a full training step (data → forward → method loss → backward → Adam)
-  with the real pipeline: the CPU reference path (``PoseDataset``: decode-once image cache, cv2 warp,
-  numpy encode, collate) and the fast path (memory-mapped crop store + batched ``grid_sample`` on the
-  training device, :mod:`lrpose_bench.data.gpu_augment`);
+* ``model``: the training step (forward, method loss, backward, Adam: the trainer's
+  :class:`~lrpose_bench.engine.accelerate.TrainStep`, CUDA-graphed with ``--cuda-graphs``) on one
+  fixed batch already on the device: the ceiling any input pipeline can reach;
+* ``step_cpu`` / ``step_fast``: the same step fed by the real pipelines: the CPU reference path
+  (``PoseDataset``: decode-once image cache, cv2 warp, numpy encode, collate) and the fast path
+  (crop store + batched ``grid_sample`` + torch targets on the training device from an epoch plan,
+  :mod:`lrpose_bench.data.gpu_augment`);
 * ``data_cpu`` / ``data_fast``: the two input pipelines alone (batches ready on the device);
+  ``plan``: the fast path's host-side epoch planning (random draws and matrices), which training
+  runs a whole epoch ahead in a background thread;
 * ``mgm_share``: CAL's stage-2 mask (Algorithm 1: arg-max displacements, GMM-EM, mask) as a share of
-  the model's forward + backward (methods with a stage-2 MGM only);
+  the ``model`` step (methods with a stage-2 MGM only);
 * ``eval``: evaluation images/s (crop, flip test, decode, back-projection).
 
-Times are medians over ``--steps`` timed repetitions after one warm-up, with
-``torch.cuda.synchronize`` around each on CUDA. The training split is cut to the instances the steps
-use (the crop store build time is reported separately, it is paid once per data set). ``--out
-FILE.json`` writes every number with the environment for the report.
+``--coco-val-estimate`` adds the time pycocotools needs to score a COCO-val-sized result set
+(6,352 person instances over 5,000 images, predictions = perturbed ground truth, rescoring + OKS-NMS
++ ``COCOeval``) and, with the measured eval throughput, an estimate of a full COCO val evaluation.
+
+Times are medians over ``--steps`` timed repetitions after warm-up, with ``torch.cuda.synchronize``
+around each on CUDA. The training split is cut to the instances the steps use (the crop store
+build time is reported separately, it is paid once per data set). ``--out FILE.json`` writes every
+number with the environment for the report.
 """
 
 from __future__ import annotations
@@ -44,9 +51,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "stable ratios; 0 = PyTorch's default)")
     parser.add_argument("--eval-instances", type=int, default=64, help="validation instances for the "
                         "evaluation measurement (default 64)")
+    parser.add_argument("--cuda-graphs", action="store_true", help="capture the training step in a CUDA graph "
+                        "(train.cuda_graphs; CUDA only)")
+    parser.add_argument("--coco-val-estimate", action="store_true", help="also time pycocotools on a COCO-val-sized "
+                        "result set and estimate a full COCO val evaluation")
     parser.add_argument("--out", default=None, metavar="FILE", help="write the numbers as JSON, e.g. RUN/bench.json")
     parser.epilog = ("example:\n  lrpose-bench bench --res 64x48,128x96 --backbone hrnet-w32 --methods hrnet,udp,cal "
-                     "--device cuda --steps 20 --out runs/bench.json")
+                     "--device cuda --steps 20 --batch-size 256 --cuda-graphs --coco-val-estimate --out runs/bench.json")
 
 
 # ------------------------------------------------------------------------------- timing
@@ -81,7 +92,7 @@ def bench_cell(method_name: str, res: Any, cfg: Any, bundle: Any, store: Any, de
 
     from lrpose_bench.data.dataset import ImageCache, PoseDataset
     from lrpose_bench.data.gpu_augment import DeviceAugmentPipeline
-    from lrpose_bench.engine.accelerate import adam_for
+    from lrpose_bench.engine.accelerate import TrainStep, adam_for, configure_backends
     from lrpose_bench.engine.cell import CellSpec, build_cell_model, build_method
     from lrpose_bench.engine.evaluator import predict
 
@@ -93,13 +104,14 @@ def bench_cell(method_name: str, res: Any, cfg: Any, bundle: Any, store: Any, de
     torch.manual_seed(cfg.seed)
     model = build_cell_model(method, spec, cfg).to(device)
     use_cuda = device.type == "cuda"
+    configure_backends(device, deterministic=False)
     channels_last = use_cuda and cfg.train.channels_last
     if channels_last:
         model.to(memory_format=torch.channels_last)
     amp = use_cuda and cfg.train.amp
-    optimizer = adam_for(model, cfg.train.lr, cfg.train.weight_decay, device)
-    stages = method.stages(1)
-    stage = stages[0]
+    graphed = use_cuda and cfg.train.cuda_graphs
+    optimizer = adam_for(model, cfg.train.lr, cfg.train.weight_decay, device, graphed=graphed)
+    stage = method.stages(1)[0]
     n = batch_size
 
     def forward(images: torch.Tensor) -> torch.Tensor:
@@ -108,19 +120,20 @@ def bench_cell(method_name: str, res: Any, cfg: Any, bundle: Any, store: Any, de
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             return model(images).float()
 
-    # model only: synthetic images and targets (targets encoded once from real joints)
+    def loss_fn(outputs: torch.Tensor, batch: Any) -> Any:
+        return method.loss(outputs, batch, stage)
+
+    step = TrainStep(model, optimizer, loss_fn, device=device, amp=amp, channels_last=channels_last, graphed=graphed)
+
+    # model only: one fixed batch on the device (synthetic images, targets encoded from real joints)
     cache = ImageCache(cfg.data.image_cache_mb)
     train_set = PoseDataset(bundle.train, method, res, train=True, augment=cfg.augment,
                             box_padding=cfg.data.box_padding, seed=cfg.seed, image_cache=cache)
     fixed = _to_device(default_collate([train_set[i % len(train_set)] for i in range(n)]), device)
     synthetic = torch.randn(n, 3, res.height, res.width, device=device)
+    fixed_batch = {**fixed, "image": synthetic}
     model.train()
-
-    def model_step() -> None:
-        model.zero_grad(set_to_none=True)
-        method.loss(forward(synthetic), fixed, stage)["loss"].backward()
-
-    t_model = median_seconds(model_step, steps, device)
+    t_model = median_seconds(lambda: step.step(fixed_batch), steps, device, warmup=2)
 
     # data pipelines alone
     order = list(range(len(train_set)))
@@ -138,30 +151,26 @@ def bench_cell(method_name: str, res: Any, cfg: Any, bundle: Any, store: Any, de
         return _to_device(batch, device)
 
     fast = DeviceAugmentPipeline(store, method, res, cfg.augment, seed=cfg.seed, device=device)
+    usable = len(order) - len(order) % n
+    plan_box = {"plan": None}
+
+    def make_plan() -> None:
+        plan_box["plan"] = fast.plan(order[:usable])
+
+    t_plan = median_seconds(make_plan, max(1, steps // 2), device, warmup=0)
     position = {"i": 0}
 
     def fast_batch() -> dict[str, Any]:
-        start = position["i"]
-        if start + n > len(order):
-            start = 0
+        start = position["i"] if position["i"] + n <= usable else 0
         position["i"] = start + n
-        return fast.batch(order[start:start + n])
+        return fast.batch_of(plan_box["plan"], start, start + n)
 
     t_data_cpu = median_seconds(cpu_batch, steps, device)
     t_data_fast = median_seconds(fast_batch, steps, device)
 
-    # full steps
-    def train_step(get_batch: Callable[[], dict[str, Any]]) -> Callable[[], None]:
-        def step() -> None:
-            batch = get_batch()
-            losses = method.loss(forward(batch["image"]), batch, stage)
-            optimizer.zero_grad(set_to_none=True)
-            losses["loss"].backward()
-            optimizer.step()
-        return step
-
-    t_step_cpu = median_seconds(train_step(cpu_batch), steps, device)
-    t_step_fast = median_seconds(train_step(fast_batch), steps, device)
+    # full steps: the same TrainStep fed by each pipeline
+    t_step_cpu = median_seconds(lambda: step.step(cpu_batch()), steps, device)
+    t_step_fast = median_seconds(lambda: step.step(fast_batch()), steps, device)
 
     # MGM share (methods whose later stage computes an MGM from the predicted heatmaps)
     mgm_share = None
@@ -190,6 +199,7 @@ def bench_cell(method_name: str, res: Any, cfg: Any, bundle: Any, store: Any, de
         "step_fast_img_s": n / t_step_fast,
         "data_cpu_img_s": n / t_data_cpu,
         "data_fast_img_s": n / t_data_fast,
+        "plan_img_s": usable / t_plan,
         "eval_img_s": len(eval_set) / t_eval,
         "mgm_share": mgm_share,
     }
@@ -198,6 +208,58 @@ def bench_cell(method_name: str, res: Any, cfg: Any, bundle: Any, store: Any, de
     row["step_fast_vs_model"] = row["step_fast_img_s"] / row["model_img_s"]
     row["fast_vs_cpu_data"] = row["data_fast_img_s"] / row["data_cpu_img_s"]
     return row
+
+
+#: COCO val2017 person instances with keypoints the reference evaluation scores, and its images
+COCO_VAL_INSTANCES = 6352
+COCO_VAL_IMAGES = 5000
+
+
+def synthetic_coco_val(seed: int = 0, instances: int = COCO_VAL_INSTANCES, images: int = COCO_VAL_IMAGES
+                       ) -> tuple[dict[str, Any], Any]:
+    """A ground-truth document shaped like COCO val (person boxes, 17 keypoints, areas) and the
+    arrays ``build_results`` takes, with predictions = ground truth + 2-px noise: what the scoring
+    half of an evaluation costs does not depend on the pixels."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    image_ids = np.sort(rng.integers(1, images + 1, instances))
+    boxes = np.column_stack([rng.uniform(0, 400, instances), rng.uniform(0, 300, instances),
+                             rng.uniform(20, 240, instances), rng.uniform(40, 320, instances)])
+    joints = boxes[:, None, :2] + rng.uniform(0, 1, (instances, 17, 2)) * boxes[:, None, 2:]
+    visible = rng.random((instances, 17)) > 0.3
+    visible[:, 0] = True
+    gt: dict[str, Any] = {"images": [{"id": i, "width": 640, "height": 480} for i in range(1, images + 1)],
+                          "categories": [{"id": 1, "name": "person"}], "annotations": []}
+    for i in range(instances):
+        kps = np.column_stack([joints[i], np.where(visible[i], 2, 0)]).ravel()
+        kps[np.repeat(~visible[i], 3)] = 0
+        gt["annotations"].append({"id": i + 1, "image_id": int(image_ids[i]), "category_id": 1, "iscrowd": 0,
+                                  "bbox": [float(v) for v in boxes[i]], "area": float(boxes[i, 2] * boxes[i, 3]),
+                                  "num_keypoints": int(visible[i].sum()), "keypoints": [float(v) for v in kps]})
+    predicted = joints + rng.normal(0, 2.0, joints.shape)
+    confidences = rng.uniform(0.1, 1.0, (instances, 17))
+    arrays = (image_ids, predicted, confidences, np.ones(instances), boxes[:, 2] * boxes[:, 3])
+    return gt, arrays
+
+
+def coco_val_estimate(rows: list[dict[str, Any]], cfg: Any, seed: int = 0) -> dict[str, Any]:
+    """Seconds of a full COCO val evaluation: pycocotools scoring measured on a COCO-val-sized
+    synthetic result set, plus the network part at the slowest eval rate measured in ``rows``."""
+    from lrpose_bench.evaluation.coco_metric import build_results, evaluate_keypoints
+
+    gt, arrays = synthetic_coco_val(seed)
+    start = time.perf_counter()
+    results = build_results(*arrays, cfg.eval.kpt_score_threshold, cfg.eval.oks_nms_threshold)
+    metrics = evaluate_keypoints(gt, results)
+    scoring = time.perf_counter() - start
+    eval_rate = min(r["eval_img_s"] for r in rows)
+    network = COCO_VAL_INSTANCES / eval_rate
+    return {"instances": COCO_VAL_INSTANCES, "images": COCO_VAL_IMAGES, "scoring_s": scoring,
+            "eval_img_s": eval_rate, "network_s": network, "total_s": scoring + network,
+            "sanity_ap": metrics.get("AP"), "flip_test": cfg.eval.flip_test,
+            "note": "SynthPose-scaled estimate: network time from the measured eval rate (SynthPose crops, "
+                    "flip test as configured); COCO JPEG decoding of ~5,000 images not included"}
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
@@ -228,6 +290,8 @@ def run(args: argparse.Namespace) -> int:
     if args.batch_size < 1 or args.steps < 1 or args.eval_instances < 1:
         raise ConfigError("bench: --batch-size, --steps and --eval-instances must be >= 1")
     cfg = _bench_config(args)
+    if args.cuda_graphs:
+        cfg.train.cuda_graphs = True
     _check_backbone(cfg.model.backbone)
     methods = _method_names(args.methods)
     resolutions = parse_resolution_list(args.res)
@@ -267,6 +331,7 @@ def run(args: argparse.Namespace) -> int:
                     print(f"bench: {res} {name} ...", flush=True)
                     rows.append(bench_cell(name, res, cfg, bundle, store, device, args.batch_size, args.steps,
                                            args.eval_instances))
+        coco = coco_val_estimate(rows, cfg, seed=cfg.seed) if args.coco_val_estimate else None
     finally:
         torch.set_num_threads(previous_threads)
     elapsed = time.perf_counter() - started
@@ -275,18 +340,24 @@ def run(args: argparse.Namespace) -> int:
     print(f"Throughput in images/s on {device} ({threads} CPU thread(s)), backbone {cfg.model.backbone}, "
           f"batch {args.batch_size}, median of {args.steps} step(s):")
     print(format_table(rows))
-    print("model: fwd+bwd on synthetic tensors; step_cpu/step_fast: full train step with the CPU reference / "
-          "crop-store + device-augment pipeline; data_*: pipeline only; mgm_share: CAL stage-2 MGM / model fwd+bwd.")
+    print("model: train step (fwd, loss, bwd, Adam) on one fixed device batch; step_cpu/step_fast: the same step fed "
+          "by the CPU reference / crop-store + device pipeline; data_*: pipeline only; plan: host-side epoch planning "
+          "(runs an epoch ahead in a thread); mgm_share: CAL stage-2 MGM / model step.")
     for key, info in stores.items():
         built = f"built at {info['build_img_s']:.0f} instances/s" if info["built_now"] else "reused"
         print(f"crop store {key}: {info['instances']} crops of {info['crop_size'][0]}x{info['crop_size'][1]} "
               f"({info['megabytes']:.1f} MB), {built}")
+    if coco is not None:
+        print(f"COCO val estimate ({coco['instances']} instances, {coco['images']} images): pycocotools scoring "
+              f"{coco['scoring_s']:.1f} s (rescoring + OKS-NMS + COCOeval, measured); network evaluation at the "
+              f"slowest measured eval rate {coco['eval_img_s']:,.0f} img/s: {coco['network_s']:.1f} s; total "
+              f"~{coco['total_s']:.1f} s (SynthPose-scaled estimate: COCO JPEG decoding not included)")
     print(f"bench took {elapsed:.1f} s")
     if args.out:
         out = Path(args.out)
         write_json(out, {"device": str(device), "device_name": torch.cuda.get_device_name(device) if device.type == "cuda"
                          else "cpu", "threads": threads, "backbone": cfg.model.backbone, "batch_size": args.batch_size,
                          "steps": args.steps, "amp": device.type == "cuda" and cfg.train.amp,
-                         "rows": rows, "crop_stores": stores, "seconds": elapsed, "environment": environment()})
+                         "rows": rows, "crop_stores": stores, "coco_val_estimate": coco, "seconds": elapsed, "environment": environment()})
         print(f"wrote {out}")
     return 0

@@ -205,6 +205,7 @@ def _run_cell_locked(spec: CellSpec, cfg: BenchConfig, bundle: DataBundle, cell_
     t1 = time.perf_counter()
     preds = distributed.predict_sharded(model, train_method, eval_set, ctx, batch_size=cfg.eval.batch_size,
                                         flip_test=cfg.eval.flip_test, device=device, progress=progress,
+                                        num_workers=cfg.train.num_workers,
                                         input_transform=getattr(method, "eval_input_transform", lambda: None)())
     if preds is None:  # rank > 0: its share went to rank 0, which scores and writes
         return CellResult(spec, "complete", {})

@@ -87,7 +87,8 @@ def predict(
     model.eval()
     device = torch.device(device)
     flip_idx = torch.as_tensor(flip_index(method.context.num_joints), device=device)
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                        pin_memory=device.type == "cuda")
     parts: dict[str, list[np.ndarray]] = {k: [] for k in ("coords", "scores", "coarse", "matrix", "gt", "vis", "index")}
     for batch in tqdm(loader, desc="evaluate", disable=not progress, leave=False):
         images = batch["image"].to(device, non_blocking=True)

@@ -140,13 +140,21 @@ def _batches(loader: Iterator[Any] | Any) -> Iterator[Any]:
 
 
 def _check_finite_weights(model: nn.Module, epoch: int, iteration: int) -> None:
-    """Refuse to overwrite the last good checkpoint with NaN/inf weights (finite loss, bad step)."""
-    for name, tensor in model.state_dict().items():
-        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
-            raise TrainingDiverged(
-                f"non-finite weights ({name}) after epoch {epoch + 1}, iteration {iteration}; "
-                "the last good checkpoint is kept"
-            )
+    """Refuse to overwrite the last good checkpoint with NaN/inf weights (finite loss, bad step).
+
+    One host synchronisation for the whole state (a per-tensor check would wait on the device once
+    per parameter); the offending tensor is looked up only when something is wrong."""
+    floating = [(name, t) for name, t in model.state_dict().items() if t.is_floating_point()]
+    if not floating:
+        return
+    finite = torch.stack([torch.isfinite(t).all() for _, t in floating])
+    if bool(finite.all()):
+        return
+    name = floating[int((~finite).nonzero()[0, 0])][0]
+    raise TrainingDiverged(
+        f"non-finite weights ({name}) after epoch {epoch + 1}, iteration {iteration}; "
+        "the last good checkpoint is kept"
+    )
 
 
 def _sync_every(cfg: TrainConfig, device: torch.device) -> int:

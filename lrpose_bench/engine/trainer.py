@@ -158,8 +158,9 @@ def _check_finite_weights(model: nn.Module, epoch: int, iteration: int) -> None:
 
 
 def _sync_every(cfg: TrainConfig, device: torch.device) -> int:
-    """Steps between host synchronisations: every step on a CPU (a sync costs nothing there and a
-    diverged loss is caught before the update), ``50`` on CUDA unless ``train.sync_every`` says."""
+    """Steps between host synchronisations: every step on a CPU (a sync costs nothing there),
+    ``50`` on CUDA, unless ``train.sync_every`` says. A non-finite loss is found at the next sync;
+    weights it corrupted never reach a checkpoint (every checkpoint syncs and checks first)."""
     if cfg.sync_every > 0:
         return cfg.sync_every
     return 50 if device.type == "cuda" else 1

@@ -244,7 +244,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     _check_backbone(cfg.model.backbone)
     _init_distributed(cfg)
     return _run_cells(cfg, _method_names(args.method), parse_resolution_list(args.res),
-                      _parse_ablation(args.ablation), Path(args.out), not args.no_progress, report=False)
+                      _parse_ablation(args.ablation), Path(args.out), not args.no_progress, report=False,
+                      force=args.force)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -319,8 +320,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="method constant override, e.g. --ablation offset_mask=binary (CAL ablations)")
     p.add_argument("--seeds", default=None, help="comma-separated seeds for several runs per cell, e.g. 0,1,2")
     p.add_argument("--no-report", action="store_true", help="skip the report at the end")
-    p.add_argument("--force", action="store_true", help="recompute finished cells (default: skip them; "
-                   "interrupted cells always resume from their last checkpoint)")
+    p.add_argument("--force", action="store_true", help="retrain every cell from the start (default: skip finished "
+                   "cells and resume interrupted ones from their last checkpoint)")
     _add_common(p)
 
     p = add("train", cmd_train, "train and evaluate one cell (a run with one method)")
@@ -328,6 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--res", default="64x48", help="input size HxW (default 64x48)")
     p.add_argument("--out", default="runs/latest", help="output folder (default runs/latest)")
     p.add_argument("--ablation", action="append", default=[], metavar="KEY=VALUE", help="method constant override")
+    p.add_argument("--force", action="store_true", help="retrain the cell from the start even if it is finished")
     _add_common(p)
 
     p = add("evaluate", cmd_evaluate, "evaluate a trained cell folder (or checkpoint), optionally at other resolutions")

@@ -134,14 +134,26 @@ def model_complexity(model: torch.nn.Module, resolution: Resolution) -> dict[str
 def run_cell(spec: CellSpec, cfg: BenchConfig, bundle: DataBundle, out_dir: Path, *,
              progress: bool = True, image_cache: ImageCache | None = None,
              force: bool = False) -> CellResult:
-    """Train (or resume) and evaluate one cell; never raises for a diverged cell (marks it failed)."""
+    """Train (or resume) and evaluate one cell; never raises for a diverged cell (marks it failed).
+
+    A finished cell is skipped and an interrupted one resumes, but only while its method constants
+    are the ones this run resolves (a changed ``configs/methods/*.yaml`` would otherwise be silently
+    ignored): else :class:`ConfigError`, before anything is touched. ``force`` discards the cell's
+    training state and retrains it from the start."""
     cell_dir = Path(out_dir) / spec.cell_id
     status = read_status(cell_dir)
+    if not force:
+        check_same_method_params(spec, cfg, cell_dir)
     if status.get("state") == "complete" and not force and (cell_dir / "metrics.json").is_file():
         return CellResult(spec, "skipped", read_json(cell_dir / "metrics.json"))
     if not distributed.is_writer():  # DDP ranks > 0 train and evaluate their share; rank 0 locks and writes
+        if force:
+            distributed.barrier()  # rank 0 discards the old training state first
         return _run_cell_locked(spec, cfg, bundle, cell_dir, False, image_cache)
     with cell_lock(cell_dir):
+        if force:
+            discard_training_state(cell_dir)
+            distributed.barrier()
         write_status(cell_dir, "running")
         try:
             result = _run_cell_locked(spec, cfg, bundle, cell_dir, progress, image_cache)
@@ -153,6 +165,37 @@ def run_cell(spec: CellSpec, cfg: BenchConfig, bundle: DataBundle, out_dir: Path
             raise
         write_status(cell_dir, "complete")
         return result
+
+
+def _normalised(params: Any) -> Any:
+    """Method constants as ``config.yaml`` holds them (a YAML round trip: tuples become lists)."""
+    return yaml.safe_load(yaml.safe_dump(params, sort_keys=True))
+
+
+def check_same_method_params(spec: CellSpec, cfg: BenchConfig, cell_dir: Path) -> None:
+    """Refuse to skip or resume a cell whose saved method constants differ from this run's."""
+    saved_path = cell_dir / "config.yaml"
+    if not saved_path.is_file():
+        return
+    try:
+        saved = (yaml.safe_load(saved_path.read_text()) or {}).get("method_params")
+    except (OSError, yaml.YAMLError):
+        return  # unreadable: the cell is rewritten anyway when it runs
+    if saved is None:
+        return
+    current = _normalised(build_method(spec, cfg).describe_params())
+    changed = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
+    if changed:
+        shown = ", ".join(f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in changed[:4])
+        raise ConfigError(f"cell {spec.cell_id} in {cell_dir.parent} was trained with other method constants "
+                          f"({shown}); use another --out, or --force to retrain it with the current ones")
+
+
+def discard_training_state(cell_dir: Path) -> None:
+    """``--force``: forget the cell's checkpoint, training log and results, so it retrains from the start
+    (a complete checkpoint would otherwise be loaded and only re-evaluated)."""
+    for name in ("checkpoint.pt", "train_log.csv", "metrics.json", "predictions.json", "displacements.npz"):
+        (cell_dir / name).unlink(missing_ok=True)
 
 
 def _try_status(cell_dir: Path, state: str, reason: str) -> None:

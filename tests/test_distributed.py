@@ -248,8 +248,8 @@ def fast_path_worker(annotations, images, cell_dir, batch_size, store_root):
 def test_two_gloo_processes_train_from_the_crop_store_like_one(tiny, tmp_path):
     """CAL trained by the real trainer from the crop store: 2 ranks × batch 4 against 1 process ×
     batch 8, one store built for both ranks. Stage 1 agrees as the DataLoader test above (Adam
-    turns 1e-7 gradient differences into lr-sized steps where a gradient is ~0, hence 1e-3 after
-    the first step); in stage 2 the MGM is fitted to arg-max displacements of nearly flat early
+    turns 1e-7 gradient differences into lr-sized steps where a gradient is ~0, hence 5e-3 after
+    the first epoch); in stage 2 the MGM is fitted to arg-max displacements of nearly flat early
     heatmaps, which such differences can move by a pixel, so there the check is that both ranks
     fitted the *same* (global-batch) mixture, and the loss only agrees loosely."""
     split = tiny[0]
@@ -259,8 +259,9 @@ def test_two_gloo_processes_train_from_the_crop_store_like_one(tiny, tmp_path):
     assert len(double["stores"]) == 1 and not any(s.startswith(".building") for s in double["stores"])
     assert [r["stage"] for r in double["history"]] == [r["stage"] for r in single["history"]] == ["stage1", "stage1", "stage2"]
     assert all(r["iterations"] == 2 for r in double["history"] + single["history"])
-    for one, two in zip(single["history"][:2], double["history"][:2]):
-        assert two["loss"] == pytest.approx(one["loss"], rel=1e-3)
+    # measured: epoch 1 rel 8e-5, epoch 2 rel 1.1e-3, stage 2 rel 2e-2 (R = 2 px at 64x48)
+    assert double["history"][0]["loss"] == pytest.approx(single["history"][0]["loss"], rel=5e-4)
+    assert double["history"][1]["loss"] == pytest.approx(single["history"][1]["loss"], rel=5e-3)
     assert double["history"][-1]["loss"] == pytest.approx(single["history"][-1]["loss"], rel=0.15)
     rank0, rank1 = double["mixtures"]
     for a, b in zip(rank0, rank1):

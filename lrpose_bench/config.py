@@ -61,13 +61,16 @@ class CropStoreConfig:
     (1.0 = same density; 1/(1-sf) ≈ 1.54 never up-samples the store, at 2.4× the disk). ``margin_px``:
     store pixels added on each side beyond the largest augmented box (bilinear taps at the border).
     ``workers``: decode threads while building (OpenCV releases the GIL). ``root``: where stores
-    live (default ``<data.cache_dir>/crop_store``).
+    live (default ``<data.cache_dir>/crop_store``). ``max_gb``: the largest store a run may build;
+    COCO train is ~5.6 GB at 64×48, ~22 GB at 128×96, ~87 GB at 256×192, where decoding is no
+    longer the bottleneck anyway (``data.pipeline: auto`` then keeps the reference path).
     """
 
     oversample: float = 1.0
     margin_px: int = 2
     workers: int = 2
     root: str | None = None
+    max_gb: float = 32.0
 
 
 @dataclass

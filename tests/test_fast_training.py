@@ -221,3 +221,24 @@ def test_a_prefetched_epoch_plan_equals_the_synchronous_one(fixture_split):
     for key in reference:
         torch.testing.assert_close(first[key], reference[key], rtol=0, atol=0, msg=key)
     pipe.close()
+
+
+def test_a_store_over_its_size_budget_is_refused_or_skipped(tmp_path):
+    """COCO train at 256x192 would make an ~87 GB store: ``auto`` keeps the reference path,
+    an explicit ``crop_store`` is a ConfigError naming the size and the key."""
+    from lrpose_bench.data.sources import DataBundle
+    from lrpose_bench.engine.cell import fast_pipeline
+
+    root = tmp_path / "data"
+    make_coco_fixture(root, num_images=2, persons_per_image=2, seed=1)
+    split = load_split("fixture", root / "annotations.json", root / "images")
+    bundle = DataBundle("fixture", split, split)
+    cfg = load_config("quick", overrides={"data.crop_store.max_gb": 1e-6, "data.crop_store.root": str(tmp_path / "s")})
+    method = build_method(CellSpec("udp", "hrnet-w8", R64, 0), cfg)
+    assert fast_pipeline(cfg, bundle, method, R64, torch.device("cuda"), seed=0) is None  # auto on CUDA
+    cfg.data.pipeline = "crop_store"
+    with pytest.raises(ConfigError, match="data.crop_store.max_gb"):
+        fast_pipeline(cfg, bundle, method, R64, torch.device("cpu"), seed=0)
+    assert not (tmp_path / "s").exists()  # nothing was built
+    cfg.data.crop_store.max_gb = 32.0
+    assert fast_pipeline(cfg, bundle, method, R64, torch.device("cpu"), seed=0) is not None

@@ -317,10 +317,19 @@ def fast_pipeline(cfg: BenchConfig, bundle: DataBundle, method: Method, resoluti
     """
     if not use_crop_store(cfg, device):
         return None
-    from lrpose_bench.data.crop_store import build_crop_store
+    from lrpose_bench.data.crop_store import build_crop_store, store_geometry
     from lrpose_bench.data.gpu_augment import DeviceAugmentPipeline
 
     settings = cfg.data.crop_store
+    height, width = store_geometry([resolution], cfg.augment, settings.oversample, settings.margin_px).size
+    size_gb = len(bundle.train.instances) * height * width * 3 / 2**30
+    if size_gb > settings.max_gb:
+        if cfg.data.pipeline == "auto":  # high resolution: decoding is not the bottleneck there
+            return None
+        raise ConfigError(f"data.pipeline: the crop store for {resolution} would take {size_gb:.1f} GB "
+                          f"({len(bundle.train.instances)} crops of {height}x{width}), more than "
+                          f"data.crop_store.max_gb = {settings.max_gb:g}; raise it, lower "
+                          "data.crop_store.oversample, or use data.pipeline=reference")
     root = Path(settings.root).expanduser() if settings.root else Path(cfg.data.cache_dir).expanduser() / "crop_store"
     read = image_cache.read if image_cache is not None else None
 

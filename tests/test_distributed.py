@@ -121,17 +121,25 @@ def first_step_gradients(model, method, dataset, batch_size):
     return {name: p.grad.detach().clone() for name, p in D.unwrap(net).named_parameters()}
 
 
-def worker(model, method, train_set, eval_set, cfg, eval_batch_size):
+def worker(model, method, train_set, eval_set, cfg, eval_batch_size, cell_dir):
+    """The real trainer and the sharded evaluation on this rank; rank 0 returns what it saw."""
+    from lrpose_bench.engine.trainer import train
+
     grads = first_step_gradients(copy.deepcopy(model), method, train_set, cfg.batch_size)
-    result = D.train_distributed(model, method, train_set, cfg, seed=0, eval_set=eval_set,
-                                 eval_batch_size=eval_batch_size)
-    if result is not None:
-        result["grads"] = grads
-    return result
+    ctx = D.context()
+    meta = {"method": method.name, "backbone": "hrnet-w8", "resolution": str(method.context.resolution)}
+    result = train(model, method, train_set, cfg, cell_dir=cell_dir, meta=meta, seed=0,
+                   device=torch.device("cpu"), progress=False)
+    predictions = D.predict_sharded(model, method, eval_set, ctx, batch_size=eval_batch_size, flip_test=True,
+                                    device="cpu", progress=False)
+    if not ctx.is_writer:
+        return None
+    return {"history": result.history, "state_dict": {k: v.detach().clone() for k, v in model.state_dict().items()},
+            "predictions": predictions, "world_size": ctx.world_size, "grads": grads}
 
 
 @pytest.mark.slow
-def test_two_gloo_processes_match_one_process(tiny):
+def test_two_gloo_processes_match_one_process(tiny, tmp_path):
     """2 ranks × batch 4 with synchronised BN against 1 process × batch 8.
 
     The gradient of a step is the same up to float summation order (tight). Over training, Adam
@@ -141,9 +149,9 @@ def test_two_gloo_processes_match_one_process(tiny):
     split, method, train_set, eval_set, model = tiny
     lr, epochs = 2e-3, 2
     cfg = TrainConfig(epochs=epochs, batch_size=8, lr=lr, device="cpu", amp=False, channels_last=False)
-    single = worker(copy.deepcopy(model), method, train_set, eval_set, cfg, 16)
+    single = worker(copy.deepcopy(model), method, train_set, eval_set, cfg, 16, tmp_path / "one")
     cfg2 = TrainConfig(epochs=epochs, batch_size=4, lr=lr, device="cpu", amp=False, channels_last=False)
-    double = D.launch_local(2, worker, copy.deepcopy(model), method, train_set, eval_set, cfg2, 8)
+    double = D.launch_local(2, worker, copy.deepcopy(model), method, train_set, eval_set, cfg2, 8, tmp_path / "two")
     assert double["world_size"] == 2 and single["world_size"] == 1
     for name, grad in single["grads"].items():
         scale = float(grad.abs().max()) + 1e-12

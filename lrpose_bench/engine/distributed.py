@@ -17,16 +17,15 @@ What the trainer needs, as small pieces (integration: a few lines in ``trainer.t
   run). Every method's loss is a plain mean over the batch, so DDP's gradient average over equal
   per-rank batches is the gradient of the global-batch loss: a 2-process run reproduces the
   1-process run with twice the batch up to float summation order (``tests/test_distributed.py``).
-  Exception, stated: CAL's stage-2 MGM fits its mixture to each rank's own displacements unless
-  ``mgm_from_predictions`` gathers them (see the report of issue 9).
+  CAL's stage-2 MGM gathers the displacements of every rank (:func:`all_gather_cat`) and fits one
+  mixture to the global batch, as one process would.
 * :func:`gather_to_writer`, :func:`all_reduce_mean`, :func:`is_writer`, :func:`barrier`: metrics
   gathered on rank 0, and only rank 0 writes files.
 * :func:`torchrun_command` / :func:`relaunch_with_torchrun`: the ``--gpus N`` convenience re-executes
   the same command under ``python -m torch.distributed.run --nproc-per-node N``.
 
-:func:`train_distributed` is a self-contained loop built from these pieces (the same schedule,
-stages and Adam as the trainer, without checkpoints) used by the equivalence test and by
-``lrpose-bench bench``; :func:`launch_local` spawns N local processes for it.
+:func:`launch_local` spawns N local CPU processes (gloo) running a function, for the tests that
+check the trainer under DDP against one process.
 """
 
 from __future__ import annotations
@@ -43,7 +42,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import Dataset, Sampler
 
 from lrpose_bench.errors import ConfigError
 
@@ -352,60 +351,6 @@ def predict_sharded(model: nn.Module, method: Any, dataset: Any, ctx: DistContex
     part = predict(unwrap(model), method, ShardView(dataset, ctx.rank, ctx.world_size), **kwargs)
     parts = gather_to_writer(part)
     return merge_predictions(parts, ctx.world_size) if parts is not None else None
-
-
-# ---------------------------------------------------------------------------------- training
-def train_distributed(model: nn.Module, method: Any, dataset: Any, cfg: Any, *, seed: int = 0,
-                      eval_set: Any = None, eval_batch_size: int = 32, flip_test: bool = True,
-                      device: torch.device | str | None = None, sync_bn: bool = True) -> dict[str, Any] | None:
-    """Train on this rank's share with the trainer's schedule (Adam, step LR, the method's stages)
-    and, optionally, evaluate; rank 0 returns ``{"history", "state_dict", "predictions"}``.
-
-    ``cfg`` is a :class:`~lrpose_bench.config.TrainConfig`; ``cfg.batch_size`` is the per-rank batch
-    (global batch = world × per-rank batch, as HRNet's per-GPU batch). No checkpoints: this loop is
-    the reference the trainer's integration is tested against, not a replacement for it.
-    """
-    from lrpose_bench.engine.trainer import learning_rate, stage_at
-
-    ctx = context()
-    device = torch.device(device) if device is not None else device_for(ctx, cfg.device)
-    model.to(device)
-    train_model = wrap_model(model, ctx, device, sync_bn)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    stages = method.stages(cfg.epochs)
-    total_epochs = sum(stage.epochs for stage in stages)
-    sampler = ShardedEpochSampler(len(dataset), seed, ctx.rank, ctx.world_size)
-    history: list[dict[str, float]] = []
-    for epoch in range(total_epochs):
-        stage = stage_at(stages, epoch)
-        for group in optimizer.param_groups:
-            group["lr"] = learning_rate(cfg, epoch)
-        dataset.set_epoch(epoch)
-        sampler.set_position(epoch, 0)
-        loader = DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler, drop_last=True,
-                            num_workers=cfg.num_workers, pin_memory=device.type == "cuda")
-        train_model.train()
-        sums: dict[str, Tensor] = {}
-        count = 0
-        for batch in loader:
-            batch = {k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
-            losses = method.loss(train_model(batch["image"]).float(), batch, stage)
-            optimizer.zero_grad(set_to_none=True)
-            losses["loss"].backward()
-            optimizer.step()
-            for key, value in losses.items():  # summed on the device: no host sync per step
-                sums[key] = sums.get(key, torch.zeros((), device=device, dtype=torch.float64)) + value.detach().double()
-            count += 1
-        means = all_reduce_mean({k: v / max(count, 1) for k, v in sums.items()}, device if device.type == "cuda" else None)
-        history.append({"epoch": epoch + 1, "stage": stage.name, "iterations": count, **means})
-    predictions = None
-    if eval_set is not None:
-        predictions = predict_sharded(model, method, eval_set, ctx, batch_size=eval_batch_size,
-                                      flip_test=flip_test, device=device, progress=False)
-    if not ctx.is_writer:
-        return None
-    return {"history": history, "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-            "predictions": predictions, "world_size": ctx.world_size}
 
 
 # ------------------------------------------------------------------------------- launching

@@ -38,6 +38,24 @@ def make_coco_layout(root: Path, train_images: int = 10, val_images: int = 3, pe
     return root
 
 
+def poison_heatmap_loss(monkeypatch: Any, on_call: int = 8) -> None:
+    """Make the ``hrnet`` method's loss NaN on its ``on_call``-th call (with 10 images × 2 persons
+    and batch 4, call 8 is epoch 2, iteration 3): a diverging step for the NaN-handling tests."""
+    from lrpose_bench.baselines.heatmap import GaussianHeatmapMethod
+
+    real_loss = GaussianHeatmapMethod.loss
+    calls = [0]
+
+    def nan_on_call(self, outputs, batch, stage):
+        losses = real_loss(self, outputs, batch, stage)
+        calls[0] += 1
+        if calls[0] == on_call:
+            losses = {**losses, "loss": losses["loss"] * float("nan")}
+        return losses
+
+    monkeypatch.setattr(GaussianHeatmapMethod, "loss", nan_on_call)
+
+
 def annotation_path(root: Path, split: str) -> Path:
     return Path(root) / "annotations" / f"person_keypoints_{split}2017.json"
 

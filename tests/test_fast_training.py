@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from _train_child import make_coco_layout
+from _train_child import make_coco_layout, poison_heatmap_loss
 from lrpose_bench.cli import main
 from lrpose_bench.config import AugmentConfig, CropStoreConfig, TrainConfig, load_config
 from lrpose_bench.data.coco import load_split
@@ -122,20 +122,8 @@ def test_batched_host_syncs_change_nothing(fixture_split, tmp_path):
 
 
 def test_a_nan_loss_is_named_by_its_iteration_even_between_host_syncs(tmp_path, monkeypatch):
-    from lrpose_bench.baselines.heatmap import GaussianHeatmapMethod
-
     coco = make_coco_layout(tmp_path / "coco", train_images=10, val_images=1)
-    real_loss = GaussianHeatmapMethod.loss
-    calls = [0]
-
-    def nan_on_8th_call(self, outputs, batch, stage):
-        losses = real_loss(self, outputs, batch, stage)
-        calls[0] += 1
-        if calls[0] == 8:  # epoch 2 (5 steps per epoch), iteration 3
-            losses = {**losses, "loss": losses["loss"] * float("nan")}
-        return losses
-
-    monkeypatch.setattr(GaussianHeatmapMethod, "loss", nan_on_8th_call)
+    poison_heatmap_loss(monkeypatch)  # NaN at epoch 2, iteration 3
     out = tmp_path / "out"
     code = main(["train", "--method", "hrnet", "--res", "64x48", "--data", "coco", "--coco-root", str(coco),
                  "--out", str(out), "--no-progress", "--backbone", "hrnet-w8", "--set", "train.epochs=3",

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 
-from _train_child import KILL_ENV, make_coco_layout
+from _train_child import KILL_ENV, make_coco_layout, poison_heatmap_loss
 from lrpose_bench.cli import main
 from lrpose_bench.engine.cell import CellSpec
 from lrpose_bench.engine.checkpoint import load_checkpoint
@@ -157,20 +157,8 @@ def test_sigkill_mid_epoch_and_inside_checkpoint_write_resume_to_the_same_result
 
 
 def test_nan_loss_fails_the_cell_keeps_checkpoint_and_run_goes_on(tmp_path, monkeypatch, capsys):
-    from lrpose_bench.baselines.heatmap import GaussianHeatmapMethod
-
     coco = make_coco_layout(tmp_path / "coco", train_images=10, val_images=2)
-    real_loss = GaussianHeatmapMethod.loss
-    calls = [0]
-
-    def nan_on_8th_call(self, outputs, batch, stage):
-        losses = real_loss(self, outputs, batch, stage)
-        calls[0] += 1
-        if calls[0] == 8:  # epoch 2 (5 steps per epoch), iteration 3
-            losses = {**losses, "loss": losses["loss"] * float("nan")}
-        return losses
-
-    monkeypatch.setattr(GaussianHeatmapMethod, "loss", nan_on_8th_call)
+    poison_heatmap_loss(monkeypatch)  # NaN at epoch 2, iteration 3
     out = tmp_path / "run"
     args = ["run", "--methods", "hrnet,udp", "--res", "64x48", "--data", "coco", "--coco-root", str(coco),
             "--out", str(out), "--no-progress", "--no-report", *TINY]

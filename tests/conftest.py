@@ -67,3 +67,20 @@ def coco_fixture(tmp_path: Path) -> tuple[Path, Path, dict[str, Any]]:
     """(annotation file, image folder, document) of a tiny COCO-format data set."""
     doc = make_coco_fixture(tmp_path)
     return tmp_path / "annotations.json", tmp_path / "images", doc
+
+
+@pytest.fixture(scope="session")
+def split_and_store(tmp_path_factory):
+    """8 images × 2 persons (16 instances) and their 64×48 crop store: the fast-path training tests'
+    data (tests/test_fast_training.py, tests/test_gpu.py)."""
+    from lrpose_bench.config import AugmentConfig, CropStoreConfig
+    from lrpose_bench.data.coco import load_split
+    from lrpose_bench.data.crop_store import build_crop_store
+    from lrpose_bench.resolution import Resolution
+
+    root = tmp_path_factory.mktemp("split_and_store")
+    make_coco_fixture(root / "data", num_images=8, persons_per_image=2, seed=5)
+    split = load_split("fixture", root / "data" / "annotations.json", root / "data" / "images")
+    store = build_crop_store(split, [Resolution(64, 48)], AugmentConfig(), 1.25, root / "stores",
+                             config=CropStoreConfig(workers=1))
+    return split, store

@@ -14,9 +14,8 @@ import torch
 
 from _train_child import make_coco_layout, poison_heatmap_loss
 from lrpose_bench.cli import main
-from lrpose_bench.config import AugmentConfig, CropStoreConfig, TrainConfig, load_config
+from lrpose_bench.config import AugmentConfig, TrainConfig, load_config
 from lrpose_bench.data.coco import load_split
-from lrpose_bench.data.crop_store import build_crop_store
 from lrpose_bench.data.dataset import PoseDataset
 from lrpose_bench.data.gpu_augment import DeviceAugmentPipeline
 from lrpose_bench.engine.accelerate import TrainStep, adam_for
@@ -55,15 +54,6 @@ def test_pipeline_choice_follows_the_documented_rule():
 
 
 # ------------------------------------------------------------------------ in-process training
-@pytest.fixture(scope="module")
-def fixture_split(tmp_path_factory):
-    root = tmp_path_factory.mktemp("fasttrain")
-    make_coco_fixture(root / "data", num_images=8, persons_per_image=2, seed=5)
-    split = load_split("fixture", root / "data" / "annotations.json", root / "data" / "images")
-    store = build_crop_store(split, [R64], AugmentConfig(), 1.25, root / "stores", config=CropStoreConfig(workers=1))
-    return split, store
-
-
 def _train(split, store, cell_dir: Path, *, fast: bool, stop_at: tuple[int, int] | None = None, **train_kw):
     """Train hrnet-w8 at 64×48 for 2 epochs of 4 steps (batch 4) on the fixture, on the CPU."""
     cfg = load_config("quick", overrides={"model.backbone": "hrnet-w8"})
@@ -89,8 +79,8 @@ def _weights(cell_dir: Path) -> dict[str, torch.Tensor]:
     return load_checkpoint(cell_dir / "checkpoint.pt")["model"]
 
 
-def test_crop_store_training_resumes_exactly_and_tracks_the_reference_path(fixture_split, tmp_path):
-    split, store = fixture_split
+def test_crop_store_training_resumes_exactly_and_tracks_the_reference_path(split_and_store, tmp_path):
+    split, store = split_and_store
     assert len(split.instances) == 16
     _, fast = _train(split, store, tmp_path / "fast", fast=True)
     with pytest.raises(KeyboardInterrupt):
@@ -111,8 +101,8 @@ def test_crop_store_training_resumes_exactly_and_tracks_the_reference_path(fixtu
     assert fast.history[0]["iterations"] == reference.history[0]["iterations"] == 4
 
 
-def test_batched_host_syncs_change_nothing(fixture_split, tmp_path):
-    split, store = fixture_split
+def test_batched_host_syncs_change_nothing(split_and_store, tmp_path):
+    split, store = split_and_store
     _, every = _train(split, store, tmp_path / "every", fast=False, sync_every=1)
     _, batched = _train(split, store, tmp_path / "batched", fast=False, sync_every=3)
     assert [r["loss"] for r in batched.history] == [r["loss"] for r in every.history]
@@ -189,8 +179,8 @@ def test_an_old_run_folder_without_the_new_config_keys_is_not_another_configurat
         _check_same_configuration(tmp_path, cfg, force=False)
 
 
-def test_a_prefetched_epoch_plan_equals_the_synchronous_one(fixture_split):
-    split, store = fixture_split
+def test_a_prefetched_epoch_plan_equals_the_synchronous_one(split_and_store):
+    split, store = split_and_store
     cfg = load_config("quick", overrides={"augment.half_body_prob": 0.5})
     method = build_method(CellSpec("cal", "hrnet-w8", R64, 0), cfg)
     pipe = DeviceAugmentPipeline(store, method, R64, cfg.augment, seed=3, device="cpu")

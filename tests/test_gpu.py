@@ -16,9 +16,7 @@ import copy
 import pytest
 import torch
 
-from lrpose_bench.config import AugmentConfig, CropStoreConfig, TrainConfig, load_config
-from lrpose_bench.data.coco import load_split
-from lrpose_bench.data.crop_store import build_crop_store
+from lrpose_bench.config import TrainConfig, load_config
 from lrpose_bench.data.dataset import PoseDataset
 from lrpose_bench.data.gpu_augment import DeviceAugmentPipeline
 from lrpose_bench.engine.accelerate import TrainStep, adam_for
@@ -26,25 +24,14 @@ from lrpose_bench.engine.cell import CellSpec, build_cell_model, build_method
 from lrpose_bench.engine.trainer import train
 from lrpose_bench.resolution import Resolution
 
-from conftest import make_coco_fixture
-
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 R64 = Resolution(64, 48)
 CUDA = torch.device("cuda")
 
 
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    root = tmp_path_factory.mktemp("gpu")
-    make_coco_fixture(root / "data", num_images=8, persons_per_image=2, seed=5)
-    split = load_split("fixture", root / "data" / "annotations.json", root / "data" / "images")
-    store = build_crop_store(split, [R64], AugmentConfig(), 1.25, root / "stores", config=CropStoreConfig(workers=1))
-    return split, store
-
-
 @pytest.mark.parametrize("method_name", ["hrnet", "cal"])
-def test_graphed_step_follows_the_eager_step(setup, method_name):
-    split, store = setup
+def test_graphed_step_follows_the_eager_step(split_and_store, method_name):
+    split, store = split_and_store
     cfg = load_config("quick", overrides={"model.backbone": "hrnet-w8"})
     spec = CellSpec(method_name, "hrnet-w8", R64, 0)
     method = build_method(spec, cfg)
@@ -72,8 +59,8 @@ def test_graphed_step_follows_the_eager_step(setup, method_name):
 
 
 @pytest.mark.parametrize("on_device", [True, False])
-def test_cuda_pipeline_equals_the_cpu_pipeline(setup, on_device):
-    split, store = setup
+def test_cuda_pipeline_equals_the_cpu_pipeline(split_and_store, on_device):
+    split, store = split_and_store
     cfg = load_config("quick", overrides={"augment.half_body_prob": 0.3})
     method = build_method(CellSpec("udp", "hrnet-w8", R64, 0), cfg)
     order = list(range(len(store)))
@@ -86,8 +73,8 @@ def test_cuda_pipeline_equals_the_cpu_pipeline(setup, on_device):
         torch.testing.assert_close(other, value, rtol=0, atol=tolerance, msg=key)
 
 
-def test_trainer_epoch_on_cuda_with_graphs_bf16_and_the_crop_store(setup, tmp_path):
-    split, store = setup
+def test_trainer_epoch_on_cuda_with_graphs_bf16_and_the_crop_store(split_and_store, tmp_path):
+    split, store = split_and_store
     cfg = load_config("quick", overrides={"model.backbone": "hrnet-w8"})
     spec = CellSpec("cal", "hrnet-w8", R64, 0)
     method = build_method(spec, cfg)

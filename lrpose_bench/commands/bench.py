@@ -114,12 +114,6 @@ def bench_cell(method_name: str, res: Any, cfg: Any, bundle: Any, store: Any, de
     stage = method.stages(1)[0]
     n = batch_size
 
-    def forward(images: torch.Tensor) -> torch.Tensor:
-        if channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            return model(images).float()
-
     def loss_fn(outputs: torch.Tensor, batch: Any) -> Any:
         return method.loss(outputs, batch, stage)
 
@@ -177,7 +171,7 @@ def bench_cell(method_name: str, res: Any, cfg: Any, bundle: Any, store: Any, de
     later = [s for s in method.stages(10) if getattr(method, "uses_mgm", lambda s: False)(s)]
     if later and hasattr(method, "offset_weight"):
         with torch.no_grad():
-            heatmaps = method.heatmaps(forward(synthetic)).float()
+            heatmaps = method.heatmaps(step.forward(synthetic)).float()
         t_mgm = median_seconds(lambda: method.offset_weight(heatmaps, fixed, later[0]), steps * 4, device)
         mgm_share = t_mgm / t_model
 

@@ -117,14 +117,16 @@ class TrainStep:
         self.static_losses: dict[str, Tensor] = {}
 
     # ------------------------------------------------------------------------------ eager
-    def _eager(self, batch: Mapping[str, Tensor]) -> dict[str, Tensor]:
-        self.optimizer.zero_grad(set_to_none=True)
-        images = batch["image"]
+    def forward(self, images: Tensor) -> Tensor:
+        """The model's float32 outputs under the step's settings (channels_last, bf16 autocast)."""
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
-            outputs = self.model(images)
-        losses = dict(self.loss_fn(outputs.float(), batch))
+            return self.model(images).float()
+
+    def _eager(self, batch: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        self.optimizer.zero_grad(set_to_none=True)
+        losses = dict(self.loss_fn(self.forward(batch["image"]), batch))
         losses["loss"].backward()
         self.optimizer.step()
         return {k: v.detach() for k, v in losses.items()}

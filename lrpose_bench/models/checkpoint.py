@@ -24,7 +24,7 @@ import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
+from typing import Mapping, TypeVar
 
 import torch
 import torch.nn as nn
@@ -180,3 +180,17 @@ def load_pretrained(
 
 
 __all__ = ["LoadReport", "load_pretrained", "read_state_dict"]
+
+
+ModelT = TypeVar("ModelT", bound=nn.Module)
+
+
+def with_pretrained(model: ModelT, pretrained: str | Path | None, *, head_prefixes: tuple[str, ...],
+                    ignorable: tuple[str, ...] = ()) -> ModelT:
+    """``model`` with ``pretrained`` loaded (:func:`load_pretrained`) when a path is given; the
+    :class:`LoadReport` is kept as ``model.pretrained_report`` for the CLI to print."""
+    if pretrained:
+        model.pretrained_report = load_pretrained(  # type: ignore[attr-defined]
+            model, pretrained, head_prefixes=head_prefixes, ignorable=ignorable
+        )
+    return model

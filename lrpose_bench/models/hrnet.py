@@ -33,7 +33,7 @@ import torch.nn.functional as F
 
 from lrpose_bench.errors import ConfigError
 from lrpose_bench.models import init_config, model_config
-from lrpose_bench.models.checkpoint import load_pretrained
+from lrpose_bench.models.checkpoint import with_pretrained
 from lrpose_bench.registry import register_backbone
 
 #: module-name prefixes of the head (re-initialised when a checkpoint's head has another size)
@@ -307,12 +307,8 @@ class PoseHighResolutionNet(nn.Module):
 
 def build_hrnet(name: str, out_channels: int, pretrained: str | None = None) -> PoseHighResolutionNet:
     """Build HRNet variant ``name`` of ``configs/models.yaml``; load ``pretrained`` if given."""
-    model = PoseHighResolutionNet(model_config("hrnet", name), out_channels, name=name)
-    if pretrained:
-        model.pretrained_report = load_pretrained(  # type: ignore[attr-defined]
-            model, pretrained, head_prefixes=HEAD_PREFIXES, ignorable=IGNORABLE_KEYS
-        )
-    return model
+    return with_pretrained(PoseHighResolutionNet(model_config("hrnet", name), out_channels, name=name), pretrained,
+                           head_prefixes=HEAD_PREFIXES, ignorable=IGNORABLE_KEYS)
 
 
 # hrnet-w8 first: the small CPU variant the end-to-end pipeline uses.

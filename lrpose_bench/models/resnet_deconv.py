@@ -30,7 +30,7 @@ import torchvision
 
 from lrpose_bench.errors import ConfigError
 from lrpose_bench.models import init_config, model_config
-from lrpose_bench.models.checkpoint import load_pretrained
+from lrpose_bench.models.checkpoint import with_pretrained
 from lrpose_bench.registry import register_backbone
 from lrpose_bench.resolution import HEATMAP_STRIDE
 
@@ -115,12 +115,8 @@ class PoseResNet(nn.Module):
 
 def build_simplebaseline(name: str, out_channels: int, pretrained: str | None = None) -> PoseResNet:
     """Build SimpleBaseline variant ``name`` of ``configs/models.yaml``; load ``pretrained`` if given."""
-    model = PoseResNet(model_config("simplebaseline", name), out_channels, name=name)
-    if pretrained:
-        model.pretrained_report = load_pretrained(  # type: ignore[attr-defined]
-            model, pretrained, head_prefixes=HEAD_PREFIXES, ignorable=IGNORABLE_KEYS
-        )
-    return model
+    return with_pretrained(PoseResNet(model_config("simplebaseline", name), out_channels, name=name), pretrained,
+                           head_prefixes=HEAD_PREFIXES, ignorable=IGNORABLE_KEYS)
 
 
 @register_backbone("simplebaseline-r18")

@@ -106,16 +106,26 @@ def tiny(tmp_path_factory):
     return split, method, train_set, eval_set, model
 
 
-def first_step_gradients(model, method, dataset, batch_size):
-    """Gradients of the first step of epoch 0 on this rank (DDP-averaged when distributed)."""
+def first_step_gradients(model, method, dataset, batch_size, dtype=torch.float64):
+    """Gradients of the first step of epoch 0 on this rank (DDP-averaged when distributed).
+
+    Computed in float64: the two paths (2 ranks x batch 4 with all-reduced batch norm, 1 process x
+    batch 8) are the same algorithm in another summation order, so in float64 they agree to ~1e-12
+    relative, and a real difference between the paths (variance estimator, reduction, the data each
+    rank sees) stands out by many orders of magnitude. In float32 the same comparison differs by up to
+    ~3e-3 relative on conv1 and ~2e-2 on some BN parameters (batch-4 statistics amplify the
+    summation-order noise, and how much depends on the CPU's kernels), which is why it is not used.
+    """
     from torch.utils.data import default_collate
 
     ctx = D.context()
+    model = model.to(dtype)
     net = D.wrap_model(model, ctx, torch.device("cpu"))
     net.train()
     sampler = D.ShardedEpochSampler(len(dataset), 0, ctx.rank, ctx.world_size)
     dataset.set_epoch(0)
     batch = default_collate([dataset[i] for i in list(sampler)[:batch_size]])
+    batch = {k: v.to(dtype) if torch.is_tensor(v) and v.is_floating_point() else v for k, v in batch.items()}
     stage = method.stages(1)[0]
     method.loss(net(batch["image"]), batch, stage)["loss"].backward()
     return {name: p.grad.detach().clone() for name, p in D.unwrap(net).named_parameters()}
@@ -154,14 +164,22 @@ def test_two_gloo_processes_match_one_process(tiny, tmp_path):
     double = D.launch_local(2, worker, copy.deepcopy(model), method, train_set, eval_set, cfg2, 8, tmp_path / "two")
     assert double["world_size"] == 2 and single["world_size"] == 1
     for name, grad in single["grads"].items():
-        scale = float(grad.abs().max()) + 1e-12
-        torch.testing.assert_close(double["grads"][name], grad, atol=1e-4 * scale, rtol=1e-3, msg=name)
+        assert grad.dtype == torch.float64
+        scale = float(grad.abs().max()) + 1e-30
+        # float64: measured max |difference| / max |gradient| <= 1e-12 on both kernel choices
+        # (default AVX-512 and ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2); 1e-9 leaves margin
+        torch.testing.assert_close(double["grads"][name], grad, atol=1e-9 * scale, rtol=0, msg=name)
     steps = 0
     for a, b in zip(single["history"], double["history"]):
         assert a["iterations"] == 2 and b["iterations"] == 2  # 16 instances / global batch 8
         steps += 2
-    assert single["history"][0]["loss"] == pytest.approx(double["history"][0]["loss"], rel=1e-5)
-    assert single["history"][-1]["loss"] == pytest.approx(double["history"][-1]["loss"], rel=5e-3)
+    # float32 training: epoch 0's mean loss includes step 2, taken after one Adam step, where weights
+    # with a ~0 gradient move by ~lr*sign(g) and the sign is summation-order noise. Measured relative
+    # difference of the epoch losses on the default AVX-512 kernels: 3.9e-4 (epoch 0), 6.5e-3 (epoch 1);
+    # below 5e-3 with ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2. Bounds: 5e-3 and 2e-2. The
+    # equivalence of the two paths is proven by the float64 gradients above, not by these.
+    assert single["history"][0]["loss"] == pytest.approx(double["history"][0]["loss"], rel=5e-3)
+    assert single["history"][-1]["loss"] == pytest.approx(double["history"][-1]["loss"], rel=2e-2)
     start = model.state_dict()
     close = total = 0
     moved = 0.0
@@ -176,7 +194,10 @@ def test_two_gloo_processes_match_one_process(tiny, tmp_path):
         if "running" not in key:
             assert float(diff.max()) <= 2 * lr * steps, key
             moved = max(moved, float((value - start[key]).abs().max()))
-    assert close / total > 0.85
+    # the share of weights within 1e-4 depends on the kernels (0.50 on AVX-512 here, 0.85+ elsewhere):
+    # reported for reading, not asserted; the hard bound above (Adam moves a weight by <= ~lr a step)
+    # holds for every weight on every machine
+    print(f"weights within 1e-4: {close / total:.3f}")
     assert moved > 2 * lr  # training did move the weights
     p1, p2 = single["predictions"], double["predictions"]
     np.testing.assert_array_equal(p1.image_ids, p2.image_ids)

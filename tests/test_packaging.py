@@ -10,21 +10,25 @@ from pathlib import Path
 
 import pytest
 
+from _envs import make_child_venv
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.slow
 def test_wheel_installs_and_registers_everything(tmp_path):
     dist = tmp_path / "dist"
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                    "-w", str(dist), str(ROOT)], check=True, timeout=600)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(dist), str(ROOT)],
+        check=True,
+        timeout=600,
+    )
     wheels = list(dist.glob("lrpose_bench-*.whl"))
     assert len(wheels) == 1
     venv = tmp_path / "venv"
-    # system site packages provide torch & co. (a CUDA torch is 5 GB); the wheel itself is installed
-    # into the venv with --no-deps and must shadow the editable checkout
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True, timeout=300)
-    python = venv / "bin" / "python"
+    # the test environment's packages provide torch & co. (a CUDA torch is 5 GB); the wheel itself is
+    # installed into the venv with --no-deps and must shadow the editable checkout
+    python = make_child_venv(venv)
     subprocess.run([str(python), "-m", "pip", "install", "--no-deps", "-q", str(wheels[0])], check=True, timeout=600)
     script = textwrap.dedent(
         """

@@ -1,10 +1,11 @@
-"""Third-party methods through entry points (issue 12), using the tutorial's package
+"""Third-party methods through entry points, using the tutorial's package
 ``docs/examples/softargmax_plugin`` (a soft-argmax / integral-regression method, Sun et al. 2018).
 
 Fast tests import the tutorial's module from the docs folder and check its codec, loss and the
 registry's entry-point loading (with the entry points faked in-process). The slow tests install the
-package for real (``pip install --no-deps --no-build-isolation`` into a ``--system-site-packages``
-virtual environment made by the test, so the test environment is never changed) next to a package
+package for real (``pip install --no-deps --no-build-isolation`` into a virtual environment made by
+the test that sees the test environment's packages, ``tests/_envs.py``, so the test environment is
+never changed) next to a package
 whose import fails, and run ``lrpose-bench methods``, ``run`` and ``report`` from there.
 """
 
@@ -28,6 +29,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from _envs import make_child_venv
 from conftest import make_coco_fixture
 from lrpose_bench import registry
 from lrpose_bench.config import resolve_method_params
@@ -155,7 +157,9 @@ def test_loss_is_l1_on_labelled_joints_and_learns(sam):
 def test_plugin_constants_are_its_params_defaults(sam):
     """A plugin ships no configs/methods/<name>.yaml: its Params defaults are its constants."""
     for res in ("64x48", "256x192"):
-        assert resolve_method_params(sam.SoftArgmaxParams, "softargmax", Resolution.parse(res)) == sam.SoftArgmaxParams()
+        assert (
+            resolve_method_params(sam.SoftArgmaxParams, "softargmax", Resolution.parse(res)) == sam.SoftArgmaxParams()
+        )
     tuned = resolve_method_params(sam.SoftArgmaxParams, "softargmax", Resolution(64, 48), {"beta": 2})
     assert tuned.beta == 2.0 and tuned.score_window == 3
     with pytest.raises(ConfigError, match="unknown ablation key 'sigma' for method 'softargmax'"):
@@ -193,7 +197,9 @@ def test_entry_points_register_the_plugin_and_skip_a_broken_one(tmp_path, monkey
             warnings.simplefilter("always")
             names = METHODS.names()
         assert "softargmax" in names and all(b in names for b in BUILTINS)
-        assert registry.PLUGIN_ERRORS == [(f"{group}:broken", "ModuleNotFoundError: No module named 'lrpose_no_such_dependency'")]
+        assert registry.PLUGIN_ERRORS == [
+            (f"{group}:broken", "ModuleNotFoundError: No module named 'lrpose_no_such_dependency'")
+        ]
         assert any("plugin 'broken'" in str(w.message) and "skipped" in str(w.message) for w in caught)
         text = describe_methods()
         assert "softargmax: Integral regression" in text
@@ -229,8 +235,15 @@ BROKEN_PYPROJECT = textwrap.dedent(
 
 def _env(tmp: Path) -> dict[str, str]:
     env = dict(os.environ)
-    env.update({"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "MPLBACKEND": "Agg",
-                "MPLCONFIGDIR": str(tmp / "mpl"), "PYTHONNOUSERSITE": "1"})
+    env.update(
+        {
+            "OMP_NUM_THREADS": "1",
+            "MKL_NUM_THREADS": "1",
+            "MPLBACKEND": "Agg",
+            "MPLCONFIGDIR": str(tmp / "mpl"),
+            "PYTHONNOUSERSITE": "1",
+        }
+    )
     env.pop("PYTHONPATH", None)
     return env
 
@@ -247,27 +260,52 @@ def plugin_venv(tmp_path_factory):
     (broken / "pyproject.toml").write_text(BROKEN_PYPROJECT)
     (broken / f"{BROKEN_MODULE}.py").write_text(BROKEN_SOURCE)
     venv = tmp / "venv"
-    # --without-pip: the system pip (visible through --system-site-packages) installs into the venv
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", "--system-site-packages", str(venv)],
-                   check=True, timeout=300)
-    python = venv / "bin" / "python"
-    proc = subprocess.run([str(python), "-m", "pip", "install", "--no-deps", "--no-build-isolation",
-                           "--no-index", "-q", str(good), str(broken)],
-                          capture_output=True, text=True, timeout=600, env=_env(tmp), cwd=tmp)
+    # sees exactly the test environment's packages; its pip installs into the venv (tests/_envs.py)
+    python = make_child_venv(venv)
+    proc = subprocess.run(
+        [
+            str(python),
+            "-m",
+            "pip",
+            "install",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "-q",
+            str(good),
+            str(broken),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=_env(tmp),
+        cwd=tmp,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return python, tmp
 
 
 def _cli(python: Path, tmp: Path, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
-    return subprocess.run([str(python), "-m", "lrpose_bench", *args], capture_output=True, text=True,
-                          timeout=timeout, env=_env(tmp), cwd=tmp)
+    return subprocess.run(
+        [str(python), "-m", "lrpose_bench", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=_env(tmp),
+        cwd=tmp,
+    )
 
 
 @pytest.mark.slow
 def test_installed_plugin_is_listed_and_broken_one_named(plugin_venv):
     python, tmp = plugin_venv
-    here = subprocess.run([sys.executable, "-c", f"import importlib.util; print(importlib.util.find_spec('{MODULE}'))"],
-                          capture_output=True, text=True, env=_env(tmp), cwd=tmp)
+    here = subprocess.run(
+        [sys.executable, "-c", f"import importlib.util; print(importlib.util.find_spec('{MODULE}'))"],
+        capture_output=True,
+        text=True,
+        env=_env(tmp),
+        cwd=tmp,
+    )
     assert here.stdout.strip() == "None", "the plugin leaked into the test environment"
     proc = _cli(python, tmp, "methods")
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -300,9 +338,29 @@ def test_installed_plugin_runs_end_to_end(plugin_venv):
     python, tmp = plugin_venv
     coco = _coco_layout(tmp / "coco")
     out = tmp / "run"
-    proc = _cli(python, tmp, "run", "--methods", "softargmax", "--res", "64x48", "--data", "coco",
-                "--coco-root", str(coco), "--set", "train.epochs=1", "--set", "train.batch_size=4",
-                "--set", "model.backbone=hrnet-w8", "--no-report", "--no-progress", "--out", str(out))
+    proc = _cli(
+        python,
+        tmp,
+        "run",
+        "--methods",
+        "softargmax",
+        "--res",
+        "64x48",
+        "--data",
+        "coco",
+        "--coco-root",
+        str(coco),
+        "--set",
+        "train.epochs=1",
+        "--set",
+        "train.batch_size=4",
+        "--set",
+        "model.backbone=hrnet-w8",
+        "--no-report",
+        "--no-progress",
+        "--out",
+        str(out),
+    )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     assert "softargmax__hrnet-w8__64x48__s0 complete" in proc.stdout
     cell = out / "softargmax__hrnet-w8__64x48__s0"

@@ -10,9 +10,11 @@ import argparse
 import os
 import sys
 import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
+from lrpose_bench import __version__
 from lrpose_bench.errors import ConfigError, UserError
 
 EXAMPLES = {
@@ -26,26 +28,83 @@ EXAMPLES = {
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--profile", default="quick", help="configuration profile: quick (SynthPose, small "
-                        "HRNet, minutes on a CPU) or paper (the paper's 210-epoch schedule). Default: quick")
-    parser.add_argument("--config", default=None, metavar="FILE", help="YAML file merged over the profile, "
-                        "e.g. my.yaml with 'train: {epochs: 20}'")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
-                        help="override one config key, e.g. --set train.epochs=5 (repeatable)")
-    parser.add_argument("--backbone", default=None, help="backbone name, e.g. hrnet-w32, hrnet-w8, "
-                        "simplebaseline-r50 (see 'lrpose-bench models'); default from the profile")
+    parser.add_argument(
+        "--profile",
+        default="quick",
+        help="configuration profile: quick (SynthPose, small "
+        "HRNet, minutes on a CPU) or paper (the paper's 210-epoch schedule). Default: quick",
+    )
+    parser.add_argument(
+        "--config",
+        default=None,
+        metavar="FILE",
+        help="YAML file merged over the profile, e.g. my.yaml with 'train: {epochs: 20}'",
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        dest="overrides",
+        help="override one config key, e.g. --set train.epochs=5 (repeatable)",
+    )
+    parser.add_argument(
+        "--backbone",
+        default=None,
+        help="backbone name, e.g. hrnet-w32, hrnet-w8, "
+        "simplebaseline-r50 (see 'lrpose-bench models'); default from the profile",
+    )
     parser.add_argument("--data", default=None, help="data source: synth (embedded SynthPose, default) or coco")
-    parser.add_argument("--coco-root", default=None, metavar="DIR", help="COCO 2017 folder (annotations/, "
-                        "train2017/, val2017/) for --data coco")
-    parser.add_argument("--person-boxes", default=None, metavar="FILE", help="COCO detection results file "
-                        "with person boxes for evaluation (default: ground-truth boxes)")
+    parser.add_argument(
+        "--coco-root",
+        default=None,
+        metavar="DIR",
+        help="COCO 2017 folder (annotations/, train2017/, val2017/) for --data coco",
+    )
+    parser.add_argument(
+        "--person-boxes",
+        default=None,
+        metavar="FILE",
+        help="COCO detection results file with person boxes for evaluation (default: ground-truth boxes)",
+    )
     parser.add_argument("--seed", type=int, default=None, help="random seed of training (default 0)")
-    parser.add_argument("--degrade", default=None, help="source degradation preset: clean (default), "
-                        "lr-mild, lr-severe")
-    parser.add_argument("--device", default=None, help="cpu, cuda, or auto (default)")
-    parser.add_argument("--gpus", type=int, default=None, metavar="N", help="train on N GPUs of this machine: "
-                        "re-runs the command under torchrun, one process per GPU (DistributedDataParallel; "
-                        "train.batch_size is per GPU). Several machines: call torchrun yourself (see docs)")
+    parser.add_argument(
+        "--degrade", default=None, help="source degradation preset: clean (default), lr-mild, lr-severe"
+    )
+    parser.add_argument(
+        "--device",
+        default=None,
+        help="cpu, cuda, cuda:N, or auto (default); a device this machine lacks is refused before any work",
+    )
+    parser.add_argument(
+        "--gpus",
+        type=int,
+        default=None,
+        metavar="N",
+        help="train on N >= 1 CUDA GPUs of this "
+        "machine: re-runs the command under torchrun, one process per GPU (DistributedDataParallel; "
+        "train.batch_size is per GPU; run.json records the world size and global batch). Refused "
+        "without CUDA. Several machines: call torchrun yourself (see docs)",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def _add_evaluate_options(parser: argparse.ArgumentParser) -> None:
+    """The options ``evaluate --checkpoint`` honours: the cell folder holds its configuration, data
+    and backbone, so the training options of :func:`_add_common` would only be ignored there (the
+    ``--weights`` options are added by ``engine/published_weights.py``, which refuses them for a cell)."""
+    parser.add_argument(
+        "--backbone",
+        default=None,
+        help="expected backbone of the cell; refused when the cell "
+        "was trained with another one (the cell's own backbone is always used)",
+    )
+    parser.add_argument(
+        "--degrade",
+        default=None,
+        help="evaluate under this source degradation preset instead of the cell's: clean, lr-mild, lr-severe",
+    )
+    parser.add_argument("--device", default=None, help="cpu, cuda, or auto (default: the cell's train.device)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
@@ -91,7 +150,7 @@ def _parse_ablation(items: Sequence[str]) -> tuple[tuple[str, Any], ...]:
 def _method_names(text: str) -> list[str]:
     from lrpose_bench.registry import METHODS
 
-    names = [n.strip() for n in text.split(",") if n.strip()]
+    names = list(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))  # a repeat is one cell, as for --res
     if not names:
         raise ConfigError("no method given: pass for example --methods hrnet,udp,cal")
     for name in names:
@@ -105,6 +164,39 @@ def _check_backbone(name: str) -> None:
     BACKBONES.get(name)
 
 
+def _check_runnable(cfg: Any) -> None:
+    """What the schema cannot know, asked of this machine before any work: that ``train.device``
+    exists here and that ``model.pretrained`` names a file (else a cell would fail on it after the
+    data were loaded, and every cell the same way)."""
+    from lrpose_bench.engine.trainer import resolve_device
+
+    resolve_device(cfg.train.device)
+    pretrained = cfg.model.pretrained
+    if pretrained and not Path(pretrained).expanduser().is_file():
+        raise ConfigError(
+            f"config key model.pretrained: checkpoint {Path(pretrained).expanduser()} not found; "
+            "pass an existing file with --set model.pretrained=FILE, or leave it null"
+        )
+
+
+def _parse_seeds(seeds: str | None, default: int) -> list[int]:
+    """``--seeds 0,1,2`` as a list without repeats (a repeated seed is the same cell); each seed is
+    checked against the schema's range of ``seed``."""
+    from lrpose_bench.config import BenchConfig, check_value
+
+    if not seeds:
+        return [default]
+    try:
+        values = list(dict.fromkeys(int(s) for s in seeds.split(",") if s.strip()))
+    except ValueError:
+        raise ConfigError(f"--seeds {seeds!r} must be comma-separated integers, e.g. 0,1,2") from None
+    if not values:
+        raise ConfigError(f"--seeds {seeds!r} names no seed; pass for example --seeds 0,1,2")
+    for value in values:
+        check_value(BenchConfig, "seed", value, f"--seeds {seeds}")
+    return values
+
+
 # ------------------------------------------------------------------------------------- run
 def cmd_run(args: argparse.Namespace) -> int:
     from lrpose_bench.resolution import parse_resolution_list
@@ -112,28 +204,61 @@ def cmd_run(args: argparse.Namespace) -> int:
     cfg = _bench_config(args)
     methods = _method_names(args.methods)
     resolutions = parse_resolution_list(args.res)
+    _check_runnable(cfg)
     _init_distributed(cfg)
     _check_backbone(cfg.model.backbone)
     ablation = _parse_ablation(args.ablation)
-    return _run_cells(cfg, methods, resolutions, ablation, Path(args.out), not args.no_progress,
-                      report=not args.no_report, seeds=args.seeds, force=args.force)
+    return _run_cells(
+        cfg,
+        methods,
+        resolutions,
+        ablation,
+        Path(args.out),
+        not args.no_progress,
+        report=not args.no_report,
+        seeds=args.seeds,
+        force=args.force,
+    )
 
 
-def _run_cells(cfg, methods, resolutions, ablation, out: Path, progress: bool, report: bool = True,
-               seeds: str | None = None, force: bool = False) -> int:
+def _run_cells(
+    cfg,
+    methods,
+    resolutions,
+    ablation,
+    out: Path,
+    progress: bool,
+    report: bool = True,
+    seeds: str | None = None,
+    force: bool = False,
+) -> int:
+    """Every (method, resolution, seed) cell into ``out``; a run that fails before writing anything
+    removes the folders it created (the body is :func:`_run_cells_in`)."""
+    from lrpose_bench.store import ensure_writable_folder, first_missing_folder, remove_empty_folders
+
+    seed_list = _parse_seeds(seeds, cfg.seed)
+    created = first_missing_folder(out)
+    out = ensure_writable_folder(out)
+    try:
+        return _run_cells_in(cfg, methods, resolutions, ablation, out, progress, report, seed_list, force)
+    except BaseException:
+        if created is not None:  # a run that failed before writing anything leaves no empty folders
+            remove_empty_folders(created)
+        raise
+
+
+def _run_cells_in(
+    cfg, methods, resolutions, ablation, out: Path, progress: bool, report: bool, seed_list: list[int], force: bool
+) -> int:
     import pandas as pd
 
     from lrpose_bench.data.dataset import ImageCache
     from lrpose_bench.data.sources import load_data
+    from lrpose_bench.engine import distributed
     from lrpose_bench.engine.cell import CellSpec, build_method, run_cell
     from lrpose_bench.environment import environment
-    from lrpose_bench.store import ensure_writable_folder, now, write_json
+    from lrpose_bench.store import now, write_json
 
-    out = ensure_writable_folder(out)
-    try:
-        seed_list = [int(s) for s in seeds.split(",") if s.strip()] if seeds else [cfg.seed]
-    except ValueError:
-        raise ConfigError(f"--seeds {seeds!r} must be comma-separated integers, e.g. 0,1,2") from None
     specs = []
     for method in methods:
         for res in resolutions:
@@ -141,16 +266,28 @@ def _run_cells(cfg, methods, resolutions, ablation, out: Path, progress: bool, r
                 specs.append(CellSpec(method, cfg.model.backbone, res, seed, ablation))
     for spec in specs:  # validate every ablation key before any training starts
         build_method(spec, cfg)
-    from lrpose_bench.engine.distributed import is_writer
-
-    writer = is_writer()
+    ctx = distributed.context()
+    writer = ctx.is_writer
     if writer:
         _check_same_configuration(out, cfg, force)
     bundle = load_data(cfg.data, progress=progress)
+    processes = _processes(cfg, ctx.world_size)
     if writer:
-        write_json(out / "run.json", {"started": now(), "config": cfg.to_dict(), "cells": [s.cell_id for s in specs],
-                                  "dataset": bundle.name, "eval_split": bundle.eval_label,
-                                  "environment": environment(), "argv": sys.argv[1:]})
+        previous = _previous_run(out)
+        cells = list(dict.fromkeys([*(str(c) for c in previous.get("cells") or []), *(s.cell_id for s in specs)]))
+        record = {
+            "started": previous.get("started") or now(),
+            "updated": now(),
+            "config": cfg.to_dict(),
+            "cells": cells,
+            "dataset": bundle.name,
+            "eval_split": bundle.eval_label,
+            "environment": environment(),
+            "argv": sys.argv[1:],
+        }
+        if processes:
+            record["processes"] = processes
+        write_json(out / "run.json", record)
     cache = ImageCache(cfg.data.image_cache_mb)
     rows = []
     floor = None
@@ -167,12 +304,22 @@ def _run_cells(cfg, methods, resolutions, ablation, out: Path, progress: bool, r
             continue
         metrics = result.metrics["metrics"]
         floor = result.metrics.get("floor", floor)
-        rows.append({"cell": spec.cell_id, "state": result.state,
-                     **{k: _percent(metrics.get(k)) for k in ("AP", "AP50", "AP75", "APM", "APL", "AR")}})
+        rows.append(
+            {
+                "cell": spec.cell_id,
+                "state": result.state,
+                **{k: _percent(metrics.get(k)) for k in ("AP", "AP50", "AP75", "APM", "APL", "AR")},
+            }
+        )
     table = pd.DataFrame(rows)
     print()
     print(f"Results on {bundle.eval_label} (OKS AP ×100; {cfg.profile} profile, backbone {cfg.model.backbone}):")
     print(table.to_string(index=False))
+    if processes:
+        print(
+            f"trained on {processes['world_size']} processes: batch {processes['batch_per_process']} each, "
+            f"global batch {processes['global_batch']}"
+        )
     if floor is not None:
         print(f"mean-pose floor: AP {100 * floor['AP']:.1f}  (a predictor that ignores the image)")
     if report and writer:
@@ -184,6 +331,30 @@ def _run_cells(cfg, methods, resolutions, ablation, out: Path, progress: bool, r
             paths = build_report(out, formats=cfg.report.formats)
             print(f"report: {paths.get('html', out / 'report')}")
     return 1 if failures else 0
+
+
+def _processes(cfg: Any, world_size: int) -> dict[str, int] | None:
+    """World size and global batch when more than one process trains (``train.batch_size`` is
+    per process, so the global batch, and with it the result, depends on the world size)."""
+    if world_size <= 1:
+        return None
+    return {
+        "world_size": world_size,
+        "batch_per_process": cfg.train.batch_size,
+        "global_batch": cfg.train.batch_size * world_size,
+    }
+
+
+def _previous_run(out: Path) -> dict[str, Any]:
+    """The ``run.json`` already in ``out`` (empty when there is none or it is unreadable): a second
+    run on the same folder adds its cells to the list instead of replacing it."""
+    from lrpose_bench.store import read_json
+
+    try:
+        previous = read_json(out / "run.json")
+    except (OSError, ValueError):
+        return {}
+    return previous if isinstance(previous, dict) else {}
 
 
 def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
@@ -210,16 +381,30 @@ def _check_same_configuration(out: Path, cfg: Any, force: bool) -> None:
     current = _flatten(cfg.to_dict())
     # a key added to the schema after the run was made is "unchanged" while it holds its default
     defaults = _flatten(type(cfg)().to_dict())
-    ignored = ("train.device", "train.num_workers", "train.threads", "train.sync_every", "eval.batch_size",
-               "report.", "data.crop_store.workers", "data.crop_store.root")
-    changed = sorted(k for k in set(previous) | set(current)
-                     if previous.get(k) != current.get(k) and not k.startswith(ignored)
-                     and not (k not in previous and current.get(k) == defaults.get(k)))
+    ignored = (
+        "train.device",
+        "train.num_workers",
+        "train.threads",
+        "train.sync_every",
+        "eval.batch_size",
+        "report.",
+        "data.crop_store.workers",
+        "data.crop_store.root",
+    )
+    changed = sorted(
+        k
+        for k in set(previous) | set(current)
+        if previous.get(k) != current.get(k)
+        and not k.startswith(ignored)
+        and not (k not in previous and current.get(k) == defaults.get(k))
+    )
     if changed:
         shown = ", ".join(f"{k}: {previous.get(k)!r} -> {current.get(k)!r}" for k in changed[:4])
         more = f" and {len(changed) - 4} more" if len(changed) > 4 else ""
-        raise ConfigError(f"output folder {out} holds a run with another configuration ({shown}{more}); "
-                          "use another --out, or --force to recompute its cells with this configuration")
+        raise ConfigError(
+            f"output folder {out} holds a run with another configuration ({shown}{more}); "
+            "use another --out, or --force to recompute its cells with this configuration"
+        )
 
 
 def _init_distributed(cfg) -> None:
@@ -242,10 +427,18 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     cfg = _bench_config(args)
     _check_backbone(cfg.model.backbone)
+    _check_runnable(cfg)
     _init_distributed(cfg)
-    return _run_cells(cfg, _method_names(args.method), parse_resolution_list(args.res),
-                      _parse_ablation(args.ablation), Path(args.out), not args.no_progress, report=False,
-                      force=args.force)
+    return _run_cells(
+        cfg,
+        _method_names(args.method),
+        parse_resolution_list(args.res),
+        _parse_ablation(args.ablation),
+        Path(args.out),
+        not args.no_progress,
+        report=False,
+        force=args.force,
+    )
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -277,9 +470,11 @@ def cmd_models(args: argparse.Namespace) -> int:
         BACKBONES.get(name)
     table = models_table(parse_resolution_list(args.res), names, out_channels=args.out_channels)
     print(table.to_string(index=False))
-    print("GMACs: multiply-adds (a multiply-add counts once; torch.utils.flop_counter's FLOPs / 2) in units "
-          "of 2^30, with transposed convolutions counted per output pixel: the convention of the official "
-          "HRNet repository's get_model_summary, whose 'GFLOPs' the papers print (configs/models.yaml: complexity).")
+    print(
+        "GMACs: multiply-adds (a multiply-add counts once; torch.utils.flop_counter's FLOPs / 2) in units "
+        "of 2^30, with transposed convolutions counted per output pixel: the convention of the official "
+        "HRNet repository's get_model_summary, whose 'GFLOPs' the papers print (configs/models.yaml: complexity)."
+    )
     return 0
 
 
@@ -291,37 +486,64 @@ def cmd_methods(args: argparse.Namespace) -> int:
 
 
 # ----------------------------------------------------------------------------------- parser
+class _Parser(argparse.ArgumentParser):
+    """argparse with the suite's error format: one line naming the option and pointing at
+    ``--help`` (argparse's default prints the whole usage block first), exit status 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message}; see '{self.prog} --help'\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="lrpose-bench",
         description="Benchmark suite for low-resolution human pose estimation (CAL, UDP, DARK, HRNet, "
-                    "SimpleBaseline, SPSR+pose).",
+        "SimpleBaseline, SPSR+pose).",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="examples:\n  " + "\n  ".join(EXAMPLES.values()),
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    parser.add_argument("--version", action="version", version=f"lrpose-bench {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     def add(name: str, func: Callable[[argparse.Namespace], int], help_text: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help_text, description=help_text,
-                           epilog=f"example:\n  {EXAMPLES.get(name, '')}",
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        p = sub.add_parser(
+            name,
+            help=help_text,
+            description=help_text,
+            epilog=f"example:\n  {EXAMPLES.get(name, '')}",
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
         p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks for errors")
         p.set_defaults(func=func)
         return p
 
     p = add("run", cmd_run, "train and evaluate every (method, resolution) cell, print a table, write a report")
-    p.add_argument("--methods", required=True, help="comma-separated methods, e.g. hrnet,dark,udp,cal "
-                   "(see 'lrpose-bench methods')")
+    p.add_argument(
+        "--methods", required=True, help="comma-separated methods, e.g. hrnet,dark,udp,cal (see 'lrpose-bench methods')"
+    )
     p.add_argument("--res", default="64x48", help="comma-separated input sizes HxW, e.g. 64x48,128x96 (default 64x48)")
-    p.add_argument("--out", default="runs/latest", help="output folder, one sub-folder per cell (default runs/latest); "
-                   "re-running on the same folder skips finished cells and resumes interrupted ones")
-    p.add_argument("--ablation", action="append", default=[], metavar="KEY=VALUE",
-                   help="method constant override, e.g. --ablation offset_mask=binary (CAL ablations)")
+    p.add_argument(
+        "--out",
+        default="runs/latest",
+        help="output folder, one sub-folder per cell (default runs/latest); "
+        "re-running on the same folder skips finished cells and resumes interrupted ones",
+    )
+    p.add_argument(
+        "--ablation",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="method constant override, e.g. --ablation offset_mask=binary (CAL ablations)",
+    )
     p.add_argument("--seeds", default=None, help="comma-separated seeds for several runs per cell, e.g. 0,1,2")
     p.add_argument("--no-report", action="store_true", help="skip the report at the end")
-    p.add_argument("--force", action="store_true", help="retrain every cell from the start (default: skip finished "
-                   "cells and resume interrupted ones from their last checkpoint)")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="retrain every cell from the start (default: skip finished "
+        "cells and resume interrupted ones from their last checkpoint)",
+    )
     _add_common(p)
 
     p = add("train", cmd_train, "train and evaluate one cell (a run with one method)")
@@ -333,10 +555,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
 
     p = add("evaluate", cmd_evaluate, "evaluate a trained cell folder (or checkpoint), optionally at other resolutions")
-    p.add_argument("--checkpoint", required=True, help="cell folder or its checkpoint.pt")
+    p.add_argument("--checkpoint", default=None, help="cell folder or its checkpoint.pt (or --weights FILE)")
     p.add_argument("--res", default=None, help="evaluation input sizes (default: the training size)")
     p.add_argument("--out", default=None, help="where to write the evaluation (default: inside the cell folder)")
-    _add_common(p)
+    _add_evaluate_options(p)
+    from lrpose_bench.engine.published_weights import add_arguments as _published_weights_arguments
+
+    _published_weights_arguments(p)  # --weights FILE --format hrnet-official|mmpose
 
     p = add("data", cmd_data, "generate the embedded SynthPose data set into its cache folder")
     p.add_argument("what", choices=["synth"], help="which data set (synth)")
@@ -373,23 +598,62 @@ def _register_optional(sub: Any, name: str, add: Callable[..., argparse.Argument
             _add_common(parser)
 
 
+def _check_gpus(gpus: int, device: str | None) -> None:
+    """``--gpus N`` starts one process per CUDA GPU: refuse what cannot run (N < 1, no CUDA, fewer
+    GPUs than N, ``--device cpu``) instead of silently training N CPU processes with N times the
+    global batch. Several CPU processes remain possible by calling torchrun directly."""
+    import torch
+
+    if gpus < 1:
+        raise ConfigError(f"--gpus {gpus}: expected a number of GPUs >= 1; drop --gpus to train in one process")
+    if gpus == 1:
+        return
+    if device == "cpu":
+        raise ConfigError(
+            f"--gpus {gpus} with --device cpu: --gpus starts one process per CUDA GPU; drop --gpus to train on the CPU"
+        )
+    if not torch.cuda.is_available():
+        raise ConfigError(
+            f"--gpus {gpus}: no CUDA GPU is usable on this machine; drop --gpus to train on the CPU in one process"
+        )
+    if torch.cuda.device_count() < gpus:
+        raise ConfigError(
+            f"--gpus {gpus} but only {torch.cuda.device_count()} GPU(s) are visible; "
+            f"pass --gpus {torch.cuda.device_count()} or fewer"
+        )
+
+
+def _one_line_warning(
+    message: Warning | str, category: type[Warning], filename: str, lineno: int, line: str | None = None
+) -> str:
+    """Warnings as one line, without the Python source line (``--debug`` keeps Python's format)."""
+    return f"lrpose-bench: warning: {message}\n"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # name the sub-command whose --help lists what it takes (evaluate takes no training options)
+        prog = f"lrpose-bench {args.command}" if getattr(args, "command", None) else "lrpose-bench"
+        parser.exit(2, f"{prog}: error: unrecognized arguments: {' '.join(extra)}; see '{prog} --help'\n")
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    gpus = getattr(args, "gpus", None)
-    if gpus is not None and gpus > 1:
-        from lrpose_bench.engine.distributed import relaunch_with_torchrun
-
-        code = relaunch_with_torchrun(gpus, list(sys.argv[1:] if argv is None else argv))
-        if code >= 0:  # -1: already under torchrun, go on in this process
-            return code
     debug = bool(getattr(args, "debug", False))
+    formatwarning = warnings.formatwarning
     if not debug:
         warnings.filterwarnings("ignore", category=UserWarning, module="torch")
+        warnings.formatwarning = _one_line_warning
     try:
+        gpus = getattr(args, "gpus", None)
+        if gpus is not None:
+            from lrpose_bench.engine.distributed import relaunch_with_torchrun, under_torchrun
+
+            if not under_torchrun():
+                _check_gpus(gpus, getattr(args, "device", None))
+            code = relaunch_with_torchrun(gpus, list(sys.argv[1:] if argv is None else argv))
+            if code >= 0:  # -1: already under torchrun (or one GPU), go on in this process
+                return code
         return int(args.func(args) or 0)
     except UserError as error:
         if debug:
@@ -399,6 +663,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("lrpose-bench: interrupted; re-run the same command to resume", file=sys.stderr)
         return 130
+    finally:
+        warnings.formatwarning = formatwarning
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -15,11 +15,14 @@ import copy
 import dataclasses
 import hashlib
 import json
+import math
+import re
 import types
 import typing
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, get_args, get_origin, get_type_hints
+from typing import Any, get_args, get_origin, get_type_hints
 
 import yaml
 
@@ -37,25 +40,168 @@ def config_dir() -> Path:
     return CONFIG_DIR
 
 
+# ------------------------------------------------------------------------------ value rules
+@dataclass(frozen=True)
+class Range:
+    """The values a numeric key may take (for a list: each element).
+
+    A rule sits beside its field in the schema (:func:`bounded`), so one place says what a key
+    accepts: :func:`load_config` checks every rule once, before any work starts (a
+    ``train.batch_size`` of 0 must not surface as a ZeroDivisionError, nor ``eval.batch_size`` 0
+    after the whole training budget is spent), and the configuration reference prints it. Floats
+    must also be finite: YAML's ``.nan`` fails every comparison and would slip through.
+    """
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False  # low < value (instead of low <= value)
+    high_open: bool = False  # value < high
+    what: str | None = None  # how the message names one value, e.g. "a probability"
+    increasing: bool = False  # lists only: elements strictly increasing
+    why: str | None = None  # appended to the message: what the bound protects
+
+    def describe(self) -> str:
+        """The range in symbols: ``>= 1``, ``> 0``, ``in [0, 1]``, ``in [0, 1)``."""
+        low, high = _num(self.low), _num(self.high)
+        if self.low is not None and self.high is not None:
+            return f"in {'(' if self.low_open else '['}{low}, {high}{')' if self.high_open else ']'}"
+        if self.low is not None:
+            return f"{'>' if self.low_open else '>='} {low}"
+        if self.high is not None:
+            return f"{'<' if self.high_open else '<='} {high}"
+        return "finite"
+
+    def allows(self, value: float) -> bool:
+        if isinstance(value, float) and not math.isfinite(value):
+            return False
+        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
+            return False
+        return self.high is None or (value < self.high if self.high_open else value <= self.high)
+
+    def problem(self, value: Any) -> str | None:
+        """What is wrong with ``value`` (already type-checked), or ``None`` when it is allowed."""
+        many = isinstance(value, (list, tuple))
+        for item in value if many else [value]:
+            if item is None or isinstance(item, bool) or not isinstance(item, (int, float)):
+                continue  # None of an optional key; types are _coerce's job
+            if not self.allows(item):
+                what = self.what or ("an int" if isinstance(item, int) else "a number")
+                return f"expected {'every element to be ' if many else ''}{what} {self.describe()}, got {value!r}"
+        if self.increasing and many and any(b <= a for a, b in zip(value[:-1], value[1:], strict=True)):
+            return f"expected strictly increasing values, got {value!r}"
+        return None
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The names a string key may take (for a list: each element); ``pattern`` (a regular
+    expression for the whole value, shown as ``pattern_text``) adds a family such as ``cuda:N``."""
+
+    values: tuple[str, ...]
+    pattern: str | None = None
+    pattern_text: str | None = None
+    why: str | None = None
+
+    def describe(self) -> str:
+        return "one of " + ", ".join([*self.values, *([self.pattern_text or self.pattern] if self.pattern else [])])
+
+    def problem(self, value: Any) -> str | None:
+        for item in value if isinstance(value, (list, tuple)) else [value]:
+            if (
+                isinstance(item, str)
+                and item not in self.values
+                and not (self.pattern and re.fullmatch(self.pattern, item))
+            ):
+                return f"expected {self.describe()}, got {item!r}"
+        return None
+
+
+Rule = Range | Choice
+
+#: ranges used by many keys, named once
+AT_LEAST_0 = Range(low=0)
+AT_LEAST_1 = Range(low=1)
+POSITIVE = Range(low=0, low_open=True)
+PROBABILITY = Range(0, 1, what="a probability")
+FRACTION = Range(0, 1)
+SEED = Range(0, 2**32 - 1)  # numpy's seed range
+
+#: ``data.pipeline``: see :func:`lrpose_bench.engine.cell.use_crop_store`
+PIPELINES = ("auto", "reference", "crop_store")
+#: ``report.formats`` (``lrpose_bench.report.build.FORMATS``)
+REPORT_FORMATS = ("html", "latex", "csv", "json")
+#: ``train.device``: names only; whether the device exists here is checked when the run starts
+#: (:func:`lrpose_bench.engine.trainer.resolve_device`)
+DEVICES = Choice(("auto", "cpu", "cuda", "mps"), pattern=r"cuda:[0-9]+", pattern_text="cuda:N")
+
+
+def _num(value: float | None) -> str:
+    return "" if value is None else (str(int(value)) if float(value).is_integer() else f"{value:g}")
+
+
+def bounded(
+    default: Any = dataclasses.MISSING, rule: Rule | None = None, *, factory: Callable[[], Any] | None = None
+) -> Any:
+    """A schema field whose allowed values (``rule``) live in its metadata, where
+    :func:`check_rules` and the configuration reference find them."""
+    metadata = {"rule": rule} if rule is not None else {}
+    if factory is not None:
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+def field_rule(cls: type, name: str) -> Rule | None:
+    """The rule of field ``name`` of dataclass ``cls`` (``None``: any value of its type)."""
+    return next((f.metadata.get("rule") for f in dataclasses.fields(cls) if f.name == name), None)
+
+
+def _rule_error(where: str, rule: Rule, problem: str) -> ConfigError:
+    return ConfigError(f"{where}: {problem}" + (f" ({rule.why})" if rule.why else ""))
+
+
+def check_rules(obj: Any, path: str = "") -> None:
+    """Check every field of dataclass ``obj`` (nested dataclasses too) against its rule; the first
+    violation is one :class:`ConfigError` naming the dotted key, what it accepts and the value."""
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        where = f"{path}.{f.name}" if path else f.name
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            check_rules(value, where)
+            continue
+        rule = f.metadata.get("rule")
+        problem = rule.problem(value) if rule is not None else None
+        if problem:
+            raise _rule_error(f"config key {where}", rule, problem)
+
+
+def check_value(cls: type, name: str, value: Any, where: str) -> None:
+    """Check one value against the rule of field ``name`` of ``cls``, for values that reach a key
+    another way (each of ``--seeds 0,1,2`` is a ``seed``); ``where`` names it in the message."""
+    rule = field_rule(cls, name)
+    problem = rule.problem(value) if rule is not None else None
+    if problem:
+        raise _rule_error(where, rule, problem)
+
+
 # ---------------------------------------------------------------------------------- schema
 @dataclass
 class SynthConfig:
     """SynthPose, the embedded procedural data set (see ``lrpose_bench.data.synthetic``)."""
 
-    seed: int = 0
-    num_train_images: int = 1400
-    num_val_images: int = 200
-    image_height: int = 192
-    image_width: int = 192
-    max_persons: int = 3
-    multi_person_prob: float = 0.3
-    occlusion_prob: float = 0.25
-    truncation_prob: float = 0.15
+    seed: int = bounded(0, AT_LEAST_0)
+    num_train_images: int = bounded(1400, AT_LEAST_1)
+    num_val_images: int = bounded(200, AT_LEAST_1)
+    image_height: int = bounded(192, Range(low=32, why="pixels; a figure needs room"))
+    image_width: int = bounded(192, Range(low=32, why="pixels; a figure needs room"))
+    max_persons: int = bounded(3, AT_LEAST_1)
+    multi_person_prob: float = bounded(0.3, PROBABILITY)
+    occlusion_prob: float = bounded(0.25, PROBABILITY)
+    truncation_prob: float = bounded(0.15, PROBABILITY)
 
 
 @dataclass
 class CropStoreConfig:
-    """The fast input path's decode-once crop store (``lrpose_bench.data.crop_store``, issue 9).
+    """The fast input path's decode-once crop store (``lrpose_bench.data.crop_store``).
 
     ``oversample``: store pixel density relative to the un-augmented crop at the largest input size
     (1.0 = same density; 1/(1-sf) ≈ 1.54 never up-samples the store, at 2.4× the disk). ``margin_px``:
@@ -66,11 +212,11 @@ class CropStoreConfig:
     longer the bottleneck anyway (``data.pipeline: auto`` then keeps the reference path).
     """
 
-    oversample: float = 1.0
-    margin_px: int = 2
-    workers: int = 2
+    oversample: float = bounded(1.0, POSITIVE)
+    margin_px: int = bounded(2, AT_LEAST_0)
+    workers: int = bounded(2, AT_LEAST_1)
     root: str | None = None
-    max_gb: float = 32.0
+    max_gb: float = bounded(32.0, POSITIVE)
 
 
 @dataclass
@@ -86,16 +232,16 @@ class DataConfig:
     train_images: str = "train2017"
     val_images: str = "val2017"
     person_boxes: str | None = None
-    box_score_threshold: float = 0.0
-    box_padding: float = 1.25
-    min_keypoints: int = 1
-    max_train_instances: int | None = None
-    max_val_instances: int | None = None
-    image_cache_mb: int = 1024
+    box_score_threshold: float = bounded(0.0, FRACTION)
+    box_padding: float = bounded(1.25, POSITIVE)
+    min_keypoints: int = bounded(1, AT_LEAST_0)
+    max_train_instances: int | None = bounded(None, Range(low=1, why="null uses every instance"))
+    max_val_instances: int | None = bounded(None, Range(low=1, why="null uses every instance"))
+    image_cache_mb: int = bounded(1024, AT_LEAST_0)
     #: training input pipeline: ``reference`` (decode + cv2 warp + numpy targets per instance, the
     #: reference), ``crop_store`` (decode-once store + batched grid_sample + torch targets on the
     #: training device), ``auto`` (crop_store on CUDA with ``degrade: clean``, else reference)
-    pipeline: str = "auto"
+    pipeline: str = bounded("auto", Choice(PIPELINES))
     crop_store: CropStoreConfig = field(default_factory=CropStoreConfig)
 
 
@@ -103,37 +249,37 @@ class DataConfig:
 class AugmentConfig:
     """Training augmentation (HRNet/UDP reference: scale 0.35 → [0.65,1.35], rotation 45° w.p. 0.6)."""
 
-    scale_factor: float = 0.35
-    rotation_factor: float = 45.0
-    rotation_prob: float = 0.6
-    flip_prob: float = 0.5
-    half_body_prob: float = 0.0
-    half_body_min_joints: int = 8
+    scale_factor: float = bounded(0.35, Range(0, 1, high_open=True, why="scales are drawn from [1 - s, 1 + s]"))
+    rotation_factor: float = bounded(45.0, Range(0, 180, why="degrees"))
+    rotation_prob: float = bounded(0.6, PROBABILITY)
+    flip_prob: float = bounded(0.5, PROBABILITY)
+    half_body_prob: float = bounded(0.0, PROBABILITY)
+    half_body_min_joints: int = bounded(8, AT_LEAST_0)
 
 
 @dataclass
 class TrainConfig:
     """Optimiser and schedule (paper: Adam 1e-3, ×0.1 at 170 and 200 of 210 epochs)."""
 
-    epochs: int = 210
-    batch_size: int = 32
-    lr: float = 1.0e-3
-    lr_milestones: list[int] = field(default_factory=lambda: [170, 200])
-    lr_gamma: float = 0.1
-    schedule_reference_epochs: int = 210
-    weight_decay: float = 0.0
-    num_workers: int = 0
-    threads: int = 0
-    checkpoint_every_iters: int = 0
+    epochs: int = bounded(210, AT_LEAST_1)
+    batch_size: int = bounded(32, AT_LEAST_1)
+    lr: float = bounded(1.0e-3, POSITIVE)
+    lr_milestones: list[int] = bounded(rule=AT_LEAST_1, factory=lambda: [170, 200])
+    lr_gamma: float = bounded(0.1, Range(0, 1, low_open=True, why="the factor at each milestone"))
+    schedule_reference_epochs: int = bounded(210, AT_LEAST_1)
+    weight_decay: float = bounded(0.0, AT_LEAST_0)
+    num_workers: int = bounded(0, AT_LEAST_0)
+    threads: int = bounded(0, Range(low=0, why="0 leaves torch's default"))
+    checkpoint_every_iters: int = bounded(0, Range(low=0, why="0 checkpoints at epoch ends only"))
     deterministic: bool = True
-    device: str = "auto"
+    device: str = bounded("auto", DEVICES)
     amp: bool = True
     channels_last: bool = True
     compile: bool = False
     #: capture forward+loss+backward+Adam in one CUDA graph and replay it (CUDA, one process; ignored on a CPU)
     cuda_graphs: bool = False
     #: steps between host synchronisations (non-finite loss check, progress bar); 0 = 1 on a CPU, 50 on CUDA
-    sync_every: int = 0
+    sync_every: int = bounded(0, AT_LEAST_0)
 
     def milestones(self) -> list[int]:
         """Milestones scaled to this profile's epoch count (quick profile: proportional)."""
@@ -146,11 +292,11 @@ class EvalConfig:
     """Evaluation protocol (HRNet reference: flip test, keypoint score threshold 0.2, OKS-NMS 0.9)."""
 
     flip_test: bool = True
-    batch_size: int = 64
-    kpt_score_threshold: float = 0.2
-    oks_nms_threshold: float = 0.9
+    batch_size: int = bounded(64, AT_LEAST_1)
+    kpt_score_threshold: float = bounded(0.2, FRACTION)
+    oks_nms_threshold: float = bounded(0.9, FRACTION)
     use_gt_boxes: bool = True
-    bootstrap_samples: int = 200
+    bootstrap_samples: int = bounded(200, Range(low=0, why="0 turns the bootstrap off"))
 
 
 @dataclass
@@ -165,8 +311,8 @@ class ModelConfig:
 class ReportConfig:
     """Report outputs."""
 
-    formats: list[str] = field(default_factory=lambda: ["html", "latex", "csv", "json"])
-    displacement_bins: list[float] = field(default_factory=lambda: [0.0, 1.0, 2.0, 3.0])
+    formats: list[str] = bounded(rule=Choice(REPORT_FORMATS), factory=lambda: list(REPORT_FORMATS))
+    displacement_bins: list[float] = bounded(rule=Range(low=0, increasing=True), factory=lambda: [0.0, 1.0, 2.0, 3.0])
 
 
 @dataclass
@@ -174,7 +320,7 @@ class BenchConfig:
     """Top-level configuration of one run (shared by every cell)."""
 
     profile: str = "paper"
-    seed: int = 0
+    seed: int = bounded(0, SEED)
     data: DataConfig = field(default_factory=DataConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -269,9 +415,7 @@ def from_mapping(cls: type, data: Mapping[str, Any], path: str = "") -> Any:
     for key in data:
         if key not in names:
             where = f"{path}.{key}" if path else str(key)
-            raise ConfigError(
-                f"unknown config key {where!r}; known keys here: {', '.join(sorted(names))}"
-            )
+            raise ConfigError(f"unknown config key {where!r}; known keys here: {', '.join(sorted(names))}")
     kwargs = {}
     for key, value in data.items():
         where = f"{path}.{key}" if path else key
@@ -356,20 +500,14 @@ def load_config(
     for key, value in (overrides or {}).items():
         set_dotted(data, key, value)
     cfg = from_mapping(BenchConfig, data)
-    validate_augment_config(cfg.augment)
+    check_rules(cfg)  # every range and choice of the schema, once, before any work
     return cfg
 
 
 def validate_augment_config(cfg: AugmentConfig, path: str = "augment") -> None:
-    """Reject augmentation settings outside their range, naming the dotted key (types are checked
-    by :func:`from_mapping`). Half-body (HRNet ``half_body_transform``): a probability, and a
-    joint-count threshold that cannot be negative."""
-    if not 0.0 <= cfg.half_body_prob <= 1.0:
-        raise ConfigError(f"config key {path}.half_body_prob: expected a probability between 0 and 1, "
-                          f"got {cfg.half_body_prob!r}")
-    if cfg.half_body_min_joints < 0:
-        raise ConfigError(f"config key {path}.half_body_min_joints: expected a non-negative int, "
-                          f"got {cfg.half_body_min_joints!r}")
+    """Reject augmentation settings outside their schema ranges, naming the dotted key (for an
+    :class:`AugmentConfig` built in code rather than loaded; :func:`load_config` checks them all)."""
+    check_rules(cfg, path)
 
 
 # --------------------------------------------------------------------------- method params

@@ -26,11 +26,12 @@ import importlib
 import re
 import types
 import typing
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Literal, Mapping, get_args, get_origin, get_type_hints
+from typing import Any, Literal, get_args, get_origin, get_type_hints
 
-from lrpose_bench.config import BenchConfig, config_dir, from_mapping, method_param_data, read_yaml
+from lrpose_bench.config import BenchConfig, config_dir, field_rule, from_mapping, method_param_data, read_yaml
 from lrpose_bench.resolution import Resolution
 
 #: YAML files under ``configs/methods/`` that are not named after a registered method:
@@ -68,7 +69,7 @@ def _split_comment(text: str) -> tuple[str, str]:
         elif char in "'\"":
             quote = char
         elif char == "#" and (i == 0 or text[i - 1] in " \t"):
-            return text[:i].rstrip(), text[i + 1:].strip()
+            return text[:i].rstrip(), text[i + 1 :].strip()
     return text.rstrip(), ""
 
 
@@ -237,11 +238,15 @@ def _run_section(root: Path) -> list[str]:
     profile_comments = {p: yaml_comments((root / "profiles" / f"{p}.yaml").read_text()) for p in profiles}
     effective = flatten(dataclasses.asdict(from_mapping(BenchConfig, defaults)))
     in_defaults = flatten(defaults)
-    lines = ["## Run settings", "",
-             "Every key of a run, its type, the value `configs/defaults.yaml` gives it, and the value each "
-             "profile (`configs/profiles/<name>.yaml`, chosen with `--profile`) changes it to; an empty "
-             "profile cell means the profile keeps the default. Set any key for one run with "
-             "`--set key=value` (e.g. `--set train.epochs=5`) or in a file passed with `--config FILE`.", ""]
+    lines = [
+        "## Run settings",
+        "",
+        "Every key of a run, its type, the value `configs/defaults.yaml` gives it, and the value each "
+        "profile (`configs/profiles/<name>.yaml`, chosen with `--profile`) changes it to; an empty "
+        "profile cell means the profile keeps the default. Set any key for one run with "
+        "`--set key=value` (e.g. `--set train.epochs=5`) or in a file passed with `--config FILE`.",
+        "",
+    ]
     if comments.header:
         lines += ["> " + paragraph(comments.header), ""]
     for p in profiles:
@@ -259,7 +264,7 @@ def _run_section(root: Path) -> list[str]:
         title = f"`{section}`" if section else "top level"
         lines += [f"### {title}", "", _doc(cls), ""]
         rows = []
-        for dotted, tp, schema_default in fields_:
+        for dotted, tp, _schema_default in fields_:
             value = effective[dotted]
             default = format_value(value)
             if dotted == "profile":
@@ -267,7 +272,8 @@ def _run_section(root: Path) -> list[str]:
             elif dotted not in in_defaults:
                 default += " ¹"
                 footnote = True
-            row = [f"`{dotted}`", type_name(tp), default]
+            rule = _rule_of(dotted)
+            row = [f"`{dotted}`", type_name(tp) + (f", {rule.describe()}" if rule is not None else ""), default]
             for p in profiles:
                 row.append(format_value(profile_data[p][dotted]) if dotted in profile_data[p] else "")
             note = text(comments.keys.get(dotted, ""))
@@ -280,6 +286,12 @@ def _run_section(root: Path) -> list[str]:
     if footnote:
         lines += ["¹ not written in `configs/defaults.yaml`: the schema's default (`lrpose_bench/config.py`).", ""]
     return lines
+
+
+def _rule_of(dotted: str) -> Any:
+    """The allowed values of a run key (``config.bounded`` metadata), or ``None``."""
+    section, _, name = dotted.rpartition(".")
+    return field_rule(_section_class(section), name)
 
 
 def _section_class(section: str) -> type:
@@ -346,11 +358,17 @@ def _method_file_section(path: Path, schema: type | None, owner: str) -> list[st
         row.append(note)
         rows.append(row)
     lines += _table(["constant", "type", "default", *resolutions, "notes"], rows) + [""]
-    res_notes = [(r, comments.keys[f"per_resolution.{r}"]) for r in resolutions if f"per_resolution.{r}" in comments.keys]
+    res_notes = [
+        (r, comments.keys[f"per_resolution.{r}"]) for r in resolutions if f"per_resolution.{r}" in comments.keys
+    ]
     above = comments.keys.get("per_resolution")
     if above or res_notes:
-        lines.append("Per-resolution notes: " + " ".join(
-            ([text(above)] if above else []) + [f"**{r}**: {text(note.rstrip('.'))}." for r, note in res_notes]))
+        lines.append(
+            "Per-resolution notes: "
+            + " ".join(
+                ([text(above)] if above else []) + [f"**{r}**: {text(note.rstrip('.'))}." for r, note in res_notes]
+            )
+        )
         lines.append("")
     if footnote:
         lines += ["¹ not in the YAML file: the default of the schema dataclass.", ""]
@@ -360,16 +378,20 @@ def _method_file_section(path: Path, schema: type | None, owner: str) -> list[st
 def _methods_section(root: Path) -> list[str]:
     methods = _builtin_methods()
     files = sorted((root / "methods").glob("*.yaml"))
-    lines = ["## Method constants", "",
-             "A method's constants (σ, radius, kernels, ablation switches) are fields of its `Params` "
-             "dataclass. For a cell at resolution `HxW` they are resolved as: the dataclass defaults, "
-             "overridden by `defaults:` of `configs/methods/<method>.yaml`, overridden by the "
-             "`per_resolution:` entry whose key equals the cell's resolution, overridden by "
-             "`--ablation key=value` (`lrpose_bench/config.py::resolve_method_params`). The columns "
-             "below are the resolved values at each resolution the file names; at any other resolution "
-             "the `default` column applies. A method without a file — every plugin — uses its `Params` "
-             "defaults (see [add-a-method.md](add-a-method.md)). `lrpose-bench methods` prints the same "
-             "constants for every installed method.", ""]
+    lines = [
+        "## Method constants",
+        "",
+        "A method's constants (σ, radius, kernels, ablation switches) are fields of its `Params` "
+        "dataclass. For a cell at resolution `HxW` they are resolved as: the dataclass defaults, "
+        "overridden by `defaults:` of `configs/methods/<method>.yaml`, overridden by the "
+        "`per_resolution:` entry whose key equals the cell's resolution, overridden by "
+        "`--ablation key=value` (`lrpose_bench/config.py::resolve_method_params`). The columns "
+        "below are the resolved values at each resolution the file names; at any other resolution "
+        "the `default` column applies. A method without a file — every plugin — uses its `Params` "
+        "defaults (see [add-a-method.md](add-a-method.md)). `lrpose-bench methods` prints the same "
+        "constants for every installed method.",
+        "",
+    ]
     for path in files:
         stem = path.stem
         if stem in methods:
@@ -378,9 +400,12 @@ def _methods_section(root: Path) -> list[str]:
             owner = f"Method `{stem}` ({cls.description}); schema `{cls.__module__}.{cls.Params.__name__}`."
         elif stem in EXTRA_SCHEMAS:
             schema = _load_schema(EXTRA_SCHEMAS[stem])
-            users = sorted(n for n, c in methods.items()
-                           if dataclasses.is_dataclass(c.Params)
-                           and any(f.name == "sr_config" and f.default == stem for f in dataclasses.fields(c.Params)))
+            users = sorted(
+                n
+                for n, c in methods.items()
+                if dataclasses.is_dataclass(c.Params)
+                and any(f.name == "sr_config" and f.default == stem for f in dataclasses.fields(c.Params))
+            )
             used = f" Used by {', '.join(f'`{u}`' for u in users)}." if users else ""
             owner = f"Schema `{EXTRA_SCHEMAS[stem].replace(':', '.')}`.{used}"
         else:
@@ -388,8 +413,12 @@ def _methods_section(root: Path) -> list[str]:
         lines += _method_file_section(path, schema, owner)
     no_file = [n for n in methods if not (root / "methods" / f"{n}.yaml").is_file()]
     if no_file:
-        lines += ["### Methods without a YAML file", "",
-                  "Their constants are their `Params` defaults at every resolution.", ""]
+        lines += [
+            "### Methods without a YAML file",
+            "",
+            "Their constants are their `Params` defaults at every resolution.",
+            "",
+        ]
         rows = []
         for n in no_file:
             cls = methods[n]
@@ -407,8 +436,12 @@ def _other_files_section(root: Path) -> list[str]:
     files = sorted(p for p in root.glob("*.yaml") if p.name != "defaults.yaml")
     if not files:
         return []
-    lines = ["## Other files in `configs/`", "",
-             "Read by one part of the suite each; their own comments say what every entry means.", ""]
+    lines = [
+        "## Other files in `configs/`",
+        "",
+        "Read by one part of the suite each; their own comments say what every entry means.",
+        "",
+    ]
     rows = []
     for path in files:
         header = yaml_comments(path.read_text()).header
@@ -436,7 +469,9 @@ def generate_reference(root: Path | None = None) -> str:
         "`--set key=value` and the options that are shortcuts for keys (`--backbone` = `model.backbone`, "
         "`--data` = `data.source`, `--coco-root` = `data.coco_root`, `--person-boxes` = "
         "`data.person_boxes` and `eval.use_gt_boxes=false`, `--seed` = `seed`, `--degrade` = `degrade`, "
-        "`--device` = `train.device`). Unknown keys and wrong types are refused with the key's dotted path.",
+        "`--device` = `train.device`). Unknown keys, wrong types and values outside a key's range (the "
+        "type column: `int, >= 1`) are refused with the key's dotted path when the configuration loads, "
+        "before any work.",
         "",
     ]
     lines += _run_section(root)
@@ -453,5 +488,14 @@ def check_reference(path: Path, root: Path | None = None) -> bool:
     return path.is_file() and path.read_text(encoding="utf-8") == generate_reference(root)
 
 
-__all__ = ["EXTRA_SCHEMAS", "YamlComments", "check_reference", "flatten", "format_value",
-           "generate_reference", "schema_fields", "type_name", "yaml_comments"]
+__all__ = [
+    "EXTRA_SCHEMAS",
+    "YamlComments",
+    "check_reference",
+    "flatten",
+    "format_value",
+    "generate_reference",
+    "schema_fields",
+    "type_name",
+    "yaml_comments",
+]

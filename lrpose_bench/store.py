@@ -11,12 +11,15 @@ from __future__ import annotations
 import datetime as _dt
 import errno
 import json
+import math
 import os
+import shutil
 import socket
 import tempfile
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -56,16 +59,65 @@ _FILE_MODE = 0o666 & ~_current_umask()
 TEMP_PREFIX, TEMP_SUFFIX = ".", ".tmp"
 
 
-def atomic_write(path: Path | str, writer: Callable[[Any], None], mode: str = "wb") -> None:
+class _RecordingFile:
+    """The file handed to an :func:`atomic_write` writer: it remembers the first ``OSError`` a
+    ``write`` raised and counts what was written.
+
+    ``torch.save`` into a file object swallows the ``OSError`` of a full disk and raises its own
+    ``RuntimeError`` ("[enforce fail at inline_container.cc] unexpected pos ..."); the recorded
+    error lets :func:`atomic_write` report the real cause. Everything else is the real handle's."""
+
+    def __init__(self, handle: Any) -> None:
+        self._handle = handle
+        self.error: OSError | None = None
+        self.written = 0
+
+    def write(self, data: Any) -> Any:
+        try:
+            count = self._handle.write(data)
+        except OSError as error:
+            if self.error is None:
+                self.error = error
+            raise
+        self.written += len(data)
+        return count
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._handle, name)
+
+
+def _megabytes_to_free(path: Path, written: int, size_hint: int | None = None) -> int:
+    """How many MB to free so that writing ``path`` again fits: its expected size (the writer's
+    ``size_hint``, the previous version's size, or what was written before the disk filled, the
+    largest), with a 10% margin, less the space free now (the temp file is gone); at least 1."""
+    try:
+        previous = path.stat().st_size
+    except OSError:
+        previous = 0
+    expected = max(previous, written, size_hint or 0) * 1.1
+    try:
+        free = shutil.disk_usage(path.parent).free
+    except OSError:
+        free = 0
+    needed = expected - free if expected > free else expected
+    return max(1, math.ceil(needed / 2**20))
+
+
+def atomic_write(
+    path: Path | str, writer: Callable[[Any], None], mode: str = "wb", *, size_hint: int | None = None
+) -> None:
     """Write through ``writer(file)`` into a temp file, fsync, and rename onto ``path``.
 
     A crash at any point leaves either the previous file or the new one, never a mix; a process
     killed before the rename leaves a stale ``.<name>.*.tmp`` (see :func:`remove_stale_temp_files`).
     Every ``OSError`` (full disk, quota, permissions, a folder in the way) becomes one
     :class:`UserError` line naming the file; the temp file is removed and the old file is kept.
+    That includes an ``OSError`` a writer swallowed and replaced by its own error (``torch.save``).
+    ``size_hint`` (bytes the file will take, when the caller knows) sizes the "free N MB" advice.
     """
     path = Path(path)
     tmp_name: str | None = None
+    recorder: _RecordingFile | None = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
@@ -74,7 +126,15 @@ def atomic_write(path: Path | str, writer: Callable[[Any], None], mode: str = "w
         except OSError:  # e.g. a file system without permissions; the content is what matters
             pass
         with os.fdopen(fd, mode) as handle:
-            writer(handle)
+            recorder = _RecordingFile(handle)
+            try:
+                writer(recorder)
+            except OSError:
+                raise
+            except Exception as error:
+                if recorder.error is not None:  # the writer hid the real cause
+                    raise recorder.error from error
+                raise
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp_name, path)
@@ -84,8 +144,10 @@ def atomic_write(path: Path | str, writer: Callable[[Any], None], mode: str = "w
             _remove_quietly(tmp_name)
         reason = error.strerror or str(error) or type(error).__name__
         if error.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise UserError(f"disk full while writing {path}; the previous version of the file is kept, "
-                            "free space and rerun") from error
+            needed = _megabytes_to_free(path, recorder.written if recorder is not None else 0, size_hint)
+            raise UserError(
+                f"disk full while writing {path}; the previous version of the file is kept: free {needed} MB and rerun"
+            ) from error
         if error.errno in (errno.EACCES, errno.EROFS, errno.EPERM):
             raise UserError(f"cannot write {path}: permission denied; choose a writable --out folder") from error
         raise UserError(f"cannot write {path}: {reason}; the previous version of the file is kept") from error
@@ -180,6 +242,35 @@ def ensure_writable_folder(folder: Path) -> Path:
             f"output folder {folder} is not writable ({error.strerror}); pass a writable folder with --out"
         ) from None
     return folder
+
+
+def first_missing_folder(folder: Path | str) -> Path | None:
+    """The outermost folder of ``folder``'s path that does not exist yet (``None`` when it does):
+    what :func:`remove_empty_folders` may take away again if the run fails before writing anything."""
+    folder = Path(folder).expanduser().absolute()
+    missing = None
+    for candidate in [folder, *folder.parents]:
+        if candidate.exists():
+            break
+        missing = candidate
+    return missing
+
+
+def remove_empty_folders(root: Path | str) -> None:
+    """Remove ``root`` and the folders under it, bottom-up, as long as they hold no files: a run
+    that failed before training leaves no empty folders behind (a folder with any file stays)."""
+    root = Path(root)
+    if not root.is_dir():
+        return
+    for folder in sorted((p for p in root.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+        try:
+            folder.rmdir()
+        except OSError:
+            pass
+    try:
+        root.rmdir()
+    except OSError:
+        pass
 
 
 def now() -> str:

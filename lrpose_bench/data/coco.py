@@ -13,9 +13,10 @@ import io
 import json
 import math
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 
@@ -78,7 +79,9 @@ def _number(value: Any) -> bool:
 def validate_coco_keypoints(doc: Any, path: Path, num_joints: int = NUM_JOINTS) -> None:
     """Check that ``doc`` is a COCO person-keypoints document; raise :class:`DataError` otherwise."""
     if not isinstance(doc, dict):
-        raise DataError(f"{path}: expected a COCO JSON object with 'images' and 'annotations', got {type(doc).__name__}")
+        raise DataError(
+            f"{path}: expected a COCO JSON object with 'images' and 'annotations', got {type(doc).__name__}"
+        )
     for key in ("images", "annotations"):
         if key not in doc:
             raise DataError(f"{path}: not a COCO keypoints file: missing top-level key {key!r}")
@@ -157,9 +160,7 @@ def coco_from_dict(gt: dict[str, Any]):  # -> pycocotools.coco.COCO
     return coco
 
 
-def gt_instances(
-    gt: dict[str, Any], image_root: Path, min_keypoints: int = 1
-) -> tuple[list[Instance], dict[str, int]]:
+def gt_instances(gt: dict[str, Any], image_root: Path, min_keypoints: int = 1) -> tuple[list[Instance], dict[str, int]]:
     """Instances from ground-truth boxes (non-crowd, ≥ ``min_keypoints`` labelled joints, area > 0)."""
     images = {image["id"]: image for image in gt["images"]}
     instances: list[Instance] = []
@@ -192,20 +193,52 @@ def gt_instances(
     return instances, skipped
 
 
+def validate_detections(dets: Any, path: Path) -> None:
+    """Check a COCO detection-results file entry by entry, as :func:`validate_coco_keypoints` checks
+    annotations: one :class:`DataError` naming the file, the entry index and the field (a string
+    score, a NaN box or a 3-number box would otherwise surface as a traceback, or as a complaint
+    about the annotation file, far from the entry that is wrong)."""
+    if not isinstance(dets, list):
+        raise DataError(f"person-box file {path}: expected a list of COCO detection results, got {type(dets).__name__}")
+    if not dets:
+        raise DataError(
+            f"person-box file {path} holds no detections (an empty list); pass the detection results of this split"
+        )
+    for index, det in enumerate(dets):
+        where = f"person-box file {path}: entry {index}"
+        if not isinstance(det, dict):
+            raise DataError(f"{where} is {type(det).__name__}, not an object with image_id, bbox and score")
+        missing = [key for key in ("image_id", "bbox", "score") if key not in det]
+        if missing:
+            raise DataError(f"{where} needs image_id, bbox and score (missing {', '.join(missing)})")
+        if isinstance(det["image_id"], bool) or not isinstance(det["image_id"], int):
+            raise DataError(f"{where}: 'image_id' must be an integer image id, got {det['image_id']!r}")
+        bbox = det["bbox"]
+        if not isinstance(bbox, list) or len(bbox) != 4 or not all(_number(v) for v in bbox):
+            raise DataError(f"{where}: 'bbox' must be 4 finite numbers [x, y, w, h], got {_short(bbox)}")
+        if not _number(det["score"]):
+            raise DataError(f"{where}: 'score' must be a finite number, got {_short(det['score'])}")
+        category = det.get("category_id", 1)
+        if isinstance(category, bool) or not isinstance(category, int):
+            raise DataError(f"{where}: 'category_id' must be an integer (1 = person), got {category!r}")
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def detection_instances(
     gt: dict[str, Any], image_root: Path, boxes_file: Path, score_threshold: float
 ) -> tuple[list[Instance], dict[str, int]]:
     """Instances from a COCO detection-results file (person boxes; HRNet/UDP use such a file)."""
     dets = read_json(boxes_file, "person-box file")
-    if not isinstance(dets, list):
-        raise DataError(f"person-box file {boxes_file}: expected a list of COCO detection results")
+    validate_detections(dets, boxes_file)
     images = {image["id"]: image for image in gt["images"]}
     instances: list[Instance] = []
     skipped = {"zero_area_box": 0, "low_score": 0, "not_person": 0}
     matched = 0
-    for index, det in enumerate(dets):
-        if not isinstance(det, dict) or not {"image_id", "bbox", "score"} <= set(det):
-            raise DataError(f"person-box file {boxes_file}: entry {index} needs image_id, bbox and score")
+    for det in dets:
         if det.get("category_id", 1) != 1:
             skipped["not_person"] += 1
             continue
@@ -230,7 +263,7 @@ def detection_instances(
                 score=float(det["score"]),
             )
         )
-    if dets and matched == 0:
+    if matched == 0:
         raise DataError(
             f"person-box file {boxes_file} has no boxes for the images of this split "
             "(its image ids belong to another set): pass the detections for this split"
@@ -251,8 +284,7 @@ def check_images_exist(instances: Iterable[Instance], annotation_file: Path) -> 
     if missing:
         more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
         raise DataError(
-            f"image file {missing[0]} (listed in {annotation_file}) is missing{more}; "
-            "check the image folder"
+            f"image file {missing[0]} (listed in {annotation_file}) is missing{more}; check the image folder"
         )
 
 
@@ -277,6 +309,12 @@ def load_split(
         instances, skipped = gt_instances(gt, image_root, min_keypoints)
     if max_instances is not None:
         instances = instances[:max_instances]
+    if not instances and person_boxes is not None:  # the boxes were filtered away, not the annotations
+        raise DataError(
+            f"person-box file {person_boxes}: no usable person boxes for {annotation_file} after filtering "
+            f"(skipped: {', '.join(f'{k}={v}' for k, v in skipped.items() if v) or 'none'}); "
+            "lower data.box_score_threshold, or pass the detections of this split"
+        )
     if not instances:
         raise DataError(
             f"{annotation_file}: no usable person instances after filtering "

@@ -56,15 +56,16 @@ import os
 import shutil
 import sys
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import cv2
 import numpy as np
 
-from lrpose_bench.config import SynthConfig
-from lrpose_bench.errors import ConfigError, DataError
+from lrpose_bench.config import SynthConfig, check_rules
+from lrpose_bench.errors import DataError
 from lrpose_bench.keypoints import COCO_CATEGORY, NUM_JOINTS
 
 #: bump when the rendering or the format changes (it is part of the cache key)
@@ -115,22 +116,44 @@ _RADII = {
 }
 # part indices (also the order of the label codes)
 _PARTS = (
-    "torso_upper", "torso_lower", "neck", "head",
-    "l_upper_arm", "r_upper_arm", "l_forearm", "r_forearm", "l_hand", "r_hand",
-    "l_thigh", "r_thigh", "l_shank", "r_shank", "l_foot", "r_foot",
+    "torso_upper",
+    "torso_lower",
+    "neck",
+    "head",
+    "l_upper_arm",
+    "r_upper_arm",
+    "l_forearm",
+    "r_forearm",
+    "l_hand",
+    "r_hand",
+    "l_thigh",
+    "r_thigh",
+    "l_shank",
+    "r_shank",
+    "l_foot",
+    "r_foot",
 )
 _P = {name: index for index, name in enumerate(_PARTS)}
 _PARTS_PER_PERSON = 32
 #: body parts whose pixels count as "the joint is visible" (COCO joint order)
 _JOINT_PARTS: tuple[tuple[int, ...], ...] = (
-    (_P["head"],), (_P["head"],), (_P["head"],), (_P["head"],), (_P["head"],),
-    (_P["torso_upper"], _P["l_upper_arm"]), (_P["torso_upper"], _P["r_upper_arm"]),
-    (_P["l_upper_arm"], _P["l_forearm"]), (_P["r_upper_arm"], _P["r_forearm"]),
-    (_P["l_forearm"], _P["l_hand"]), (_P["r_forearm"], _P["r_hand"]),
+    (_P["head"],),
+    (_P["head"],),
+    (_P["head"],),
+    (_P["head"],),
+    (_P["head"],),
+    (_P["torso_upper"], _P["l_upper_arm"]),
+    (_P["torso_upper"], _P["r_upper_arm"]),
+    (_P["l_upper_arm"], _P["l_forearm"]),
+    (_P["r_upper_arm"], _P["r_forearm"]),
+    (_P["l_forearm"], _P["l_hand"]),
+    (_P["r_forearm"], _P["r_hand"]),
     (_P["torso_lower"], _P["torso_upper"], _P["l_thigh"]),
     (_P["torso_lower"], _P["torso_upper"], _P["r_thigh"]),
-    (_P["l_thigh"], _P["l_shank"]), (_P["r_thigh"], _P["r_shank"]),
-    (_P["l_shank"], _P["l_foot"]), (_P["r_shank"], _P["r_foot"]),
+    (_P["l_thigh"], _P["l_shank"]),
+    (_P["r_thigh"], _P["r_shank"]),
+    (_P["l_shank"], _P["l_foot"]),
+    (_P["r_shank"], _P["r_foot"]),
 )
 # minimum facing (camera-z of the outward surface direction) for face points to count as visible
 _FACE_VISIBLE_Z = {"eye": 0.2, "nose": -0.1, "ear": -0.3}
@@ -153,7 +176,7 @@ class SynthPosePaths:
     val_images: Path  # root/val/
 
     @classmethod
-    def under(cls, root: Path | str) -> "SynthPosePaths":
+    def under(cls, root: Path | str) -> SynthPosePaths:
         root = Path(root)
         return cls(
             root=root,
@@ -379,16 +402,16 @@ def build_person(rng: np.random.Generator, stature_px: float) -> Figure:
     # torso shells: chest (trunk frame) and pelvis (pelvis frame), with some depth so yaw narrows them
     chest_local = []
     waist_y = -0.14 * ft
-    for x, y, depth in ((sw + 0.025, _SHOULDER_Y * ft - 0.01, 0.05), (sw * 0.78 * build ** 0.5, waist_y, 0.06)):
+    for x, y, depth in ((sw + 0.025, _SHOULDER_Y * ft - 0.01, 0.05), (sw * 0.78 * build**0.5, waist_y, 0.06)):
         for sx in (1.0, -1.0):
             for sz in (1.0, -1.0):
-                chest_local.append([sx * x * build ** 0.3, y, sz * depth * build])
+                chest_local.append([sx * x * build**0.3, y, sz * depth * build])
     chest = [r_trunk @ np.array(p) for p in chest_local]
     waist = chest[4:]
     pelvis = list(waist)
     for sx in (1.0, -1.0):
         for sz in (1.0, -1.0):
-            pelvis.append(np.array([sx * (hw + 0.045) * build ** 0.3, 0.04, sz * 0.06 * build]))
+            pelvis.append(np.array([sx * (hw + 0.045) * build**0.3, 0.04, sz * 0.06 * build]))
 
     # view: yaw (mostly toward the camera), camera elevation; then image-plane scale/aspect/rotation
     if rng.random() < 0.7:
@@ -410,9 +433,25 @@ def build_person(rng: np.random.Generator, stature_px: float) -> Figure:
     def img(p: np.ndarray) -> np.ndarray:
         return plane @ cam(p)[:2]
 
-    names = ("nose", "left_eye", "right_eye", "left_ear", "right_ear", "l_shoulder", "r_shoulder",
-             "l_elbow", "r_elbow", "l_wrist", "r_wrist", "l_hip", "r_hip", "l_knee", "r_knee",
-             "l_ankle", "r_ankle")
+    names = (
+        "nose",
+        "left_eye",
+        "right_eye",
+        "left_ear",
+        "right_ear",
+        "l_shoulder",
+        "r_shoulder",
+        "l_elbow",
+        "r_elbow",
+        "l_wrist",
+        "r_wrist",
+        "l_hip",
+        "r_hip",
+        "l_knee",
+        "r_knee",
+        "l_ankle",
+        "r_ankle",
+    )
     joints = np.stack([img(pts[n]) for n in names])
     joints3d = np.stack([pts[n] for n in names])
 
@@ -420,8 +459,13 @@ def build_person(rng: np.random.Generator, stature_px: float) -> Figure:
     r_head_cam = r_view @ r_head
     face_visible = np.ones(NUM_JOINTS, dtype=bool)
     mirror = np.array([-1.0, 1.0, 1.0])
-    face_dirs = [("nose", np.array(_NOSE), 0), ("eye", np.array(_EYE), 1), ("eye", np.array(_EYE) * mirror, 2),
-                 ("ear", np.array(_EAR), 3), ("ear", np.array(_EAR) * mirror, 4)]
+    face_dirs = [
+        ("nose", np.array(_NOSE), 0),
+        ("eye", np.array(_EYE), 1),
+        ("eye", np.array(_EYE) * mirror, 2),
+        ("ear", np.array(_EAR), 3),
+        ("ear", np.array(_EAR) * mirror, 4),
+    ]
     for kind, offset, index in face_dirs:
         direction = offset / np.linalg.norm(offset)  # outward surface direction from the head centre
         face_visible[index] = float((r_head_cam @ direction)[2]) > _FACE_VISIBLE_Z[kind]
@@ -434,13 +478,21 @@ def build_person(rng: np.random.Generator, stature_px: float) -> Figure:
         r1, r2 = _RADII[radius_key]
         scale = stature_px * build
         shade = light_side.get(name[0], 1.0) if name[1] == "_" else 1.0
-        parts.append(_Part(
-            _P[name], "capsule", np.stack([img(a), img(b)]), (r1 * scale, r2 * scale),
-            np.clip(colour * shade, 0, 255), float(cam(a)[2] + cam(b)[2]) / 2 + bias,
-        ))
+        parts.append(
+            _Part(
+                _P[name],
+                "capsule",
+                np.stack([img(a), img(b)]),
+                (r1 * scale, r2 * scale),
+                np.clip(colour * shade, 0, 255),
+                float(cam(a)[2] + cam(b)[2]) / 2 + bias,
+            )
+        )
 
     for side in ("l", "r"):
-        capsule(f"{side}_upper_arm", pts[f"{side}_shoulder"], pts[f"{side}_elbow"], "upper_arm", colours["sleeve"], 0.012)
+        capsule(
+            f"{side}_upper_arm", pts[f"{side}_shoulder"], pts[f"{side}_elbow"], "upper_arm", colours["sleeve"], 0.012
+        )
         capsule(f"{side}_forearm", pts[f"{side}_elbow"], pts[f"{side}_wrist"], "forearm", colours["forearm"], 0.014)
         capsule(f"{side}_hand", pts[f"{side}_wrist"], pts[f"{side}_hand_end"], "hand", colours["skin"], 0.016)
         capsule(f"{side}_thigh", pts[f"{side}_hip"], pts[f"{side}_knee"], "thigh", colours["trousers"], 0.008)
@@ -455,10 +507,27 @@ def build_person(rng: np.random.Generator, stature_px: float) -> Figure:
     if torso_normal[2] > 0.2:  # badge on the left chest, seen from the front only
         centre = r_trunk @ np.array([0.5 * sw, (_SHOULDER_Y + 0.07) * ft, 0.055 * build])
         badge = (img(centre), 0.022 * stature_px, colours["badge"])
-    parts.append(_Part(_P["torso_upper"], "poly", chest_2d, (), colours["shirt"],
-                       float(np.mean([cam(p)[2] for p in chest])), {"badge": badge}))
-    parts.append(_Part(_P["torso_lower"], "poly", pelvis_2d, (), colours["trousers"],
-                       float(np.mean([cam(p)[2] for p in pelvis])) - 0.001))
+    parts.append(
+        _Part(
+            _P["torso_upper"],
+            "poly",
+            chest_2d,
+            (),
+            colours["shirt"],
+            float(np.mean([cam(p)[2] for p in chest])),
+            {"badge": badge},
+        )
+    )
+    parts.append(
+        _Part(
+            _P["torso_lower"],
+            "poly",
+            pelvis_2d,
+            (),
+            colours["trousers"],
+            float(np.mean([cam(p)[2] for p in pelvis])) - 0.001,
+        )
+    )
 
     # head: skin ellipse, hair cap toward the back/top, eyes/nose/ears where they face the camera
     up = r_head_cam @ np.array([0.0, -1.0, 0.0])
@@ -470,16 +539,20 @@ def build_person(rng: np.random.Generator, stature_px: float) -> Figure:
     hair_c = head_c + r_head @ (np.array([0.0, -0.014, -0.022]) * head_scale)
     facing = float((r_head_cam @ np.array([0.0, 0.0, 1.0]))[2])
     head_extra = {
-        "axes": (rx * aspect ** 0.5, ry_eff), "angle": angle,
-        "hair_centre": img(hair_c), "hair_axes": (rx * 0.98 * aspect ** 0.5, ry_eff * 0.92),
-        "hair": colours["hair"], "facing": facing,
+        "axes": (rx * aspect**0.5, ry_eff),
+        "angle": angle,
+        "hair_centre": img(hair_c),
+        "hair_axes": (rx * 0.98 * aspect**0.5, ry_eff * 0.92),
+        "hair": colours["hair"],
+        "facing": facing,
         "eyes": [joints[i] for i in (1, 2) if face_visible[i]],
         "nose": joints[0] if face_visible[0] else None,
         "ears": [joints[i] for i in (3, 4) if face_visible[i]],
         "feature_px": 0.009 * head_scale * stature_px,
     }
-    parts.append(_Part(_P["head"], "head", img(head_c)[None], (), colours["skin"],
-                       float(cam(head_c)[2]) + 0.02, head_extra))
+    parts.append(
+        _Part(_P["head"], "head", img(head_c)[None], (), colours["skin"], float(cam(head_c)[2]) + 0.02, head_extra)
+    )
     parts.sort(key=lambda part: part.depth)
 
     all_pts = [joints]
@@ -548,7 +621,12 @@ def _capsule(canvas: np.ndarray, a: np.ndarray, b: np.ndarray, r1: float, r2: fl
     length = math.hypot(dx, dy)
     nx, ny = (-dy / length, dx / length) if length > 1e-6 else (1.0, 0.0)
     quad = np.array(
-        [[ax + nx * r1, ay + ny * r1], [bx + nx * r2, by + ny * r2], [bx - nx * r2, by - ny * r2], [ax - nx * r1, ay - ny * r1]]
+        [
+            [ax + nx * r1, ay + ny * r1],
+            [bx + nx * r2, by + ny * r2],
+            [bx - nx * r2, by - ny * r2],
+            [ax - nx * r1, ay - ny * r1],
+        ]
     )
     cv2.fillConvexPoly(canvas, _fx(quad), value, line, _SHIFT)
     for cx, cy, radius in ((ax, ay, r1), (bx, by, r2)):
@@ -556,7 +634,9 @@ def _capsule(canvas: np.ndarray, a: np.ndarray, b: np.ndarray, r1: float, r2: fl
         cv2.circle(canvas, centre, max(1, int(round(radius * _ONE))), value, -1, line, _SHIFT)
 
 
-def _ellipse(canvas: np.ndarray, centre: np.ndarray, axes: tuple[float, float], angle: float, value: Any, line: int) -> None:
+def _ellipse(
+    canvas: np.ndarray, centre: np.ndarray, axes: tuple[float, float], angle: float, value: Any, line: int
+) -> None:
     c = _fx(centre)
     ax = (max(1, int(round(axes[0] * _ONE))), max(1, int(round(axes[1] * _ONE))))
     cv2.ellipse(canvas, (int(c[0]), int(c[1])), ax, angle, 0, 360, value, -1, line, _SHIFT)
@@ -566,8 +646,16 @@ def _hull(points: np.ndarray) -> np.ndarray:
     return cv2.convexHull(points.astype(np.float32)).reshape(-1, 2).astype(np.float64)
 
 
-def _draw_part(part: _Part, colour_img: np.ndarray, valid: np.ndarray, alpha: np.ndarray,
-               label: np.ndarray, label_value: int, origin: np.ndarray, light: np.ndarray) -> None:
+def _draw_part(
+    part: _Part,
+    colour_img: np.ndarray,
+    valid: np.ndarray,
+    alpha: np.ndarray,
+    label: np.ndarray,
+    label_value: int,
+    origin: np.ndarray,
+    light: np.ndarray,
+) -> None:
     """Draw one part: shaded colour layers, its anti-aliased alpha, and its id into the label map."""
     col = part.colour
     layers = ((1.0, 0.0, 0.68), (0.72, 0.18, 1.0), (0.36, 0.42, 1.28))  # radius factor, offset, shade
@@ -610,7 +698,9 @@ def _draw_part(part: _Part, colour_img: np.ndarray, valid: np.ndarray, alpha: np
         for c, axes, colour in shapes:
             for rf, off, shade in layers:
                 shift = light * off * axes[0]
-                _ellipse(colour_img, c + shift, (axes[0] * rf, axes[1] * rf), e["angle"], _bgr(colour * shade), cv2.LINE_8)
+                _ellipse(
+                    colour_img, c + shift, (axes[0] * rf, axes[1] * rf), e["angle"], _bgr(colour * shade), cv2.LINE_8
+                )
             _ellipse(valid, c, axes, e["angle"], 255, cv2.LINE_8)
             _ellipse(alpha, c, axes, e["angle"], 255, cv2.LINE_AA)
             _ellipse(label, c + origin, axes, e["angle"], label_value, cv2.LINE_8)
@@ -640,8 +730,9 @@ def _smooth_noise(rng: np.random.Generator, height: int, width: int, cells: int,
     return field.reshape(height, width, channels)
 
 
-def _draw_person(image: np.ndarray, label: np.ndarray, person: Figure, person_index: int,
-                 light: np.ndarray, rng: np.random.Generator) -> None:
+def _draw_person(
+    image: np.ndarray, label: np.ndarray, person: Figure, person_index: int, light: np.ndarray, rng: np.random.Generator
+) -> None:
     """Composite one figure onto ``image`` (float32 BGR) and write its part ids into ``label``."""
     height, width = image.shape[:2]
     x0, y0, x1, y1 = person.extent
@@ -669,8 +760,9 @@ def _draw_person(image: np.ndarray, label: np.ndarray, person: Figure, person_in
     region[...] = region * (1.0 - a) + shaded * a
 
 
-def _draw_occluder(image: np.ndarray, label: np.ndarray, rng: np.random.Generator,
-                   centre: np.ndarray, size: float) -> None:
+def _draw_occluder(
+    image: np.ndarray, label: np.ndarray, rng: np.random.Generator, centre: np.ndarray, size: float
+) -> None:
     """An object in front of a person (box, disc or polygon), textured, written into the label map."""
     height, width = image.shape[:2]
     alpha = np.zeros((height, width), np.uint8)
@@ -697,7 +789,9 @@ def _draw_occluder(image: np.ndarray, label: np.ndarray, rng: np.random.Generato
         hull = _hull(poly)
         cv2.fillConvexPoly(alpha, _fx(hull), 255, cv2.LINE_AA, _SHIFT)
         cv2.fillConvexPoly(label, _fx(hull), _OCCLUDER_LABEL, cv2.LINE_8, _SHIFT)
-    fill = _gradient(rng, height, width, _hsv_colour(rng, (0.0, 0.9), (0.2, 0.95)), _hsv_colour(rng, (0.0, 0.9), (0.2, 0.95)))
+    fill = _gradient(
+        rng, height, width, _hsv_colour(rng, (0.0, 0.9), (0.2, 0.95)), _hsv_colour(rng, (0.0, 0.9), (0.2, 0.95))
+    )
     fill *= 1.0 + 0.12 * _smooth_noise(rng, height, width, max(3, int(size / 3)))
     a = (alpha.astype(np.float32) / 255.0)[..., None]
     image[...] = image * (1.0 - a) + fill * a
@@ -716,8 +810,9 @@ def _gradient(rng: np.random.Generator, height: int, width: int, c0: np.ndarray,
 
 def _render_background(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
     """Gradient + smooth texture + random clutter (boxes, discs, lines, polygons, limb-like capsules)."""
-    image = _gradient(rng, height, width, _hsv_colour(rng, (0.0, 0.7), (0.15, 0.95)),
-                      _hsv_colour(rng, (0.0, 0.7), (0.15, 0.95)))
+    image = _gradient(
+        rng, height, width, _hsv_colour(rng, (0.0, 0.7), (0.15, 0.95)), _hsv_colour(rng, (0.0, 0.7), (0.15, 0.95))
+    )
     image += _u(rng, 5, 30) * _smooth_noise(rng, height, width, int(rng.integers(6, 40)), 3)
     canvas = np.clip(image, 0, 255).astype(np.uint8)
     scale = min(height, width)
@@ -731,11 +826,26 @@ def _render_background(rng: np.random.Generator, height: int, width: int) -> np.
             box = cv2.boxPoints(((float(centre[0]), float(centre[1])), (w, h), _u(rng, 0, 90)))
             cv2.fillConvexPoly(canvas, _fx(box), colour, cv2.LINE_AA, _SHIFT)
         elif kind == 1:
-            _ellipse(canvas, centre, (size * _u(rng, 0.3, 1.0), size * _u(rng, 0.3, 1.0)), _u(rng, 0, 180), colour, cv2.LINE_AA)
+            _ellipse(
+                canvas,
+                centre,
+                (size * _u(rng, 0.3, 1.0), size * _u(rng, 0.3, 1.0)),
+                _u(rng, 0, 180),
+                colour,
+                cv2.LINE_AA,
+            )
         elif kind == 2:
             end = centre + rng.normal(0, size, 2)
             thickness = int(rng.integers(1, max(2, int(size / 6))))
-            cv2.line(canvas, tuple(int(v) for v in _fx(centre)), tuple(int(v) for v in _fx(end)), colour, thickness, cv2.LINE_AA, _SHIFT)
+            cv2.line(
+                canvas,
+                tuple(int(v) for v in _fx(centre)),
+                tuple(int(v) for v in _fx(end)),
+                colour,
+                thickness,
+                cv2.LINE_AA,
+                _SHIFT,
+            )
         elif kind == 3:
             count = int(rng.integers(3, 7))
             poly = centre + rng.normal(0, size * 0.6, (count, 2))
@@ -814,7 +924,12 @@ def _annotate(person: Figure, index: int, label: np.ndarray) -> dict[str, Any]:
     if area:
         rows = np.flatnonzero(mask.any(axis=1))
         cols = np.flatnonzero(mask.any(axis=0))
-        bbox = [float(cols[0]) - 0.5, float(rows[0]) - 0.5, float(cols[-1] - cols[0] + 1), float(rows[-1] - rows[0] + 1)]
+        bbox = [
+            float(cols[0]) - 0.5,
+            float(rows[0]) - 0.5,
+            float(cols[-1] - cols[0] + 1),
+            float(rows[-1] - rows[0] + 1),
+        ]
     else:
         bbox = [0.0, 0.0, 0.0, 0.0]
     return {
@@ -856,21 +971,9 @@ def _worker_init() -> None:
 
 
 def validate_synth_config(cfg: SynthConfig) -> None:
-    """Reject settings that cannot make a data set, naming the key (``data.synth.<field>``)."""
-    def bad(field: str, need: str) -> ConfigError:
-        return ConfigError(f"config key data.synth.{field}: {need}, got {getattr(cfg, field)!r}")
-
-    for name in ("num_train_images", "num_val_images"):
-        if not isinstance(getattr(cfg, name), int) or getattr(cfg, name) < 0:
-            raise bad(name, "expected a non-negative int")
-    for name in ("image_height", "image_width"):
-        if not isinstance(getattr(cfg, name), int) or getattr(cfg, name) < 32:
-            raise bad(name, "expected an int of at least 32 (pixels)")
-    if not isinstance(cfg.max_persons, int) or cfg.max_persons < 1:
-        raise bad("max_persons", "expected an int of at least 1")
-    for name in ("multi_person_prob", "occlusion_prob", "truncation_prob"):
-        if not 0.0 <= float(getattr(cfg, name)) <= 1.0:
-            raise bad(name, "expected a probability between 0 and 1")
+    """Reject settings that cannot make a data set, naming the key (``data.synth.<field>``); the
+    ranges live in the schema (:class:`lrpose_bench.config.SynthConfig`)."""
+    check_rules(cfg, "data.synth")
 
 
 def _default_workers(total: int) -> int:
@@ -878,7 +981,9 @@ def _default_workers(total: int) -> int:
     return 0 if total < 128 or cpus < 2 else 2
 
 
-def generate_synthpose(out_dir: Path, cfg: SynthConfig, progress: bool = True, *, workers: int | None = None) -> SynthPosePaths:
+def generate_synthpose(
+    out_dir: Path, cfg: SynthConfig, progress: bool = True, *, workers: int | None = None
+) -> SynthPosePaths:
     """Write the data set into ``out_dir`` (images + COCO JSON); the completion marker is written last.
 
     ``workers``: processes for rendering (``None``: 2 when there are at least 2 CPUs and enough
@@ -890,15 +995,21 @@ def generate_synthpose(out_dir: Path, cfg: SynthConfig, progress: bool = True, *
         for folder in (paths.root / "annotations", paths.train_images, paths.val_images):
             folder.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise DataError(f"cannot create the SynthPose folder {paths.root}: {error.strerror}; "
-                        "choose another data.cache_dir") from None
+        raise DataError(
+            f"cannot create the SynthPose folder {paths.root}: {error.strerror}; choose another data.cache_dir"
+        ) from None
     if paths.marker.exists():
         paths.marker.unlink()
     cfg_dict = dataclasses.asdict(cfg)
-    tasks = [(cfg_dict, split, index, str(paths.images(split)))
-             for split, n in (("train", cfg.num_train_images), ("val", cfg.num_val_images)) for index in range(n)]
+    tasks = [
+        (cfg_dict, split, index, str(paths.images(split)))
+        for split, n in (("train", cfg.num_train_images), ("val", cfg.num_val_images))
+        for index in range(n)
+    ]
     results: dict[str, list[list[dict[str, Any]]]] = {
-        "train": [[] for _ in range(cfg.num_train_images)], "val": [[] for _ in range(cfg.num_val_images)]}
+        "train": [[] for _ in range(cfg.num_train_images)],
+        "val": [[] for _ in range(cfg.num_val_images)],
+    }
     n_workers = _default_workers(len(tasks)) if workers is None else max(0, int(workers))
 
     from tqdm import tqdm
@@ -915,13 +1026,14 @@ def generate_synthpose(out_dir: Path, cfg: SynthConfig, progress: bool = True, *
         doc = _coco_document(cfg, split, results[split])
         text = json.dumps(doc, separators=(",", ":"))
         paths.annotations(split).write_text(text)
-    marker = {"format_version": FORMAT_VERSION, "config": cfg_dict,
-              "counts": {s: len(results[s]) for s in _SPLITS}}
+    marker = {"format_version": FORMAT_VERSION, "config": cfg_dict, "counts": {s: len(results[s]) for s in _SPLITS}}
     paths.marker.write_text(json.dumps(marker, indent=1, sort_keys=True))
     return paths
 
 
-def _run_tasks(tasks: list[tuple[dict[str, Any], str, int, str]], workers: int) -> Iterator[tuple[str, int, list[dict[str, Any]]]]:
+def _run_tasks(
+    tasks: list[tuple[dict[str, Any], str, int, str]], workers: int
+) -> Iterator[tuple[str, int, list[dict[str, Any]]]]:
     if workers <= 1:
         for task in tasks:
             yield _render_task(task)
@@ -943,18 +1055,29 @@ def _coco_document(cfg: SynthConfig, split: str, per_image: list[list[dict[str, 
     ann_id = _image_id(split, 0) * 100  # unique across splits too
     for index, anns in enumerate(per_image):
         image_id = _image_id(split, index)
-        images.append({"id": image_id, "file_name": f"{image_id:012d}.png",
-                       "height": cfg.image_height, "width": cfg.image_width})
+        images.append(
+            {"id": image_id, "file_name": f"{image_id:012d}.png", "height": cfg.image_height, "width": cfg.image_width}
+        )
         for ann in anns:
-            annotations.append({
-                "id": ann_id, "image_id": image_id, "category_id": 1, "iscrowd": 0,
-                "keypoints": ann["keypoints"], "num_keypoints": ann["num_keypoints"],
-                "bbox": ann["bbox"], "area": ann["area"],
-            })
+            annotations.append(
+                {
+                    "id": ann_id,
+                    "image_id": image_id,
+                    "category_id": 1,
+                    "iscrowd": 0,
+                    "keypoints": ann["keypoints"],
+                    "num_keypoints": ann["num_keypoints"],
+                    "bbox": ann["bbox"],
+                    "area": ann["area"],
+                }
+            )
             ann_id += 1
     return {
-        "info": {"description": f"SynthPose {split} (lrpose-bench procedural data set)",
-                 "version": str(FORMAT_VERSION), "seed": cfg.seed},
+        "info": {
+            "description": f"SynthPose {split} (lrpose-bench procedural data set)",
+            "version": str(FORMAT_VERSION),
+            "seed": cfg.seed,
+        },
         "licenses": [],
         "images": images,
         "annotations": annotations,
@@ -986,8 +1109,9 @@ def ensure_synthpose(cache_dir: Path | str, cfg: SynthConfig, progress: bool = T
         base.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.root.name}.tmp-", dir=base))
     except OSError as error:
-        raise DataError(f"cannot write to the cache folder {base} ({error.strerror}); "
-                        "set data.cache_dir to a writable folder") from None
+        raise DataError(
+            f"cannot write to the cache folder {base} ({error.strerror}); set data.cache_dir to a writable folder"
+        ) from None
     try:
         generate_synthpose(tmp, cfg, progress=progress)
         if target.root.exists() and not target.is_complete():

@@ -4,7 +4,7 @@ A checkpoint holds only tensors and plain Python values (no pickled classes), so
 ``torch.load(..., weights_only=True)``. Its ``meta`` names the method, backbone and resolution, so a
 checkpoint from another cell is refused with a clear message rather than half-loaded.
 
-What a training checkpoint holds (issue 10), and why some things are absent:
+What a training checkpoint holds, and why some things are absent:
 
 * ``model``, ``optimizer`` (Adam moments and step counts) state dicts;
 * no LR-scheduler state: the learning rate is a pure function of the epoch
@@ -42,8 +42,12 @@ def rng_state() -> dict[str, Any]:
     np_name, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
     state: dict[str, Any] = {
         "python": [py_version, list(py_state), py_gauss],
-        "numpy": {"keys": torch.from_numpy(np_keys.astype(np.int64)), "pos": int(np_pos),
-                  "has_gauss": int(np_has_gauss), "gauss": float(np_gauss)},
+        "numpy": {
+            "keys": torch.from_numpy(np_keys.astype(np.int64)),
+            "pos": int(np_pos),
+            "has_gauss": int(np_has_gauss),
+            "gauss": float(np_gauss),
+        },
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available():
@@ -55,8 +59,15 @@ def set_rng_state(state: dict[str, Any]) -> None:
     version, py_state, gauss = state["python"]
     random.setstate((version, tuple(py_state), gauss))
     np_state = state["numpy"]
-    np.random.set_state(("MT19937", np_state["keys"].numpy().astype(np.uint32), np_state["pos"],
-                         np_state["has_gauss"], np_state["gauss"]))
+    np.random.set_state(
+        (
+            "MT19937",
+            np_state["keys"].numpy().astype(np.uint32),
+            np_state["pos"],
+            np_state["has_gauss"],
+            np_state["gauss"],
+        )
+    )
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -67,7 +78,19 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
     payload = dict(payload)
     payload.setdefault("meta", {})
     payload["meta"] = {**payload["meta"], "format": FORMAT, "version": VERSION}
-    atomic_write(path, lambda f: torch.save(payload, f))
+    atomic_write(path, lambda f: torch.save(payload, f), size_hint=_tensor_bytes(payload))
+
+
+def _tensor_bytes(value: Any) -> int:
+    """Bytes of the tensors in a checkpoint payload: its size on disk, near enough to say how much
+    space a full disk needs freed (the first checkpoint of a cell has no previous file to go by)."""
+    if torch.is_tensor(value):
+        return value.numel() * value.element_size()
+    if isinstance(value, dict):
+        return sum(_tensor_bytes(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return sum(_tensor_bytes(v) for v in value)
+    return 0
 
 
 def _load_failure(error: BaseException) -> str:
@@ -100,7 +123,7 @@ def load_checkpoint(path: Path, expect: dict[str, Any] | None = None) -> dict[st
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CheckpointError(
             f"checkpoint {path} is not an lrpose-bench training checkpoint "
-            "(for official backbone weights use --pretrained)"
+            "(official backbone weights go to --set model.pretrained=FILE)"
         )
     for key, value in (expect or {}).items():
         if meta.get(key) != value:

@@ -5,7 +5,7 @@ Eq. 15) and its loss. Data order and augmentation are functions of (seed, epoch,
 killed mid-epoch resumes from its last checkpoint and reaches the same weights as an uninterrupted
 run.
 
-Reliability (issue 10): checkpoints are written atomically (``store.atomic_write``); a resumed
+Reliability: checkpoints are written atomically (``store.atomic_write``); a resumed
 epoch restores the loss sums of its first half, so ``train_log.csv`` matches an uninterrupted run;
 a non-finite loss (or non-finite weights at a checkpoint) raises :class:`TrainingDiverged` naming
 the epoch and iteration *before* anything is saved, so the last checkpoint on disk stays good.
@@ -17,9 +17,10 @@ import csv
 import io
 import time
 import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -31,7 +32,7 @@ from lrpose_bench.data.dataset import PoseDataset
 from lrpose_bench.engine import distributed
 from lrpose_bench.engine.accelerate import TrainStep, adam_for, configure_backends, make_capturable, maybe_compile
 from lrpose_bench.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from lrpose_bench.errors import CheckpointError, TrainingDiverged, UserError
+from lrpose_bench.errors import CheckpointError, ConfigError, TrainingDiverged, UserError
 from lrpose_bench.method import Method, TrainingStage
 from lrpose_bench.store import atomic_write, remove_stale_temp_files
 
@@ -63,9 +64,34 @@ class TrainResult:
 
 
 def resolve_device(name: str) -> torch.device:
+    """The torch device for ``train.device`` (``--device``); a device this machine lacks is one
+    :class:`ConfigError` line, raised when the run starts (the CLI asks before any work) rather
+    than a torch traceback from inside a cell. The schema has already checked the name's form."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            why = (
+                "this PyTorch is built without CUDA" if torch.version.cuda is None else "no NVIDIA GPU or driver found"
+            )
+            raise ConfigError(
+                f"train.device {name!r} (--device): no CUDA GPU is usable on this machine ({why}); "
+                "use --device cpu, or --device auto to take a GPU when there is one"
+            )
+        index = int(name.split(":", 1)[1]) if ":" in name else 0
+        if index >= torch.cuda.device_count():
+            raise ConfigError(
+                f"train.device {name!r} (--device): only {torch.cuda.device_count()} CUDA GPU(s) are "
+                f"visible (cuda:0 to cuda:{torch.cuda.device_count() - 1}); pick one of them"
+            )
+    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ConfigError(
+            f"train.device {name!r} (--device): Apple's MPS is not available on this machine; use --device cpu or auto"
+        )
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"train.device {name!r} (--device) is not a device; use auto, cpu, cuda or cuda:N") from None
 
 
 def _write_log(path: Path, rows: list[dict[str, Any]]) -> None:
@@ -87,8 +113,9 @@ def _write_log(path: Path, rows: list[dict[str, Any]]) -> None:
 CHECKPOINT_KEYS = ("model", "optimizer", "rng", "epoch", "iteration")
 
 
-def _restore(path: Path, payload: dict[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer,
-             sampler_now: dict[str, int]) -> None:
+def _restore(
+    path: Path, payload: dict[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer, sampler_now: dict[str, int]
+) -> None:
     """Load a checkpoint's states; anything that does not fit becomes one :class:`CheckpointError`."""
     missing = [key for key in CHECKPOINT_KEYS if key not in payload]
     if missing:
@@ -122,7 +149,7 @@ def _unwrap_worker_error(error: UserError) -> UserError:
         return error
     last = text.splitlines()[-1]
     name = f"{type(error).__module__}.{type(error).__name__}: "
-    message = last[len(name):] if last.startswith(name) else last.split(": ", 1)[-1]
+    message = last[len(name) :] if last.startswith(name) else last.split(": ", 1)[-1]
     return type(error)(message)
 
 
@@ -152,8 +179,7 @@ def _check_finite_weights(model: nn.Module, epoch: int, iteration: int) -> None:
         return
     name = floating[int((~finite).nonzero()[0, 0])][0]
     raise TrainingDiverged(
-        f"non-finite weights ({name}) after epoch {epoch + 1}, iteration {iteration}; "
-        "the last good checkpoint is kept"
+        f"non-finite weights ({name}) after epoch {epoch + 1}, iteration {iteration}; the last good checkpoint is kept"
     )
 
 
@@ -245,8 +271,11 @@ def train(
         model.to(memory_format=torch.channels_last)
     graphed = bool(cfg.cuda_graphs and use_cuda)
     if graphed and (ctx.is_distributed or cfg.compile):
-        warnings.warn("train.cuda_graphs is not combined with DistributedDataParallel or train.compile here; "
-                      "training without CUDA graphs", stacklevel=2)
+        warnings.warn(
+            "train.cuda_graphs is not combined with DistributedDataParallel or train.compile here; "
+            "training without CUDA graphs",
+            stacklevel=2,
+        )
         graphed = False
     optimizer = adam_for(model, cfg.lr, cfg.weight_decay, device, graphed=graphed)
     # DDP (synchronised BN) and torch.compile wrap the module that runs the step; ``model`` stays the
@@ -277,33 +306,56 @@ def train(
         partial = dict(payload.get("partial") or {}) if start_iter > 0 else {}
         resumed_from = start_epoch
         if payload["meta"].get("complete"):
+            if ctx.is_writer:
+                print(
+                    f"   {cell_dir.name}: training finished earlier (epoch {total_epochs} of {total_epochs}); "
+                    "evaluating from its checkpoint",
+                    flush=True,
+                )
             return TrainResult(total_epochs, 0, 0.0, 0.0, resumed_from, history)
+        if ctx.is_writer:
+            where = f", iteration {start_iter + 1} of {steps_per_epoch}" if start_iter else ""
+            print(
+                f"   resuming {cell_dir.name} at epoch {start_epoch + 1} of {total_epochs}{where} "
+                "(from its last checkpoint)",
+                flush=True,
+            )
 
-    def checkpoint(epoch: int, iteration: int, complete: bool = False,
-                   sums: dict[str, float] | None = None, count: int = 0) -> None:
+    def checkpoint(
+        epoch: int, iteration: int, complete: bool = False, sums: dict[str, float] | None = None, count: int = 0
+    ) -> None:
         _check_finite_weights(model, epoch if iteration else epoch - 1, iteration or steps_per_epoch)
         if not ctx.is_writer:  # only rank 0 writes
             return
-        save_checkpoint(checkpoint_path, {
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "rng": rng_state(),
-            "epoch": epoch,
-            "iteration": iteration,
-            "stage": stage_at(stages, min(epoch, total_epochs - 1)).index,
-            "sampler": {**sampler_now, "epoch": epoch, "position": iteration * global_batch},
-            "partial": {"sums": dict(sums or {}), "count": count} if iteration else {},
-            "history": history,
-            "meta": {**meta, "complete": complete, "total_epochs": total_epochs},
-        })
+        save_checkpoint(
+            checkpoint_path,
+            {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "rng": rng_state(),
+                "epoch": epoch,
+                "iteration": iteration,
+                "stage": stage_at(stages, min(epoch, total_epochs - 1)).index,
+                "sampler": {**sampler_now, "epoch": epoch, "position": iteration * global_batch},
+                "partial": {"sums": dict(sums or {}), "count": count} if iteration else {},
+                "history": history,
+                "meta": {**meta, "complete": complete, "total_epochs": total_epochs},
+            },
+        )
 
     steps: dict[int, TrainStep] = {}  # one (graph) per stage: the loss differs between stages
 
     def step_for(stage: TrainingStage) -> TrainStep:
         if stage.index not in steps:
-            steps[stage.index] = TrainStep(train_model, optimizer, lambda out, b, st=stage: method.loss(out, b, st),
-                                           device=device, amp=cfg.amp, channels_last=cfg.channels_last,
-                                           graphed=graphed)
+            steps[stage.index] = TrainStep(
+                train_model,
+                optimizer,
+                lambda out, b, st=stage: method.loss(out, b, st),
+                device=device,
+                amp=cfg.amp,
+                channels_last=cfg.channels_last,
+                graphed=graphed,
+            )
         return steps[stage.index]
 
     started = time.perf_counter()
@@ -325,15 +377,28 @@ def train(
                 pipeline.prefetch(epoch + 1, upcoming.indices())
         else:
             dataset.set_epoch(epoch)
-            batches = _batches(DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler, drop_last=True,
-                                          num_workers=cfg.num_workers, pin_memory=use_cuda,
-                                          persistent_workers=False))
+            batches = _batches(
+                DataLoader(
+                    dataset,
+                    batch_size=cfg.batch_size,
+                    sampler=sampler,
+                    drop_last=True,
+                    num_workers=cfg.num_workers,
+                    pin_memory=use_cuda,
+                    persistent_workers=False,
+                )
+            )
         train_model.train()
         resumed_part = partial if epoch == start_epoch and first > 0 else {}
         meter = _LossMeter(device, resumed_part.get("sums") or {}, int(resumed_part.get("count", 0)))
         epoch_start = time.perf_counter()
-        bar = tqdm(batches, total=steps_per_epoch - first, desc=f"train {stage.name} epoch {epoch + 1}/{total_epochs}",
-                   disable=not progress or not ctx.is_writer, leave=False)
+        bar = tqdm(
+            batches,
+            total=steps_per_epoch - first,
+            desc=f"train {stage.name} epoch {epoch + 1}/{total_epochs}",
+            disable=not progress or not ctx.is_writer,
+            leave=False,
+        )
         for step, batch in enumerate(bar, start=first):
             batch = {k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
             meter.add(train_step.step(batch), step + 1)
@@ -353,8 +418,14 @@ def train(
         seconds = time.perf_counter() - epoch_start
         count = meter.count
         sums = meter.host_sums()
-        row = {"epoch": epoch + 1, "stage": stage.name, "lr": lr, "iterations": count,
-               "seconds": round(seconds, 3), "images_per_s": round(count * global_batch / max(seconds, 1e-9), 1)}
+        row = {
+            "epoch": epoch + 1,
+            "stage": stage.name,
+            "lr": lr,
+            "iterations": count,
+            "seconds": round(seconds, 3),
+            "images_per_s": round(count * global_batch / max(seconds, 1e-9), 1),
+        }
         # per-rank means of equal batches, averaged over ranks = the global batch mean
         row.update(distributed.all_reduce_mean({k: (sums[k] / max(count, 1)) for k in sums}))
         history.append(row)

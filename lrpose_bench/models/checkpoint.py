@@ -1,4 +1,4 @@
-"""Load a user's local checkpoint (``--pretrained PATH``) into a backbone; nothing is downloaded.
+"""Load a user's local checkpoint (``model.pretrained: PATH``) into a backbone; nothing is downloaded.
 
 Accepted layouts:
 
@@ -10,7 +10,7 @@ Accepted layouts:
 * torchvision / official ImageNet classification files, whose classifier keys (``fc.…``,
   ``classifier.…``, HRNet's ``incre_modules``/``downsamp_modules``) are skipped and reported.
 
-Policy (issue 4): the backbone is loaded strictly — every backbone tensor must be present with the
+Policy: the backbone is loaded strictly — every backbone tensor must be present with the
 same shape, else :class:`CheckpointError` names the file and the first bad key. Head tensors
 (``final_layer``, and for SimpleBaseline ``deconv_layers``) that are missing or have another shape
 (a 17-channel final layer into a 51-channel UDP/CAL head) are skipped and reported; the head keeps
@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, TypeVar
+from typing import TypeVar
 
 import torch
 import torch.nn as nn
@@ -75,7 +76,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Read a checkpoint file into a flat ``{name: tensor}`` dict with official key names."""
     file = Path(path).expanduser()
     if not file.is_file():
-        raise CheckpointError(f"checkpoint {file} not found: pass an existing file to --pretrained")
+        raise CheckpointError(f"checkpoint {file} not found: pass an existing file with --set model.pretrained=FILE")
     try:
         obj = torch.load(file, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - any failure here is a bad file
@@ -95,8 +96,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     for key, value in obj.items():
         if not isinstance(value, torch.Tensor):
             raise CheckpointError(
-                f"checkpoint {file}: entry {key!r} is {type(value).__name__}, not a tensor; "
-                "pass a model state dict"
+                f"checkpoint {file}: entry {key!r} is {type(value).__name__}, not a tensor; pass a model state dict"
             )
         state[_rename(str(key))] = value
     return state
@@ -108,7 +108,7 @@ def _rename(key: str) -> str:
         changed = False
         for old, new in PREFIX_RENAMES:
             if key.startswith(old):
-                key, changed = new + key[len(old):], True
+                key, changed = new + key[len(old) :], True
     return key
 
 
@@ -167,9 +167,7 @@ def load_pretrained(
             if not any(s.startswith(key + " ") for s in report.skipped_head):
                 report.missing_head.append(key)
             continue
-        raise CheckpointError(
-            f"checkpoint {file}: backbone key {key!r} is missing; is it for another backbone?"
-        )
+        raise CheckpointError(f"checkpoint {file}: backbone key {key!r} is missing; is it for another backbone?")
 
     with torch.no_grad():
         for key, value in to_load.items():
@@ -185,8 +183,9 @@ __all__ = ["LoadReport", "load_pretrained", "read_state_dict"]
 ModelT = TypeVar("ModelT", bound=nn.Module)
 
 
-def with_pretrained(model: ModelT, pretrained: str | Path | None, *, head_prefixes: tuple[str, ...],
-                    ignorable: tuple[str, ...] = ()) -> ModelT:
+def with_pretrained(
+    model: ModelT, pretrained: str | Path | None, *, head_prefixes: tuple[str, ...], ignorable: tuple[str, ...] = ()
+) -> ModelT:
     """``model`` with ``pretrained`` loaded (:func:`load_pretrained`) when a path is given; the
     :class:`LoadReport` is kept as ``model.pretrained_report`` for the CLI to print."""
     if pretrained:

@@ -11,9 +11,10 @@ from __future__ import annotations
 import io
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -25,8 +26,7 @@ from lrpose_bench.analysis.displacement import Displacements, bin_labels, load_d
 from lrpose_bench.config import EvalConfig, ReportConfig
 from lrpose_bench.errors import ConfigError, UserError
 from lrpose_bench.report import tables as tbl
-from lrpose_bench.report.render import (FigureOut, ReportContent, render_csv, render_html, render_json,
-                                        render_latex)
+from lrpose_bench.report.render import FigureOut, ReportContent, render_csv, render_html, render_json, render_latex
 from lrpose_bench.report.run_folder import Cell, RunData, load_run
 from lrpose_bench.resolution import Resolution
 from lrpose_bench.store import atomic_write, ensure_writable_folder
@@ -49,10 +49,12 @@ def settings_of(run: RunData) -> Settings:
     config = run.config
     report = config.get("report") or {}
     evaluation = config.get("eval") or {}
-    return Settings(bins=[float(b) for b in report.get("displacement_bins", ReportConfig().displacement_bins)],
-                    bootstrap_samples=int(evaluation.get("bootstrap_samples", EvalConfig().bootstrap_samples)),
-                    seed=int(config.get("seed", 0) or 0),
-                    formats=list(report.get("formats", ReportConfig().formats)))
+    return Settings(
+        bins=[float(b) for b in report.get("displacement_bins", ReportConfig().displacement_bins)],
+        bootstrap_samples=int(evaluation.get("bootstrap_samples", EvalConfig().bootstrap_samples)),
+        seed=int(config.get("seed", 0) or 0),
+        formats=list(report.get("formats", ReportConfig().formats)),
+    )
 
 
 def parse_formats(formats: Sequence[str] | str | None, default: Sequence[str]) -> list[str]:
@@ -65,8 +67,9 @@ def parse_formats(formats: Sequence[str] | str | None, default: Sequence[str]) -
         items = [str(f).strip().lower() for f in formats if str(f).strip()]
     unknown = [f for f in items if f not in FORMATS]
     if unknown or not items:
-        raise ConfigError(f"unknown report format(s) {unknown or items}: choose from {', '.join(FORMATS)} "
-                          "(e.g. --format html,csv)")
+        raise ConfigError(
+            f"unknown report format(s) {unknown or items}: choose from {', '.join(FORMATS)} (e.g. --format html,csv)"
+        )
     return list(dict.fromkeys(items))
 
 
@@ -90,6 +93,9 @@ def build_report(run_dir: Path, formats: list[str] | None = None, out: Path | No
 
     tables: list[tbl.Table] = []
     tables += tbl.main_tables(run, ref)
+    elsewhere = tbl.published_elsewhere_table(run, ref)
+    if elsewhere is not None:
+        tables.append(elsewhere)
     tables += tbl.ablation_tables(run, ref)
     for optional in (tbl.bootstrap_table(run, differences), tbl.displacement_table(run, summaries, labels)):
         if optional is not None:
@@ -104,10 +110,15 @@ def build_report(run_dir: Path, formats: list[str] | None = None, out: Path | No
 
     extra_columns = {cid: {f"disp_{k}": v for k, v in s.items()} for cid, s in summaries.items()}
     content = ReportContent(
-        title=f"lrpose-bench report: {run.folder.name}", run_dir=run.folder, summary=_summary(run, settings),
-        notes=_page_notes(run), tables=tables, figures=figures,
+        title=f"lrpose-bench report: {run.folder.name}",
+        run_dir=run.folder,
+        summary=_summary(run, settings),
+        notes=_page_notes(run),
+        tables=tables,
+        figures=figures,
         config_yaml=yaml.safe_dump(run.config, sort_keys=False) if run.config else "(run.json has no config)",
-        environment=_environment(run), cells=tbl.cells_frame(run, extra_columns),
+        environment=_environment(run),
+        cells=tbl.cells_frame(run, extra_columns),
         records={"bootstrap": [dict(context, **_diff_record(d)) for context, d in differences]},
     )
     paths: dict[str, Path] = {}
@@ -136,7 +147,9 @@ def _load_displacements(run: RunData) -> dict[str, Displacements]:
     return out
 
 
-def run_bootstrap(run: RunData, samples: int, seed: int) -> tuple[list[tuple[dict[str, Any], PairedDifference]], list[str]]:
+def run_bootstrap(
+    run: RunData, samples: int, seed: int
+) -> tuple[list[tuple[dict[str, Any], PairedDifference]], list[str]]:
     """Paired bootstrap for every pair of cells sharing input size, backbone, seed and ground truth."""
     notes: list[str] = []
     if samples <= 0:
@@ -149,8 +162,10 @@ def run_bootstrap(run: RunData, samples: int, seed: int) -> tuple[list[tuple[dic
             gt_cache[context["gt"]] = _load_gt(gt_path)
         coco_gt = gt_cache[context["gt"]]
         if coco_gt is None:
-            notes.append(f"Bootstrap skipped for {context['resolution']} / {context['backbone']}: ground truth "
-                         f"{gt_path} is not readable (move it back or re-evaluate).")
+            notes.append(
+                f"Bootstrap skipped for {context['resolution']} / {context['backbone']}: ground truth "
+                f"{gt_path} is not readable (move it back or re-evaluate)."
+            )
             continue
         evaluations: dict[str, ImageEvaluation] = {}
         for cell in cells:
@@ -177,21 +192,44 @@ def _load_gt(path: Path) -> Any:
 
 
 def _diff_record(diff: PairedDifference) -> dict[str, Any]:
-    return {"a": diff.a, "b": diff.b, "AP_a": diff.ap_a, "AP_b": diff.ap_b, "difference": diff.difference,
-            "low": diff.low, "high": diff.high, "samples": diff.samples, "level": diff.level}
+    return {
+        "a": diff.a,
+        "b": diff.b,
+        "AP_a": diff.ap_a,
+        "AP_b": diff.ap_b,
+        "difference": diff.difference,
+        "low": diff.low,
+        "high": diff.high,
+        "samples": diff.samples,
+        "level": diff.level,
+    }
 
 
 def _summary(run: RunData, settings: Settings) -> list[tuple[str, str]]:
     states = pd.Series([c.state for c in run.cells]).value_counts().to_dict() if run.cells else {}
     cells_text = ", ".join(f"{n} {s}" for s, n in states.items()) or "none"
     res = sorted({c.resolution for c in run.cells}, key=lambda r: _pixels(r))
-    out = [("Run folder", str(run.folder)), ("Evaluated on", run.eval_split),
-           ("Started", str(run.run.get("started", "unknown"))), ("Cells", f"{len(run.cells)} ({cells_text})"),
-           ("Methods", ", ".join(dict.fromkeys(c.label for c in run.cells))),
-           ("Backbones", ", ".join(sorted({c.backbone for c in run.cells}))),
-           ("Input sizes", ", ".join(r.replace("x", "×") for r in res)),
-           ("Profile", str(run.config.get("profile", "unknown"))),
-           ("Bootstrap", f"{settings.bootstrap_samples} resamples over images, seed {settings.seed}")]
+    out = [
+        ("Run folder", str(run.folder)),
+        ("Evaluated on", run.eval_split),
+        ("Started", str(run.run.get("started", "unknown"))),
+        ("Cells", f"{len(run.cells)} ({cells_text})"),
+        ("Methods", ", ".join(dict.fromkeys(c.label for c in run.cells))),
+        ("Backbones", ", ".join(sorted({c.backbone for c in run.cells}))),
+        ("Input sizes", ", ".join(r.replace("x", "×") for r in res)),
+        ("Profile", str(run.config.get("profile", "unknown"))),
+        ("Bootstrap", f"{settings.bootstrap_samples} resamples over images, seed {settings.seed}"),
+    ]
+    processes = run.run.get("processes") or {}
+    if int(processes.get("world_size") or 1) > 1:  # train.batch_size is per process: say what trained
+        out.append(
+            (
+                "Processes",
+                f"{processes['world_size']} (DistributedDataParallel), batch "
+                f"{processes.get('batch_per_process', '?')} each, global batch "
+                f"{processes.get('global_batch', '?')}",
+            )
+        )
     if run.run.get("argv"):
         out.append(("Command", "lrpose-bench " + " ".join(str(a) for a in run.run["argv"])))
     return out
@@ -200,19 +238,26 @@ def _summary(run: RunData, settings: Settings) -> list[tuple[str, str]]:
 def _page_notes(run: RunData) -> list[str]:
     notes = []
     if "coco" not in run.eval_split.lower():
-        notes.append(f"Our numbers are measured on {run.eval_split}; the paper's are on COCO (val2017 or "
-                     "test-dev). They sit in separate column groups: compare orderings and gaps, not absolute values.")
+        notes.append(
+            f"Our numbers are measured on {run.eval_split}; the paper's are on COCO (val2017 or "
+            "test-dev). They sit in separate column groups: compare orderings and gaps, not absolute values."
+        )
     bad = [c for c in run.cells if c.state != "complete"]
     if bad:
-        notes.append(f"{len(bad)} cell(s) did not complete: " + "; ".join(
-            f"{c.id} ({c.state}{': ' + c.reason if c.reason else ''})" for c in bad[:6]) + (" …" if len(bad) > 6 else ""))
+        notes.append(
+            f"{len(bad)} cell(s) did not complete: "
+            + "; ".join(f"{c.id} ({c.state}{': ' + c.reason if c.reason else ''})" for c in bad[:6])
+            + (" …" if len(bad) > 6 else "")
+        )
     return notes
 
 
 def _environment(run: RunData) -> dict[str, Any]:
     env = dict(run.run.get("environment") or {})
     if not env:
-        env = next((dict(c.info.get("environment") or {}) for c in run.complete_cells() if c.info.get("environment")), {})
+        env = next(
+            (dict(c.info.get("environment") or {}) for c in run.complete_cells() if c.info.get("environment")), {}
+        )
     return env
 
 
@@ -225,9 +270,15 @@ def _pixels(res: str) -> int:
 
 
 # ------------------------------------------------------------------------------------ figures
-def make_figures(run: RunData, ref: tbl.PaperReference, displacements: dict[str, Displacements],
-                 summaries: dict[str, dict[str, float]], settings: Settings, want_png: bool,
-                 pdf_dir: Path | None) -> list[FigureOut]:
+def make_figures(
+    run: RunData,
+    ref: tbl.PaperReference,
+    displacements: dict[str, Displacements],
+    summaries: dict[str, dict[str, float]],
+    settings: Settings,
+    want_png: bool,
+    pdf_dir: Path | None,
+) -> list[FigureOut]:
     """Every figure of the report, rendered to PNG (HTML) and/or PDF (LaTeX) and closed."""
     out: list[FigureOut] = []
 
@@ -249,17 +300,41 @@ def make_figures(run: RunData, ref: tbl.PaperReference, displacements: dict[str,
     if ap is not None:
         ours, paper, paper_label = ap
         fig = figs.ap_vs_resolution(ours, paper, f"ours, {run.eval_split}", paper_label)
-        emit(fig, "ap_vs_resolution", "AP versus input size (paper Fig. 1 style)",
-             f"One line per method; ours on {run.eval_split}" + (f", the published numbers ({paper_label}) in a "
-             "separate panel: absolute values are not comparable across data sets" if paper is not None else "") + ".",
-             "figures")
+        emit(
+            fig,
+            "ap_vs_resolution",
+            "AP versus input size (paper Fig. 1 style)",
+            f"One line per method; ours on {run.eval_split}"
+            + (
+                f", the published numbers ({paper_label}) in a "
+                "separate panel: absolute values are not comparable across data sets"
+                if paper is not None
+                else ""
+            )
+            + ".",
+            "figures",
+        )
     if summaries:
-        frame = pd.DataFrame([{"label": cells[cid].label, "method": cells[cid].method, "ablated": bool(cells[cid].ablation),
-                               "resolution": cells[cid].resolution, **s} for cid, s in summaries.items()])
+        frame = pd.DataFrame(
+            [
+                {
+                    "label": cells[cid].label,
+                    "method": cells[cid].method,
+                    "ablated": bool(cells[cid].ablation),
+                    "resolution": cells[cid].resolution,
+                    **s,
+                }
+                for cid, s in summaries.items()
+            ]
+        )
         frame = frame.sort_values("resolution", key=lambda s: s.map(_pixels), kind="stable")
-        emit(figs.bin_share_overview(frame, bin_labels(settings.bins)), "displacement_bins",
-             "Share of coarse displacements per distance bin",
-             "Arg-max displacement ŷ−y (Eq. 11) of visible joints in heatmap pixels, bins as paper Fig. 5.", "figures")
+        emit(
+            figs.bin_share_overview(frame, bin_labels(settings.bins)),
+            "displacement_bins",
+            "Share of coarse displacements per distance bin",
+            "Arg-max displacement ŷ−y (Eq. 11) of visible joints in heatmap pixels, bins as paper Fig. 5.",
+            "figures",
+        )
 
     # Fig. 5 layout: the same method at several input sizes (the paper's 128×96 vs 256×192 panels)
     by_series: dict[tuple, list[Cell]] = {}
@@ -267,27 +342,35 @@ def make_figures(run: RunData, ref: tbl.PaperReference, displacements: dict[str,
         c = cells[cid]
         by_series.setdefault((c.method, c.ablation_text, c.backbone, c.seed), []).append(c)
     shown: set[str] = set()
-    for (method, ablation, backbone, seed), series in by_series.items():
+    for (_method, _ablation, backbone, seed), series in by_series.items():
         series = sorted(series, key=lambda c: _pixels(c.resolution))
         if len(series) < 2:
             continue
         shown.update(c.id for c in series)
         rows = [(f"{c.label} {c.resolution.replace('x', '×')}", c.method, displacements[c.id]) for c in series]
         label = series[0].label
-        emit(figs.displacement_figure(rows, settings.bins), f"fig5_{label}_{backbone}_s{seed}",
-             f"Fig. 5 layout: {label} ({backbone}) across input sizes",
-             "Rows: input sizes. Columns: scatter of coarse displacements ŷ−y, share per distance bin (coarse vs "
-             "final after decoding), 2-D histogram; heatmap pixels, visible joints. Each row is that cell's "
-             "displacement figure.", "displacement")
+        emit(
+            figs.displacement_figure(rows, settings.bins),
+            f"fig5_{label}_{backbone}_s{seed}",
+            f"Fig. 5 layout: {label} ({backbone}) across input sizes",
+            "Rows: input sizes. Columns: scatter of coarse displacements ŷ−y, share per distance bin (coarse vs "
+            "final after decoding), 2-D histogram; heatmap pixels, visible joints. Each row is that cell's "
+            "displacement figure.",
+            "displacement",
+        )
     for cid, disp in displacements.items():
         if cid in shown:  # its row is already in a Fig. 5 layout figure above: draw each cell once
             continue
         c = cells[cid]
         title = f"{c.label}, {c.backbone}, {c.resolution.replace('x', '×')}, seed {c.seed}"
-        emit(figs.displacement_figure([(title, c.method, disp)], settings.bins), f"disp_{cid}",
-             f"Displacements: {title}",
-             f"Heatmap {disp.heatmap_size[0]}×{disp.heatmap_size[1]}; coarse = arg-max − ground truth, final = "
-             "decoded − ground truth.", "displacement")
+        emit(
+            figs.displacement_figure([(title, c.method, disp)], settings.bins),
+            f"disp_{cid}",
+            f"Displacements: {title}",
+            f"Heatmap {disp.heatmap_size[0]}×{disp.heatmap_size[1]}; coarse = arg-max − ground truth, final = "
+            "decoded − ground truth.",
+            "displacement",
+        )
 
     logs = {}
     for c in run.cells:
@@ -295,8 +378,13 @@ def make_figures(run: RunData, ref: tbl.PaperReference, displacements: dict[str,
         if log is not None and len(log):
             logs[f"{c.label} {c.resolution} s{c.seed}"] = (c.method, c.resolution, log)
     if logs:
-        emit(figs.training_curves(logs), "training_curves", "Training loss per epoch",
-             "Mean loss per epoch from each cell's train_log.csv; colour = method.", "training")
+        emit(
+            figs.training_curves(logs),
+            "training_curves",
+            "Training loss per epoch",
+            "Mean loss per epoch from each cell's train_log.csv; colour = method.",
+            "training",
+        )
     return out
 
 
@@ -304,8 +392,15 @@ def _ap_vs_resolution_frames(run: RunData, ref: tbl.PaperReference):
     rows = []
     for c in run.complete_cells():
         if not c.ablation:
-            rows.append({"method": c.method, "backbone": c.backbone, "resolution": c.resolution,
-                         "pixels": _pixels(c.resolution), "AP": 100 * float(c.metrics.get("AP", np.nan))})
+            rows.append(
+                {
+                    "method": c.method,
+                    "backbone": c.backbone,
+                    "resolution": c.resolution,
+                    "pixels": _pixels(c.resolution),
+                    "AP": 100 * float(c.metrics.get("AP", np.nan)),
+                }
+            )
     if not rows:
         return None
     frame = pd.DataFrame(rows)
@@ -314,8 +409,12 @@ def _ap_vs_resolution_frames(run: RunData, ref: tbl.PaperReference):
     several_backbones = frame["backbone"].nunique() > 1
     if several_backbones:
         frame["method"] = frame["method"] + " / " + frame["backbone"]
-    ours = (frame.groupby(["method", "backbone", "resolution", "pixels"], sort=False)["AP"]
-            .agg(["mean", "std"]).reset_index().rename(columns={"mean": "AP", "std": "sd"}))
+    ours = (
+        frame.groupby(["method", "backbone", "resolution", "pixels"], sort=False)["AP"]
+        .agg(["mean", "std"])
+        .reset_index()
+        .rename(columns={"mean": "AP", "std": "sd"})
+    )
     paper_rows, label = [], None
     for (method, backbone, res), _ in frame.groupby(["method", "backbone", "resolution"], sort=False):
         base = method.split(" / ")[0]
@@ -323,7 +422,9 @@ def _ap_vs_resolution_frames(run: RunData, ref: tbl.PaperReference):
         for dataset, (entry, _) in found.items():
             if "val" in dataset.lower() and "AP" in entry.metrics:
                 label = f"paper, {dataset}, {entry.backbone}" if not several_backbones else f"paper, {dataset}"
-                paper_rows.append({"method": method, "resolution": res, "pixels": _pixels(res), "AP": entry.metrics["AP"]})
+                paper_rows.append(
+                    {"method": method, "resolution": res, "pixels": _pixels(res), "AP": entry.metrics["AP"]}
+                )
     paper = pd.DataFrame(paper_rows) if paper_rows else None
     return ours, paper, label
 

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import importlib
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import metadata
-from typing import Any, Callable, Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from lrpose_bench.errors import ConfigError
 
@@ -26,6 +27,9 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "lrpose_bench.baselines.udp",
     "lrpose_bench.baselines.spsr.method",
     "lrpose_bench.methods.cal.method",
+    "lrpose_bench.methods.simcc.method",
+    "lrpose_bench.methods.rle.method",
+    "lrpose_bench.methods.integral.method",
     "lrpose_bench.models.hrnet",
     "lrpose_bench.models.resnet_deconv",
 )
@@ -54,7 +58,9 @@ class Registry(Generic[T]):
         load_builtins()
         if name not in self.items:
             known = ", ".join(sorted(self.items)) or "(none)"
-            broken = f" (plugins that failed to load: {', '.join(p for p, _ in PLUGIN_ERRORS)})" if PLUGIN_ERRORS else ""
+            broken = (
+                f" (plugins that failed to load: {', '.join(p for p, _ in PLUGIN_ERRORS)})" if PLUGIN_ERRORS else ""
+            )
             raise ConfigError(f"unknown {self.kind} {name!r}; known {self.kind}s: {known}{broken}")
         return self.items[name]
 

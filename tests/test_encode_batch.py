@@ -32,6 +32,13 @@ CASES: list[tuple[str, Resolution, dict[str, Any]]] = [
     *[("udp", res, {}) for res in (R64, R128, R256)],
     *[("cal", res, {}) for res in (R64, R128, R256)],
     *[("cal", res, {"heatmap": "binary"}) for res in (R64, R128, R256)],
+    # SimCC (its ablation switches), RLE, integral regression (IPR and DSNT)
+    *[("simcc", res, {}) for res in (R64, R128, R256)],
+    ("simcc", R64, {"split_ratio": 3}),
+    ("simcc", R64, {"split_ratio": 1, "label_smoothing": False}),
+    *[("rle", res, {}) for res in (R64, R256)],
+    *[("integral", res, {}) for res in (R64, R256)],
+    *[("integral", res, {"dsnt_weight": 1.0}) for res in (R64, R128)],
 ]
 
 #: SR+pose methods train at 256×192 through an inner method; they are built at the LR cell resolution
@@ -43,7 +50,7 @@ SR_METHODS = ("spsr+hrnet", "spsr+udp", "bicubic+hrnet", "bicubic+udp")
 #: margin without hiding a wrong centre, σ or radius (those move values by ≫ 1e-3).
 ATOL = 1e-5
 #: keys holding discrete decisions (0/1), which must match exactly
-EXACT_KEYS = ("disk", "weight")
+EXACT_KEYS = ("disk", "weight", "heatmap_weight")
 
 
 def build(name: str, res: Resolution, ablation: dict[str, Any] | None = None) -> Method:
@@ -67,8 +74,11 @@ def edges(method: Method, length: int) -> list[float]:
         for reach in reaches:
             for sign in (-1.0, 1.0):
                 centre = np.float32(edge + sign * reach)
-                values += [float(centre), float(np.nextafter(centre, np.float32(-np.inf))),
-                           float(np.nextafter(centre, np.float32(np.inf)))]
+                values += [
+                    float(centre),
+                    float(np.nextafter(centre, np.float32(-np.inf))),
+                    float(np.nextafter(centre, np.float32(np.inf))),
+                ]
     return values
 
 
@@ -129,8 +139,9 @@ def test_encode_batch_equals_numpy_reference(name: str, res: Resolution, ablatio
 
 
 @pytest.mark.parametrize("name,res,ablation", CASES, ids=[f"{n}-{r}-{a}" for n, r, a in CASES])
-def test_encode_batch_equals_numpy_reference_on_every_boundary(name: str, res: Resolution,
-                                                                ablation: dict[str, Any]) -> None:
+def test_encode_batch_equals_numpy_reference_on_every_boundary(
+    name: str, res: Resolution, ablation: dict[str, Any]
+) -> None:
     """Deterministic complement of the property test: every boundary coordinate (and its float32
     neighbours) on each axis, the other axis at the map centre, plus half pixels and non-finite."""
     method = build(name, res, ablation)
@@ -167,8 +178,10 @@ def test_every_builtin_method_has_a_batched_twin() -> None:
         assert METHODS.get(name).encode_batch is not Method.encode_batch, name
 
 
-@pytest.mark.parametrize("name,res,ablation", [("hrnet", R64, {}), ("dark", R64, {}), ("udp", R128, {}),
-                                                ("cal", R128, {}), ("cal", R64, {"heatmap": "binary"})])
+@pytest.mark.parametrize(
+    "name,res,ablation",
+    [("hrnet", R64, {}), ("dark", R64, {}), ("udp", R128, {}), ("cal", R128, {}), ("cal", R64, {"heatmap": "binary"})],
+)
 def test_encode_batch_keeps_the_device_and_adds_no_keys(name: str, res: Resolution, ablation: dict[str, Any]) -> None:
     method = build(name, res, ablation)
     joints = torch.tensor([[[3.25, 4.75], [1.0, 2.0]], [[-40.0, 5.0], [6.5, 0.5]]], device="cpu")
@@ -181,7 +194,7 @@ def test_encode_batch_keeps_the_device_and_adds_no_keys(name: str, res: Resoluti
         assert tuple(value.shape) == (2, *np.shape(single[key])), key
 
 
-@pytest.mark.parametrize("name", ["hrnet", "dark", "udp", "cal", *SR_METHODS])
+@pytest.mark.parametrize("name", ["hrnet", "dark", "udp", "cal", *SR_METHODS, "simcc", "rle", "integral"])
 def test_twins_never_read_tensor_data(name: str) -> None:
     """A CPU-only proxy for "no host sync": on the meta device (shapes, no data) any ``.item()``,
     ``.cpu()``, numpy call or data-dependent branch raises, as the numpy reference does."""

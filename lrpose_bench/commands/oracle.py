@@ -24,13 +24,15 @@ from lrpose_bench.resolution import parse_resolution_list
 from lrpose_bench.store import ensure_writable_folder, write_json
 
 HELP = "codec oracle: AP of each codec decoding its own ground-truth target (quantization ceiling)"
-DEFAULT_METHODS = "hrnet,dark,udp,cal"
+DEFAULT_METHODS = "hrnet,dark,udp,cal,simcc,rle,integral"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--methods", default=DEFAULT_METHODS, help=f"methods to score (default {DEFAULT_METHODS})")
     parser.add_argument("--res", default="64x48,128x96,256x192", help="resolutions HxW (default 64x48,128x96,256x192)")
-    parser.add_argument("--out", default="runs/latest", help="run folder to write oracle.json into (default runs/latest)")
+    parser.add_argument(
+        "--out", default="runs/latest", help="run folder to write oracle.json into (default runs/latest)"
+    )
     parser.epilog = "example:\n  lrpose-bench oracle --res 64x48,128x96,256x192 --out runs/quick"
 
 
@@ -43,7 +45,9 @@ def oracle_rows(cfg, methods: list[str], resolutions, progress: bool = True) -> 
             method = build_method(CellSpec(name, cfg.model.backbone, res), cfg)
             if method.train_resolution() != res:
                 continue  # pipelines (SPSR+pose) have no codec of their own at this size
-            dataset = PoseDataset(bundle.val, method, res, train=False, box_padding=cfg.data.box_padding, image_cache=cache)
+            dataset = PoseDataset(
+                bundle.val, method, res, train=False, box_padding=cfg.data.box_padding, image_cache=cache
+            )
             parts: dict[str, list[np.ndarray]] = {k: [] for k in ("coords", "scores", "matrix", "gt", "vis", "index")}
             for batch in DataLoader(dataset, batch_size=256, shuffle=False):
                 outputs = oracle_outputs(method, batch["joints"], batch["visible"])
@@ -63,13 +67,24 @@ def oracle_rows(cfg, methods: list[str], resolutions, progress: bool = True) -> 
                 confidences=np.where(cat["vis"] > 0, 1.0, 0.0),
                 box_scores=np.ones(len(instances)),
                 box_areas=np.array([i.bbox[2] * i.bbox[3] for i in instances]),
-                coarse_hm=cat["coords"], final_hm=cat["coords"], gt_hm=cat["gt"], visible=cat["vis"],
+                coarse_hm=cat["coords"],
+                final_hm=cat["coords"],
+                gt_hm=cat["gt"],
+                visible=cat["vis"],
             )
             metrics, _ = score_predictions(bundle, preds, cfg)
             vis = cat["vis"] > 0
             error = np.linalg.norm(cat["coords"] - cat["gt"], axis=-1)[vis]
-            rows.append({"method": name, "resolution": str(res), "eval_split": bundle.eval_label,
-                         "mean_error_hm_px": float(error.mean()), "max_error_hm_px": float(error.max()), **metrics})
+            rows.append(
+                {
+                    "method": name,
+                    "resolution": str(res),
+                    "eval_split": bundle.eval_label,
+                    "mean_error_hm_px": float(error.mean()),
+                    "max_error_hm_px": float(error.max()),
+                    **metrics,
+                }
+            )
     return rows
 
 

@@ -11,16 +11,17 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch.nn.functional as F
 import yaml
 from torch import Tensor
 
 from lrpose_bench.config import BenchConfig, from_mapping
-from lrpose_bench.data.degrade import describe_preset
 from lrpose_bench.data.dataset import ImageCache, PoseDataset
+from lrpose_bench.data.degrade import describe_preset
 from lrpose_bench.data.sources import load_data
 from lrpose_bench.engine.cell import CellSpec, _source_transform, build_cell_model, build_method, score_predictions
 from lrpose_bench.engine.checkpoint import load_checkpoint
@@ -46,17 +47,37 @@ def resample_transform(test: Resolution, train: Resolution) -> Callable[[Tensor]
 def load_cell(cell_dir: Path) -> tuple[CellSpec, BenchConfig, dict[str, Any]]:
     """Spec and configuration of a trained cell folder."""
     config_path = cell_dir / "config.yaml"
+    if not cell_dir.exists():
+        raise UserError(
+            f"{cell_dir} not found; pass a cell folder written by 'lrpose-bench run' "
+            "(e.g. runs/quick/hrnet__hrnet-w8__64x48__s0) or its checkpoint.pt"
+        )
     if not config_path.is_file():
-        raise UserError(f"{cell_dir} is not a cell folder (no config.yaml); pass a folder written by 'lrpose-bench run'")
-    resolved = yaml.safe_load(config_path.read_text())
-    cell = resolved["cell"]
-    spec = CellSpec(cell["method"], cell["backbone"], Resolution.parse(cell["resolution"]), int(cell["seed"]),
-                    tuple(sorted(cell.get("ablation", {}).items())))
-    return spec, from_mapping(BenchConfig, resolved["config"]), resolved
+        raise UserError(
+            f"{cell_dir} is not a cell folder (no config.yaml); pass a folder written by 'lrpose-bench run'"
+        )
+    try:
+        resolved = yaml.safe_load(config_path.read_text())
+        cell = resolved["cell"]
+        spec = CellSpec(
+            cell["method"],
+            cell["backbone"],
+            Resolution.parse(cell["resolution"]),
+            int(cell["seed"]),
+            tuple(sorted(cell.get("ablation", {}).items())),
+        )
+        config = resolved["config"]
+    except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError, AttributeError) as error:
+        raise UserError(
+            f"{config_path} is corrupt ({type(error).__name__}); rerun 'lrpose-bench run' on its "
+            "output folder to rewrite it"
+        ) from None
+    return spec, from_mapping(BenchConfig, config), resolved
 
 
-def evaluate_cell(cell_dir: Path, resolutions: list[Resolution] | None, progress: bool = True,
-                  cfg_override: BenchConfig | None = None) -> list[dict[str, Any]]:
+def evaluate_cell(
+    cell_dir: Path, resolutions: list[Resolution] | None, progress: bool = True, cfg_override: BenchConfig | None = None
+) -> list[dict[str, Any]]:
     """Evaluate a trained cell at each resolution; returns one metrics row per test resolution."""
     spec, cfg, _ = load_cell(cell_dir)
     train_degrade = cfg.degrade
@@ -64,58 +85,111 @@ def evaluate_cell(cell_dir: Path, resolutions: list[Resolution] | None, progress
     method = build_method(spec, cfg)
     train_res = method.train_resolution()
     model = build_cell_model(method if train_res == spec.resolution else build_method(spec, cfg, train_res), spec, cfg)
-    payload = load_checkpoint(cell_dir / "checkpoint.pt",
-                              expect={"method": spec.method, "backbone": spec.backbone, "resolution": str(spec.resolution)})
+    payload = load_checkpoint(
+        cell_dir / "checkpoint.pt",
+        expect={"method": spec.method, "backbone": spec.backbone, "resolution": str(spec.resolution)},
+    )
     if not payload["meta"].get("complete"):
-        raise CheckpointError(f"checkpoint in {cell_dir} is from an unfinished training; resume it with 'lrpose-bench run' first")
+        raise CheckpointError(
+            f"checkpoint in {cell_dir} is from an unfinished training; resume it with 'lrpose-bench run' first"
+        )
     try:
         model.load_state_dict(payload["model"])
     except (RuntimeError, KeyError, TypeError) as error:
         first = str(error).strip().splitlines()[0][:200]
-        raise CheckpointError(f"checkpoint in {cell_dir} does not fit the cell's model ({first}); "
-                              "it was written by another configuration") from None
+        raise CheckpointError(
+            f"checkpoint in {cell_dir} does not fit the cell's model ({first}); it was written by another configuration"
+        ) from None
     device = resolve_device(cfg.train.device)
     model.to(device)
     bundle = load_data(cfg.data, progress=progress)
     cache = ImageCache(cfg.data.image_cache_mb)
     inner = method if train_res == spec.resolution else build_method(spec, cfg, train_res)
     if train_res != spec.resolution and any(r != spec.resolution for r in resolutions or []):
-        raise UserError(f"cross-resolution evaluation is not defined for {spec.method!r} (its pose network works at "
-                        f"{train_res} behind a fixed x{train_res.height // spec.resolution.height} reconstruction); "
-                        f"evaluate it at {spec.resolution} only")
+        raise UserError(
+            f"cross-resolution evaluation is not defined for {spec.method!r} (its pose network works at "
+            f"{train_res} behind a fixed x{train_res.height // spec.resolution.height} reconstruction); "
+            f"evaluate it at {spec.resolution} only"
+        )
     source = _source_transform(cfg, train=False)
     rows = []
     for test_res in resolutions or [spec.resolution]:
-        dataset = PoseDataset(bundle.val, inner, train_res, train=False, box_padding=cfg.data.box_padding,
-                              image_cache=cache, source_transform=source)
+        dataset = PoseDataset(
+            bundle.val,
+            inner,
+            train_res,
+            train=False,
+            box_padding=cfg.data.box_padding,
+            image_cache=cache,
+            source_transform=source,
+        )
         transform = resample_transform(test_res, train_res) if train_res == spec.resolution else None
         method_transform = getattr(method, "eval_input_transform", lambda: None)()
         if transform is not None and method_transform is not None:
-            first, second = transform, method_transform
-            transform = lambda x: second(first(x))  # noqa: E731
+            transform = lambda x, first=transform, second=method_transform: second(first(x))  # noqa: E731
         elif method_transform is not None:
             transform = method_transform
-        preds = predict(model, inner, dataset, batch_size=cfg.eval.batch_size, flip_test=cfg.eval.flip_test,
-                        device=device, progress=progress, input_transform=transform)
+        preds = predict(
+            model,
+            inner,
+            dataset,
+            batch_size=cfg.eval.batch_size,
+            flip_test=cfg.eval.flip_test,
+            device=device,
+            progress=progress,
+            input_transform=transform,
+        )
         metrics, _ = score_predictions(bundle, preds, cfg)
-        rows.append({"cell": spec.cell_id, "method": spec.method, "backbone": spec.backbone,
-                     "train_resolution": str(spec.resolution), "test_resolution": str(test_res),
-                     "eval_split": bundle.eval_label, "degrade": cfg.degrade,
-                     "degrade_version": describe_preset(cfg.degrade)["version"], "train_degrade": train_degrade,
-                     **metrics})
+        rows.append(
+            {
+                "cell": spec.cell_id,
+                "method": spec.method,
+                "backbone": spec.backbone,
+                "train_resolution": str(spec.resolution),
+                "test_resolution": str(test_res),
+                "eval_split": bundle.eval_label,
+                "degrade": cfg.degrade,
+                "degrade_version": describe_preset(cfg.degrade)["version"],
+                "train_degrade": train_degrade,
+                **metrics,
+            }
+        )
     return rows
 
 
 def evaluate_checkpoint(args: argparse.Namespace) -> int:
-    """CLI entry: evaluate one cell folder (or its checkpoint.pt)."""
+    """CLI entry: evaluate one cell folder (or its checkpoint.pt), or a published model (``--weights``)."""
+    if getattr(args, "weights", None):  # published checkpoints (engine/published_weights.py)
+        from lrpose_bench.engine.published_weights import evaluate_published
+
+        return evaluate_published(args)
+    if not getattr(args, "checkpoint", None):
+        raise UserError(
+            "evaluate: pass --checkpoint CELL (a trained cell folder) or --weights FILE --format "
+            "hrnet-official|mmpose (a published model)"
+        )
+    from lrpose_bench.engine.published_weights import refuse_weights_only_options
+
+    refuse_weights_only_options(args)  # --format, --data, --set, ... apply to --weights only
     target = Path(args.checkpoint)
     cell_dir = target.parent if target.suffix == ".pt" else target
     resolutions = parse_resolution_list(args.res) if args.res else None
+    backbone = getattr(args, "backbone", None)
+    if backbone:  # the cell's own backbone is always used: a different one must not pass unnoticed
+        spec, _, _ = load_cell(cell_dir)
+        if backbone != spec.backbone:
+            raise UserError(
+                f"--backbone {backbone}: cell {spec.cell_id} was trained with backbone {spec.backbone!r}; "
+                "drop --backbone (evaluate uses the cell's own), or pass a cell of that backbone"
+            )
     override = None
     if getattr(args, "degrade", None) or getattr(args, "device", None):
         _, cfg, _ = load_cell(cell_dir)
-        override = dataclasses.replace(cfg, degrade=args.degrade or cfg.degrade,
-                                       train=dataclasses.replace(cfg.train, device=args.device or cfg.train.device))
+        override = dataclasses.replace(
+            cfg,
+            degrade=args.degrade or cfg.degrade,
+            train=dataclasses.replace(cfg.train, device=args.device or cfg.train.device),
+        )
     rows = evaluate_cell(cell_dir, resolutions, progress=not args.no_progress, cfg_override=override)
     out = Path(args.out) if args.out else cell_dir
     write_json(out / "evaluation.json", rows)
@@ -127,6 +201,8 @@ def evaluate_checkpoint(args: argparse.Namespace) -> int:
         keep = [r for r in existing if (r.get("cell"), r.get("test_resolution"), r.get("degrade", "clean")) not in new]
         write_json(path, keep + rows)
     for row in rows:
-        print(f"{row['cell']}  test {row['test_resolution']}: AP {100 * row['AP']:.1f}  AP50 {100 * row['AP50']:.1f}  "
-              f"AR {100 * row['AR']:.1f}  ({row['eval_split']})")
+        print(
+            f"{row['cell']}  test {row['test_resolution']}: AP {100 * row['AP']:.1f}  AP50 {100 * row['AP50']:.1f}  "
+            f"AR {100 * row['AR']:.1f}  ({row['eval_split']})"
+        )
     return 0

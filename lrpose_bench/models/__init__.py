@@ -34,9 +34,7 @@ def model_config(family: str, name: str) -> dict[str, Any]:
     section = data.get(family)
     if not isinstance(section, dict) or name not in section:
         known = ", ".join(sorted(section)) if isinstance(section, dict) else "(none)"
-        raise ConfigError(
-            f"{config_dir() / MODELS_YAML}: no entry {family}.{name}; known {family} entries: {known}"
-        )
+        raise ConfigError(f"{config_dir() / MODELS_YAML}: no entry {family}.{name}; known {family} entries: {known}")
     return dict(section[name])
 
 
@@ -67,4 +65,45 @@ def build_model(backbone: str, out_channels: int, pretrained: str | None = None)
     return factory(int(out_channels), pretrained=pretrained)
 
 
-__all__ = ["build_model", "init_config", "model_config", "model_config_section"]
+class MethodHeadModel(nn.Module):
+    """A backbone followed by a method's own output head (:meth:`Method.build_head`).
+
+    ``forward(x) = head(backbone(x))``; state-dict keys are ``backbone.…`` (the registered backbone's
+    own names, so ``--pretrained`` files load into it as before) and ``head.…``.
+    """
+
+    def __init__(self, backbone: nn.Module, head: nn.Module) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+
+    def forward(self, x: Any) -> Any:
+        return self.head(self.backbone(x))
+
+
+def build_method_model(backbone: str, method: Any, pretrained: str | None = None) -> nn.Module:
+    """The network of a cell: backbone with a ``method.head_channels()`` final layer and, when the
+    method defines one (:meth:`~lrpose_bench.method.Method.build_head`), its output head after it.
+
+    Methods without a head (every heatmap method) get exactly :func:`build_model`'s module, so their
+    checkpoints and key names are unchanged.
+    """
+    net = build_model(backbone, method.head_channels(), pretrained)
+    build_head = getattr(method, "build_head", None)
+    head = build_head() if callable(build_head) else None
+    if head is None:
+        return net
+    model = MethodHeadModel(net, head)
+    if hasattr(net, "pretrained_report"):
+        model.pretrained_report = net.pretrained_report  # type: ignore[attr-defined]
+    return model
+
+
+__all__ = [
+    "MethodHeadModel",
+    "build_method_model",
+    "build_model",
+    "init_config",
+    "model_config",
+    "model_config_section",
+]

@@ -1,6 +1,6 @@
 """Paper-style tables built from a run folder (pandas), with the paper's numbers beside ours.
 
-Layout rules (issue 7):
+Layout rules:
 
 * our numbers sit in one column group headed by *our* evaluation data (e.g. ``Ours — SynthPose
   val``); published numbers sit in one group per data set (``Paper — COCO val2017``,
@@ -16,9 +16,10 @@ run-level JSON files are present (codec oracle, cross-resolution, bench, SR qual
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -158,22 +159,36 @@ def load_reference(path: Path | str | None = None) -> PaperReference:
         where = f"entries[{i}]"
         try:
             Resolution.parse(str(raw["input"]))
-            entries.append(PaperEntry(
-                source=str(raw["source"]), dataset=dataset_of(raw["dataset"], where), method=str(raw["method"]),
-                backbone=str(raw["backbone"]), input=str(raw["input"]),
-                params=_opt_float(raw.get("params")), gflops=_opt_float(raw.get("gflops")),
-                metrics=metrics_of(raw["metrics"], where)))
+            entries.append(
+                PaperEntry(
+                    source=str(raw["source"]),
+                    dataset=dataset_of(raw["dataset"], where),
+                    method=str(raw["method"]),
+                    backbone=str(raw["backbone"]),
+                    input=str(raw["input"]),
+                    params=_opt_float(raw.get("params")),
+                    gflops=_opt_float(raw.get("gflops")),
+                    metrics=metrics_of(raw["metrics"], where),
+                )
+            )
         except KeyError as error:
             raise ConfigError(f"{path}: {where} lacks field {error}") from None
     ablations = []
     for i, spec in enumerate(data.get("ablations") or []):
         where = f"ablations[{i}]"
-        rows = [{**row, "metrics": metrics_of(row["metrics"], f"{where}.rows[{j}]"), "input": str(row["input"])}
-                for j, row in enumerate(spec.get("rows") or [])]
+        rows = [
+            {**row, "metrics": metrics_of(row["metrics"], f"{where}.rows[{j}]"), "input": str(row["input"])}
+            for j, row in enumerate(spec.get("rows") or [])
+        ]
         ablations.append({**spec, "dataset": dataset_of(spec.get("dataset"), where), "rows": rows})
-    return PaperReference(datasets=datasets, method_names=list(data.get("method_names") or []),
-                          method_order=list(data.get("method_order") or []),
-                          backbones=dict(data.get("backbones") or {}), entries=entries, ablations=ablations)
+    return PaperReference(
+        datasets=datasets,
+        method_names=list(data.get("method_names") or []),
+        method_order=list(data.get("method_order") or []),
+        backbones=dict(data.get("backbones") or {}),
+        entries=entries,
+        ablations=ablations,
+    )
 
 
 def _opt_float(value: Any) -> float | None:
@@ -197,9 +212,15 @@ def cells_frame(run: RunData, extra: dict[str, dict[str, Any]] | None = None) ->
         model = info.get("model") or {}
         timing = info.get("timing") or {}
         row: dict[str, Any] = {
-            "cell": cell.id, "state": cell.state, "reason": cell.reason or "", "method": cell.method,
-            "backbone": cell.backbone, "resolution": cell.resolution, "seed": cell.seed,
-            "ablation": cell.ablation_text, "dataset": (info.get("cell") or {}).get("dataset", run.dataset),
+            "cell": cell.id,
+            "state": cell.state,
+            "reason": cell.reason or "",
+            "method": cell.method,
+            "backbone": cell.backbone,
+            "resolution": cell.resolution,
+            "seed": cell.seed,
+            "ablation": cell.ablation_text,
+            "dataset": (info.get("cell") or {}).get("dataset", run.dataset),
             "eval_split": (info.get("cell") or {}).get("eval_split", run.eval_split),
         }
         for name, value in (info.get("metrics") or {}).items():
@@ -242,7 +263,9 @@ class _Group:
     @property
     def state(self) -> str:
         if self.complete:
-            return "complete" if len(self.complete) == len(self.cells) else f"{len(self.complete)}/{len(self.cells)} seeds"
+            return (
+                "complete" if len(self.complete) == len(self.cells) else f"{len(self.complete)}/{len(self.cells)} seeds"
+            )
         return self.cells[0].state if self.cells[0].state != "complete" else "failed"
 
 
@@ -266,9 +289,11 @@ def _comparability_note(run: RunData, datasets: Iterable[str]) -> str | None:
     others = [d for d in dict.fromkeys(datasets) if d != run.eval_split and not _same_data(run.eval_split, d)]
     if not others:
         return None
-    return (f"Ours are measured on {run.eval_split}; the published numbers are on {', '.join(others)}. "
-            "Absolute values are not comparable across data sets, only the ordering of methods and the "
-            "gaps between them.")
+    return (
+        f"Ours are measured on {run.eval_split}; the published numbers are on {', '.join(others)}. "
+        "Absolute values are not comparable across data sets, only the ordering of methods and the "
+        "gaps between them."
+    )
 
 
 def _same_data(ours: str, paper: str) -> bool:
@@ -305,18 +330,24 @@ def _dataset_rank(ref: PaperReference, dataset: str) -> int:
     return labels.index(dataset) if dataset in labels else len(labels)
 
 
-def _resolution_table(run: RunData, ref: PaperReference, res: str, cells: list[Cell], dataset: str | None,
-                      primary: bool = True) -> Table:
+def _resolution_table(
+    run: RunData, ref: PaperReference, res: str, cells: list[Cell], dataset: str | None, primary: bool = True
+) -> Table:
     ours = _ours_group(run)
-    groups = sorted(_group_by_seed(cells), key=lambda g: (ref.method_rank(g.first.method), g.first.method, g.first.backbone))
+    groups = sorted(
+        _group_by_seed(cells), key=lambda g: (ref.method_rank(g.first.method), g.first.method, g.first.backbone)
+    )
     rows, sds, proxies, seeds_seen = [], [], set(), set()
     paper_sets: list[str] = []
     failed_rows: list[int] = []
     notes: list[str] = []
     for i, group in enumerate(groups):
         cell = group.first
-        row: dict[tuple[str, str], Any] = {(LABEL, "Method"): cell.method, (LABEL, "Backbone"): cell.backbone,
-                                           (LABEL, "Input"): _res_display(res)}
+        row: dict[tuple[str, str], Any] = {
+            (LABEL, "Method"): cell.method,
+            (LABEL, "Backbone"): cell.backbone,
+            (LABEL, "Input"): _res_display(res),
+        }
         sd: dict[tuple[str, str], Any] = {}
         row[(ours, PARAMS)] = group.model_value("params") / 1e6
         row[(ours, GFLOPS)] = group.model_value("gmacs")
@@ -365,8 +396,10 @@ def _resolution_table(run: RunData, ref: PaperReference, res: str, cells: list[C
         layout = "Table 9 layout (high resolution)"
     else:
         layout = "Table 1/2/8 layout"
-    lines = [f"OKS AP/AR ×100 on {run.eval_split}; best value per column in bold. #Params and GFLOPs are "
-             "ours (GFLOPs = billions of multiply-adds, the HRNet papers' convention) measured at the training input."]
+    lines = [
+        f"OKS AP/AR ×100 on {run.eval_split}; best value per column in bold. #Params and GFLOPs are "
+        "ours (GFLOPs = billions of multiply-adds, the HRNet papers' convention) measured at the training input."
+    ]
     if max(seeds_seen or {1}) > 1:
         lines.append("Several seeds: mean ± sample standard deviation over seeds.")
     note = _comparability_note(run, paper_sets)
@@ -374,19 +407,33 @@ def _resolution_table(run: RunData, ref: PaperReference, res: str, cells: list[C
         lines.append(note)
     if not paper_sets:
         lines.append("The paper reports no number for these methods/backbones at this input size (no paper column).")
-    lines.append("Source: the paper's table (T1, T2, T4, T8, T9) or a reference repository's README, and the "
-                 "paper's backbone. Paper method names: hrnet = HRNet (SimpleBaseline on a ResNet backbone), dark = DARK, udp = UDP, "
-                 "cal = CAL, spsr+hrnet = HRNet+SPSR, spsr+udp = UDP+SPSR.")
+    lines.append(
+        "Source: the paper's table (T1, T2, T4, T8, T9) or a reference repository's README, and the "
+        "paper's backbone. Paper method names: hrnet = HRNet (SimpleBaseline on a ResNet backbone), dark = DARK, udp = UDP, "
+        "cal = CAL, spsr+hrnet = HRNet+SPSR, spsr+udp = UDP+SPSR, simcc = SimCC, rle = RLE, integral = IPR."
+    )
     for ours_backbone, paper_backbone in sorted(proxies):
-        lines.append(f"† our {ours_backbone} has no counterpart in the paper; the paper column shows its "
-                     f"{paper_backbone} number for orientation only.")
+        lines.append(
+            f"† our {ours_backbone} has no counterpart in the paper; the paper column shows its "
+            f"{paper_backbone} number for orientation only."
+        )
     floor = _floor_ap(cells)
     if floor is not None:
-        lines.append(f"Mean-pose floor on {run.eval_split} at {_res_display(res)}: AP {floor:.1f} "
-                     "(a predictor that ignores the image).")
+        lines.append(
+            f"Mean-pose floor on {run.eval_split} at {_res_display(res)}: AP {floor:.1f} "
+            "(a predictor that ignores the image)."
+        )
     key = f"main_{res}" if primary else f"main_{res}_{_slug(dataset or '')}"
-    return Table(key=key, title=f"{layout}: input {_res_display(res)}", values=values, sd=sd_frame,
-                 bold=bold, decimals=decimals, notes=lines + notes, failed_rows=failed_rows)
+    return Table(
+        key=key,
+        title=f"{layout}: input {_res_display(res)}",
+        values=values,
+        sd=sd_frame,
+        bold=bold,
+        decimals=decimals,
+        notes=lines + notes,
+        failed_rows=failed_rows,
+    )
 
 
 def _slug(text: str) -> str:
@@ -406,6 +453,75 @@ def _floor_ap(cells: Sequence[Cell]) -> float | None:
     return None
 
 
+def published_elsewhere_table(run: RunData, ref: PaperReference) -> Table | None:
+    """Published numbers of this run's methods at input sizes that no benchmark cell uses:
+    SimCC's README at 64×64 / 128×128, mmpose's integral regression at 256×256, … .
+
+    They never share a row with a measured number, because no cell of ours has that input size; this
+    table lists them on their own, one column group per data set. A ``method_names`` line may name
+    ``related`` published variants (``integral`` → DSNT, Debias-IPR) that are listed with it.
+    """
+    benchmark_inputs = {"64x48", "128x96", "256x192", "384x288"} | {c.resolution for c in run.cells}
+    seen: set[tuple[str, str]] = set()
+    rows: list[dict[tuple[str, str], Any]] = []
+    datasets: list[str] = []
+    for cell in sorted((c for c in run.cells if not c.ablation), key=lambda c: ref.method_rank(c.method)):
+        name = ref.paper_method(cell.method, cell.backbone)
+        if name is None or (cell.method, name) in seen:
+            continue
+        seen.add((cell.method, name))
+        line = next(
+            (
+                m
+                for m in ref.method_names
+                if m["method"] == cell.method and cell.backbone.startswith(m.get("family", ""))
+            ),
+            {},
+        )
+        names = [name, *[str(r) for r in line.get("related", []) or []]]
+        for entry in ref.entries:
+            if entry.method not in names or entry.input in benchmark_inputs:
+                continue
+            if entry.dataset not in datasets:
+                datasets.append(entry.dataset)
+            group = _paper_group(entry.dataset)
+            row: dict[tuple[str, str], Any] = {
+                (LABEL, "Ours"): cell.method,
+                (LABEL, "Published method"): entry.method,
+                (LABEL, "Backbone"): entry.backbone,
+                (LABEL, "Input"): _res_display(entry.input),
+                (group, SOURCE): entry.source,
+                (group, PARAMS): entry.params if entry.params is not None else np.nan,
+                (group, GFLOPS): entry.gflops if entry.gflops is not None else np.nan,
+            }
+            for metric in PAPER_METRICS:
+                row[(group, metric)] = entry.metrics.get(metric, np.nan)
+            rows.append(row)
+    if not rows:
+        return None
+    datasets.sort(key=lambda d: _dataset_rank(ref, d))
+    columns = [(LABEL, "Ours"), (LABEL, "Published method"), (LABEL, "Backbone"), (LABEL, "Input")]
+    for dataset in datasets:
+        g = _paper_group(dataset)
+        columns += [(g, SOURCE), (g, PARAMS), (g, GFLOPS)] + [(g, m) for m in PAPER_METRICS]
+    values = pd.DataFrame(rows).reindex(columns=pd.MultiIndex.from_tuples(columns))
+    values = values[[c for c in values.columns if c[0] == LABEL or values[c].notna().any()]]
+    notes = [
+        "Published numbers only (OKS AP/AR ×100 as the sources print them), at input sizes no cell of this "
+        "run uses: there is no measured column, and none of these numbers is comparable with ours.",
+        "Sources: leeyegy/SimCC README (COCO val2017, detected boxes, flip test; heatmap rows with and without "
+        "its extra coordinate refinement), open-mmlab/mmpose model-zoo pages (COCO val2017, detector person "
+        "AP 56.4). Missing values are not published there.",
+    ]
+    return Table(
+        key="published_other_inputs",
+        title="Published numbers at other input sizes",
+        values=values,
+        decimals={c: 2 for c in values.columns if c[1] in (PARAMS, GFLOPS)},
+        notes=notes,
+    )
+
+
 # ---------------------------------------------------------------------------------- ablations
 def ablation_tables(run: RunData, ref: PaperReference) -> list[Table]:
     """T3–T7 layout: per ablation switch and input size, the un-ablated cell as reference row."""
@@ -422,9 +538,14 @@ def ablation_tables(run: RunData, ref: PaperReference) -> list[Table]:
             keyed.setdefault((cell.method, key, cell.resolution, cell.backbone), []).append(cell)
         else:
             other.append(cell)
-    for (method, key, res, backbone), cells in sorted(keyed.items(), key=lambda kv: (kv[0][0], kv[0][1], _height(kv[0][2]), kv[0][3])):
-        reference = [c for c in run.cells if not c.ablation and c.method == method and c.resolution == res
-                     and c.backbone == backbone]
+    for (method, key, res, backbone), cells in sorted(
+        keyed.items(), key=lambda kv: (kv[0][0], kv[0][1], _height(kv[0][2]), kv[0][3])
+    ):
+        reference = [
+            c
+            for c in run.cells
+            if not c.ablation and c.method == method and c.resolution == res and c.backbone == backbone
+        ]
         spec = specs.get(key) if method == "cal" else None
         tables.append(_ablation_table(run, method, key, res, backbone, cells, reference, spec))
     if other:
@@ -432,8 +553,16 @@ def ablation_tables(run: RunData, ref: PaperReference) -> list[Table]:
     return tables
 
 
-def _ablation_table(run: RunData, method: str, key: str, res: str, backbone: str, cells: list[Cell],
-                    reference: list[Cell], spec: dict[str, Any] | None) -> Table:
+def _ablation_table(
+    run: RunData,
+    method: str,
+    key: str,
+    res: str,
+    backbone: str,
+    cells: list[Cell],
+    reference: list[Cell],
+    spec: dict[str, Any] | None,
+) -> Table:
     ours = _ours_group(run)
     by_value: dict[str, list[Cell]] = {}
     ref_value = None
@@ -446,7 +575,9 @@ def _ablation_table(run: RunData, method: str, key: str, res: str, backbone: str
     paper_rows = {}
     paper_group = None
     if spec:
-        paper_group = f"{_paper_group(spec['dataset'])} ({spec.get('table', '')}, {spec.get('backbone', '')} {_res_display(res)})"
+        paper_group = (
+            f"{_paper_group(spec['dataset'])} ({spec.get('table', '')}, {spec.get('backbone', '')} {_res_display(res)})"
+        )
         paper_rows = {_text(row["value"]): row for row in spec["rows"] if row["input"] == res}
     values_order = list(by_value) + [v for v in paper_rows if v not in by_value]
     rows, sds, failed = [], [], []
@@ -454,8 +585,10 @@ def _ablation_table(run: RunData, method: str, key: str, res: str, backbone: str
         group_cells = by_value.get(value, [])
         group = _Group(group_cells) if group_cells else None
         is_ref = ref_value is not None and value == _text(ref_value)
-        row: dict[tuple[str, str], Any] = {(LABEL, key): value + (" (reference)" if is_ref else ""),
-                                           (LABEL, "Status"): group.state if group else "not run"}
+        row: dict[tuple[str, str], Any] = {
+            (LABEL, key): value + (" (reference)" if is_ref else ""),
+            (LABEL, "Status"): group.state if group else "not run",
+        }
         sd: dict[tuple[str, str], Any] = {}
         for metric in PAPER_METRICS:
             mean, dev, n = group.mean_sd(metric) if group else (np.nan, np.nan, 0)
@@ -478,8 +611,10 @@ def _ablation_table(run: RunData, method: str, key: str, res: str, backbone: str
         columns += [(paper_group, "Variant")] + [(paper_group, m) for m in PAPER_METRICS]
     values = pd.DataFrame(rows).reindex(columns=pd.MultiIndex.from_tuples(columns))
     sd_frame = pd.DataFrame(sds).reindex(index=values.index, columns=values.columns)
-    notes = [f"{method} on {backbone} at {_res_display(res)}, one switch changed (--ablation {key}=VALUE); "
-             f"OKS AP/AR ×100 on {run.eval_split}; best per column in bold."]
+    notes = [
+        f"{method} on {backbone} at {_res_display(res)}, one switch changed (--ablation {key}=VALUE); "
+        f"OKS AP/AR ×100 on {run.eval_split}; best per column in bold."
+    ]
     if not reference:
         notes.append(f"No un-ablated {method} cell at {_res_display(res)} on {backbone} in this run: no reference row.")
     if spec:
@@ -487,17 +622,25 @@ def _ablation_table(run: RunData, method: str, key: str, res: str, backbone: str
         notes.append(f"Paper {label}: {spec.get('title', '')}, CAL {spec.get('backbone', '')} on {spec['dataset']}.")
         if not paper_rows:
             inputs = sorted({row["input"] for row in spec["rows"]})
-            notes.append(f"The paper ran this ablation at {', '.join(_res_display(i) for i in inputs)} only: "
-                         "no paper number at this input size.")
+            notes.append(
+                f"The paper ran this ablation at {', '.join(_res_display(i) for i in inputs)} only: "
+                "no paper number at this input size."
+            )
         note = _comparability_note(run, [spec["dataset"]])
         if note:
             notes.append(note)
     else:
         notes.append("The paper has no ablation of this switch: no paper column.")
     title = f"{spec.get('table')} layout: {spec.get('title')}" if spec else f"Ablation of {method}: {key}"
-    return Table(key=f"ablation_{method}_{key}_{res}_{backbone}", title=f"{title} ({_res_display(res)}, {backbone})",
-                 values=values, sd=sd_frame, bold=[c for c in values.columns if c[1] in PAPER_METRICS],
-                 notes=notes, failed_rows=failed)
+    return Table(
+        key=f"ablation_{method}_{key}_{res}_{backbone}",
+        title=f"{title} ({_res_display(res)}, {backbone})",
+        values=values,
+        sd=sd_frame,
+        bold=[c for c in values.columns if c[1] in PAPER_METRICS],
+        notes=notes,
+        failed_rows=failed,
+    )
 
 
 def _generic_ablation_table(run: RunData, cells: list[Cell]) -> Table:
@@ -505,8 +648,13 @@ def _generic_ablation_table(run: RunData, cells: list[Cell]) -> Table:
     rows, sds = [], []
     for group in _group_by_seed(cells):
         c = group.first
-        row = {(LABEL, "Method"): c.method, (LABEL, "Ablation"): c.ablation_text, (LABEL, "Backbone"): c.backbone,
-               (LABEL, "Input"): _res_display(c.resolution), (LABEL, "Status"): group.state}
+        row = {
+            (LABEL, "Method"): c.method,
+            (LABEL, "Ablation"): c.ablation_text,
+            (LABEL, "Backbone"): c.backbone,
+            (LABEL, "Input"): _res_display(c.resolution),
+            (LABEL, "Status"): group.state,
+        }
         sd = {}
         for metric in PAPER_METRICS:
             mean, dev, n = group.mean_sd(metric)
@@ -517,9 +665,14 @@ def _generic_ablation_table(run: RunData, cells: list[Cell]) -> Table:
     values = pd.DataFrame(rows)
     values.columns = pd.MultiIndex.from_tuples(values.columns)
     sd_frame = pd.DataFrame(sds).reindex(index=values.index, columns=values.columns)
-    return Table(key="ablation_other", title="Other ablations (several switches per cell)", values=values, sd=sd_frame,
-                 bold=[c for c in values.columns if c[1] in PAPER_METRICS],
-                 notes=["No paper counterpart (the paper changes one switch at a time)."])
+    return Table(
+        key="ablation_other",
+        title="Other ablations (several switches per cell)",
+        values=values,
+        sd=sd_frame,
+        bold=[c for c in values.columns if c[1] in PAPER_METRICS],
+        notes=["No paper counterpart (the paper changes one switch at a time)."],
+    )
 
 
 def _text(value: Any) -> str:
@@ -533,22 +686,31 @@ def bootstrap_table(run: RunData, differences: list[tuple[dict[str, Any], Paired
         return None
     rows = []
     for context, diff in differences:
-        rows.append({(LABEL, "Input"): _res_display(context["resolution"]), (LABEL, "Backbone"): context["backbone"],
-                     (LABEL, "Seed"): str(context["seed"]), (LABEL, "A"): diff.a, (LABEL, "B"): diff.b,
-                     ("AP ×100", "A"): 100 * diff.ap_a, ("AP ×100", "B"): 100 * diff.ap_b,
-                     ("AP(A) − AP(B) ×100", "Δ"): 100 * diff.difference,
-                     ("AP(A) − AP(B) ×100", "CI low"): 100 * diff.low,
-                     ("AP(A) − AP(B) ×100", "CI high"): 100 * diff.high,
-                     ("AP(A) − AP(B) ×100", "CI excludes 0"): "yes" if diff.excludes_zero else "no"})
+        rows.append(
+            {
+                (LABEL, "Input"): _res_display(context["resolution"]),
+                (LABEL, "Backbone"): context["backbone"],
+                (LABEL, "Seed"): str(context["seed"]),
+                (LABEL, "A"): diff.a,
+                (LABEL, "B"): diff.b,
+                ("AP ×100", "A"): 100 * diff.ap_a,
+                ("AP ×100", "B"): 100 * diff.ap_b,
+                ("AP(A) − AP(B) ×100", "Δ"): 100 * diff.difference,
+                ("AP(A) − AP(B) ×100", "CI low"): 100 * diff.low,
+                ("AP(A) − AP(B) ×100", "CI high"): 100 * diff.high,
+                ("AP(A) − AP(B) ×100", "CI excludes 0"): "yes" if diff.excludes_zero else "no",
+            }
+        )
     values = pd.DataFrame(rows)
     values.columns = pd.MultiIndex.from_tuples(values.columns)
     first = differences[0][1]
-    notes = [f"Paired bootstrap over images of {run.eval_split}: {first.samples} resamples of the image ids with "
-             f"replacement, both methods scored by COCO OKS AP on the same resample; {100 * first.level:.0f} % "
-             "percentile interval of the difference. Pairs share input size, backbone and seed.",
-             "The paper reports no intervals: no paper column."]
-    return Table(key="bootstrap", title="Paired differences in AP (bootstrap over images)", values=values,
-                 notes=notes)
+    notes = [
+        f"Paired bootstrap over images of {run.eval_split}: {first.samples} resamples of the image ids with "
+        f"replacement, both methods scored by COCO OKS AP on the same resample; {100 * first.level:.0f} % "
+        "percentile interval of the difference. Pairs share input size, backbone and seed.",
+        "The paper reports no intervals: no paper column.",
+    ]
+    return Table(key="bootstrap", title="Paired differences in AP (bootstrap over images)", values=values, notes=notes)
 
 
 # ------------------------------------------------------------------------------ displacement
@@ -560,12 +722,18 @@ def displacement_table(run: RunData, summaries: dict[str, dict[str, float]], lab
     by_id = {c.id: c for c in run.cells}
     for cell_id, s in summaries.items():
         cell = by_id[cell_id]
-        row = {(LABEL, "Cell"): cell.label, (LABEL, "Backbone"): cell.backbone,
-               (LABEL, "Input"): _res_display(cell.resolution), (LABEL, "Seed"): str(cell.seed),
-               ("Joints", "n"): s["joints"],
-               ("Coarse ŷ−y (px)", "mean"): s["coarse_mean"], ("Coarse ŷ−y (px)", "median"): s["coarse_median"],
-               ("Final error (px)", "mean"): s["final_mean"], ("Final error (px)", "median"): s["final_median"],
-               ("Final error (px)", "removed %"): 100 * s["removed"]}
+        row = {
+            (LABEL, "Cell"): cell.label,
+            (LABEL, "Backbone"): cell.backbone,
+            (LABEL, "Input"): _res_display(cell.resolution),
+            (LABEL, "Seed"): str(cell.seed),
+            ("Joints", "n"): s["joints"],
+            ("Coarse ŷ−y (px)", "mean"): s["coarse_mean"],
+            ("Coarse ŷ−y (px)", "median"): s["coarse_median"],
+            ("Final error (px)", "mean"): s["final_mean"],
+            ("Final error (px)", "median"): s["final_median"],
+            ("Final error (px)", "removed %"): 100 * s["removed"],
+        }
         for label in labels:
             row[("Coarse share per bin (%)", label)] = 100 * s[f"coarse_share_{label}"]
         rows.append(row)
@@ -574,12 +742,20 @@ def displacement_table(run: RunData, summaries: dict[str, dict[str, float]], lab
     decimals = {c: 2 for c in values.columns if c[0] in ("Coarse ŷ−y (px)", "Final error (px)")}
     decimals[("Joints", "n")] = 0
     decimals[("Final error (px)", "removed %")] = 1
-    notes = ["Distances in heatmap pixels for visible joints: coarse = arg-max − ground truth (Eq. 11, paper Fig. 5); "
-             "final = decoded prediction − ground truth (after offsets, DARK or the quarter-pixel shift); "
-             "'removed' = 1 − final mean / coarse mean.",
-             "The paper shows these statistics only as a figure (Fig. 5, UDP HRNet-W32 on COCO): no paper column."]
-    return Table(key="displacement", title="Decoder error: coarse vs final displacement (Fig. 5 statistics)",
-                 values=values, decimals=decimals, notes=notes)
+    notes = [
+        "Distances in heatmap pixels for visible joints: coarse = arg-max − ground truth (Eq. 11, paper Fig. 5); "
+        "final = decoded prediction − ground truth (after offsets, DARK or the quarter-pixel shift); "
+        "'removed' = 1 − final mean / coarse mean. A method without an arg-max stage (rle: direct regression) "
+        "reports its regressed coordinate as the coarse prediction, so its coarse and final errors are equal.",
+        "The paper shows these statistics only as a figure (Fig. 5, UDP HRNet-W32 on COCO): no paper column.",
+    ]
+    return Table(
+        key="displacement",
+        title="Decoder error: coarse vs final displacement (Fig. 5 statistics)",
+        values=values,
+        decimals=decimals,
+        notes=notes,
+    )
 
 
 # ------------------------------------------------------------------------------------ extras
@@ -605,10 +781,19 @@ def extra_tables(run: RunData) -> list[Table]:
                 frame[column] = numbers * 100  # fractions as in metrics.json → ×100 like every table
         values = frame.copy()
         values.columns = pd.MultiIndex.from_tuples([(LABEL, str(c)) for c in values.columns])
-        notes = [f"From {name}." + (" Metrics ×100." if metric_cols else ""),
-                 "The paper has no counterpart of this table: no paper column."]
-        tables.append(Table(key=f"extra_{Path(name).stem}", title=EXTRA_TITLES.get(name, name), values=values,
-                            bold=[(LABEL, c) for c in metric_cols], notes=notes))
+        notes = [
+            f"From {name}." + (" Metrics ×100." if metric_cols else ""),
+            "The paper has no counterpart of this table: no paper column.",
+        ]
+        tables.append(
+            Table(
+                key=f"extra_{Path(name).stem}",
+                title=EXTRA_TITLES.get(name, name),
+                values=values,
+                bold=[(LABEL, c) for c in metric_cols],
+                notes=notes,
+            )
+        )
     return tables
 
 

@@ -1,74 +1,176 @@
-"""`lrpose-bench regress`: an unchanged tree passes, a broken codec fails naming its cell, a
-baseline from another configuration is refused, and two runs give identical numbers."""
+"""`lrpose-bench regress`: the exact tier is bit-stable and catches a one-line decoder change in any
+method; the statistical rule passes seed-level noise and fails a 20 % worse mean; bad specs and
+baselines are refused before any work; the baseline is the current project's."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
-import torch
 import yaml
 
 from lrpose_bench.cli import main
+from lrpose_bench.commands import regress as R
+from lrpose_bench.config import load_config
+from lrpose_bench.engine.cell import CellSpec, build_method
+from lrpose_bench.registry import METHODS, load_builtins
+from lrpose_bench.regression.exact import EXACT_METRICS, ExactSpec, compare_exact, exact_rows, round_mantissa
+from lrpose_bench.regression.statistical import StatisticalRule, compare_statistical, summarise
+from lrpose_bench.resolution import Resolution
+
+R64 = Resolution(64, 48)
+load_builtins()  # the parametrisation below walks the registry (plugins included)
 
 
-def _spec(tmp_path: Path, epochs: int = 1) -> Path:
+def _spec(tmp_path: Path, epochs: int = 1, seeds=(0, 1)) -> Path:
     spec = {
-        "profile": "quick",
-        "overrides": {
-            "seed": 0, "train.epochs": epochs, "train.threads": 1, "train.batch_size": 8,
-            "data.cache_dir": str(tmp_path / "cache"),
-            "data.synth.num_train_images": 24, "data.synth.num_val_images": 8,
-            "data.synth.image_height": 96, "data.synth.image_width": 96, "data.synth.seed": 3,
-            "model.backbone": "hrnet-w8", "eval.batch_size": 64,
+        "exact": {
+            "resolutions": ["64x48"],
+            "num_images": 4,
+            "seed": 0,
+            "noise_px": 0.6,
+            "mantissa_bits": 12,
+            "tolerance": 1e-9,
         },
-        "cells": [{"method": "hrnet", "res": "64x48"}, {"method": "udp", "res": "64x48"}],
-        "tolerances": {"AP": 1e-9, "AP50": 1e-9, "AR": 1e-9, "final_mean_px": 1e-6, "coarse_mean_px": 1e-6},
-        "floor_margin": -1.0,
+        "statistical": {
+            "profile": "quick",
+            "overrides": {
+                "train.epochs": epochs,
+                "train.threads": 1,
+                "train.batch_size": 8,
+                "data.cache_dir": str(tmp_path / "cache"),
+                "data.synth.num_train_images": 24,
+                "data.synth.num_val_images": 8,
+                "data.synth.image_height": 96,
+                "data.synth.image_width": 96,
+                "data.synth.seed": 3,
+                "model.backbone": "hrnet-w8",
+                "eval.batch_size": 64,
+            },
+            "seeds": list(seeds),
+            "cells": [{"method": "hrnet", "res": "64x48"}],
+            "rule": {"alpha": 0.01, "min_rel_sd": 0.01, "metrics": ["final_mean_px"]},
+            "floor_error_ratio": 10.0,
+        },
     }
     path = tmp_path / "spec.yaml"
     path.write_text(yaml.safe_dump(spec))
     return path
 
 
+# ------------------------------------------------------------------------------- exact tier
+def test_round_mantissa_is_idempotent_and_float32_exact():
+    import torch
+
+    x = torch.randn(1000, dtype=torch.float64) * 10
+    r = round_mantissa(x, 12)
+    assert r.dtype == torch.float32
+    assert torch.equal(round_mantissa(r, 12), r)
+    assert float(((r.double() - x).abs() / x.abs()).max()) <= 2.0**-12
+
+
+@pytest.fixture(scope="module")
+def exact_baseline():
+    load_builtins()
+    cfg = load_config("quick")
+    spec = ExactSpec(resolutions=(R64,), num_images=6)
+    return cfg, spec, exact_rows(spec, cfg, METHODS.names())
+
+
+def test_exact_tier_covers_every_registered_method_and_repeats_bit_for_bit(exact_baseline):
+    cfg, spec, rows = exact_baseline
+    assert {r["method"] for r in rows.values()} == set(METHODS.names())
+    scored = [r for r in rows.values() if "not_defined" not in r]
+    assert scored and all(0.0 < r["AP"] <= 1.0 for r in scored)
+    assert all(r["oracle_AP"] >= r["AP"] - 1e-12 for r in scored)  # the perfect output is no worse
+    again = exact_rows(spec, cfg, ["hrnet", "udp"])
+    assert compare_exact({m: 0.0 for m in EXACT_METRICS}, {k: rows[k] for k in again}, again) == []
+
+
+@pytest.mark.parametrize("name", METHODS.names())
+def test_a_one_line_decoder_change_fails_the_exact_tier_naming_the_method(exact_baseline, monkeypatch, name):
+    cfg, spec, rows = exact_baseline
+    cls = type(build_method(CellSpec(name, "hrnet-w8", R64), cfg))
+    original = cls.decode
+
+    def shifted(self, outputs):  # the size of a one-line slip: e.g. 0.25 -> 0.26 in a sub-pixel shift
+        coords, scores = original(self, outputs)
+        return coords + 0.01, scores
+
+    monkeypatch.setattr(cls, "decode", shifted)
+    now = exact_rows(spec, cfg, [name])
+    problems = compare_exact({m: 1e-9 for m in EXACT_METRICS}, {k: rows[k] for k in now}, now)
+    assert problems and all(p["cell"] == f"exact {name}@64x48" for p in problems), problems
+
+
+# -------------------------------------------------------------------------- statistical rule
+def _cells(rng, means: dict[str, float], cv: float, n: int = 3, shift: dict[str, float] | None = None):
+    shift = shift or {}
+    return {
+        c: {"final_mean_px": summarise(list(m * (1 + shift.get(c, 0.0)) * (1 + cv * rng.standard_normal(n))))}
+        for c, m in means.items()
+    }
+
+
+MEANS = {"hrnet@64x48": 1.35, "dark@64x48": 1.30, "udp@64x48": 1.28, "cal@64x48": 1.25}
+
+
+def test_statistical_rule_false_alarm_rate_is_below_alpha():
+    rng = np.random.default_rng(0)
+    rule = StatisticalRule(alpha=0.01, metrics=("final_mean_px",))
+    trials = 2000
+    alarms = sum(
+        bool(compare_statistical(rule, _cells(rng, MEANS, 0.03), _cells(rng, MEANS, 0.03))[0]) for _ in range(trials)
+    )
+    assert alarms / trials < 0.02  # alpha = 0.01 (Bonferroni is conservative: ~0.006 measured)
+
+
+def test_statistical_rule_catches_a_twenty_percent_worse_final_error():
+    rng = np.random.default_rng(1)
+    rule = StatisticalRule(alpha=0.01, metrics=("final_mean_px",))
+    caught = others = 0
+    for _ in range(200):
+        problems, _ = compare_statistical(
+            rule, _cells(rng, MEANS, 0.03), _cells(rng, MEANS, 0.03, shift={"udp@64x48": 0.2})
+        )
+        caught += any(p["cell"] == "udp@64x48" for p in problems)
+        others += any(p["cell"] != "udp@64x48" for p in problems)
+    assert caught / 200 > 0.95
+    assert others / 200 < 0.02  # the healthy cells keep the false-alarm rate
+
+
+# -------------------------------------------------------------------------------- end to end
 @pytest.mark.slow
-def test_regress_detects_a_broken_codec(tmp_path, capsys, monkeypatch):
+def test_regress_update_then_check_passes_and_a_broken_decoder_fails(tmp_path, capsys, monkeypatch):
     spec = _spec(tmp_path)
     baseline = tmp_path / "baseline.json"
     args = ["regress", "--spec", str(spec), "--baseline", str(baseline), "--no-progress"]
     assert main(args + ["--update"]) == 0
     data = json.loads(baseline.read_text())
-    assert set(data["cells"]) == {"hrnet__hrnet-w8__64x48__s0", "udp__hrnet-w8__64x48__s0"}
+    assert set(data["statistical"]) == {"hrnet@64x48"}
+    assert data["statistical"]["hrnet@64x48"]["final_mean_px"]["n"] == 2
+    assert "udp@64x48" in data["exact"] and data["environment"]
     capsys.readouterr()
-
-    # unchanged tree: identical numbers (determinism), exit 0
     assert main(args) == 0
-    assert "match the baseline" in capsys.readouterr().out
-
-    # drop the offset term of UDP's decoder on purpose: the udp cell must be named
-    from lrpose_bench.baselines.udp import UdpMethod as UDPMethod
-
-    original = UDPMethod.decode
-
-    def broken(self, outputs):
-        coords, scores = original(self, outputs)
-        return coords + 1.0, scores
-
-    monkeypatch.setattr(UDPMethod, "decode", broken)
-    assert main(args) == 1
     out = capsys.readouterr().out
-    assert "REGRESSION" in out
-    problem_rows = out.split("REGRESSION")[1].split("If the change")[0].strip().splitlines()[2:]
-    assert problem_rows, out
-    assert all(row.strip().startswith("udp__hrnet-w8__64x48__s0") for row in problem_rows), problem_rows
+    assert "match the baseline" in out and str(baseline) in out
+
+    from lrpose_bench.baselines.udp import UdpMethod
+
+    original = UdpMethod.decode
+    monkeypatch.setattr(UdpMethod, "decode", lambda self, o: (original(self, o)[0] + 1.0, original(self, o)[1]))
+    assert main(args + ["--tier", "exact"]) == 1
+    out = capsys.readouterr().out
+    assert "REGRESSION (exact tier)" in out and "exact udp@64x48" in out and "exact hrnet@64x48" not in out
 
 
+# ------------------------------------------------------------------------------- bad inputs
 def test_baseline_for_another_configuration_is_refused(tmp_path, capsys):
-    spec = _spec(tmp_path)
     baseline = tmp_path / "baseline.json"
-    baseline.write_text(json.dumps({"config_hash": "0000", "cells": {}}))
-    code = main(["regress", "--spec", str(spec), "--baseline", str(baseline)])
+    baseline.write_text(json.dumps({"config_hash": "0000", "exact": {}, "statistical": {}}))
+    code = main(["regress", "--spec", str(_spec(tmp_path)), "--baseline", str(baseline)])
     err = capsys.readouterr().err
     assert code == 2
     assert "is for another configuration" in err and "run with --update after review" in err
@@ -79,34 +181,53 @@ def test_missing_baseline_says_how_to_create_it(tmp_path, capsys):
     assert code == 2 and "--update" in capsys.readouterr().err
 
 
-def _tiny_spec(ordering=None):
-    from lrpose_bench.commands.regress import RegressionSpec
+@pytest.mark.parametrize(
+    "content, expected",
+    [
+        ('{"config_hash": "ab", "exact": {', "is not valid JSON"),
+        ("[1, 2, 3]", "has the wrong shape"),
+        ('{"config_hash": "ab", "exact": [], "statistical": {}}', "has the wrong shape"),
+        ('{"config_hash": "ab", "exact": {"a": 1}, "statistical": {}}', "has the wrong shape"),
+    ],
+)
+def test_truncated_or_wrong_shaped_baseline_is_one_line_before_any_work(tmp_path, capsys, content, expected):
+    baseline = tmp_path / "baseline.json"
+    baseline.write_text(content)
+    code = main(["regress", "--spec", str(_spec(tmp_path)), "--baseline", str(baseline)])
+    captured = capsys.readouterr()
+    assert code == 2 and expected in captured.err and str(baseline) in captured.err
+    assert "Traceback" not in captured.err and len(captured.err.strip().splitlines()) == 1
+    assert "training" not in captured.out  # refused before the benchmark ran
 
-    return RegressionSpec(cfg=None, cells=[], tolerances={"AP": 0.01, "APL": 0.01, "final_mean_px": 0.05},
-                          floor_margin=0.0, floor_error_ratio=1.0, ordering=ordering or {}, digest="x")
+
+@pytest.mark.parametrize(
+    "edit, expected",
+    [
+        (lambda s: s.pop("statistical"), "lacks ['statistical']"),
+        (lambda s: s["statistical"].pop("cells"), "'statistical' lacks ['cells']"),
+        (lambda s: s["exact"].pop("resolutions"), "'exact' lacks ['resolutions']"),
+        (lambda s: s["statistical"].update(cells=[{"method": "hrnet"}]), "each cell needs 'method' and 'res'"),
+        (lambda s: s["statistical"].update(seeds=[0]), "at least 2 seeds"),
+        (lambda s: s["statistical"].update(colour="red"), "unknown keys ['colour']"),
+        (lambda s: s["statistical"]["rule"].update(metrics=["speed"]), "rule.metrics ['speed'] unknown"),
+    ],
+)
+def test_bad_spec_is_one_line_naming_the_key(tmp_path, capsys, edit, expected):
+    path = _spec(tmp_path)
+    data = yaml.safe_load(path.read_text())
+    edit(data)
+    path.write_text(yaml.safe_dump(data))
+    code = main(["regress", "--spec", str(path), "--baseline", str(tmp_path / "b.json")])
+    err = capsys.readouterr().err
+    assert code == 2 and expected in err and str(path) in err and "Traceback" not in err
 
 
-def _cell(method, ap, final, apl=None, floor_px=2.0):
-    return {"method": method, "resolution": "64x48", "AP": ap, "APL": apl, "final_mean_px": final,
-            "floor_AP": 0.0, "floor_final_mean_px": floor_px}
-
-
-def test_compare_treats_null_and_nan_as_the_same_missing_value():
-    from lrpose_bench.commands.regress import compare
-
-    base = {"cells": {"a": _cell("hrnet", 0.1, 1.0, apl=None)}}
-    now = {"a": _cell("hrnet", 0.1, 1.0, apl=float("nan"))}
-    assert compare(_tiny_spec(), base, now) == []
-
-
-def test_compare_flags_moved_metrics_floor_and_ordering():
-    from lrpose_bench.commands.regress import compare
-
-    ordering = {"resolution": "64x48", "metric": "final_mean_px", "higher_is_better": False, "margin": 0.05}
-    base = {"cells": {"a": _cell("dark", 0.1, 1.0), "b": _cell("hrnet", 0.1, 1.2)}}
-    now = {"a": _cell("dark", 0.1, 1.3), "b": _cell("hrnet", 0.1, 1.2, floor_px=1.1)}
-    problems = compare(_tiny_spec(ordering), base, now)
-    kinds = {(p["cell"], p["metric"]) for p in problems}
-    assert ("a", "final_mean_px") in kinds  # moved beyond tolerance
-    assert ("b", "final error vs mean-pose floor (px)") in kinds  # worse than the mean pose
-    assert any(p["cell"] == "ordering at 64x48" for p in problems)  # dark no longer localises better
+def test_baseline_and_spec_are_the_current_projects(tmp_path, monkeypatch):
+    clone = tmp_path / "clone"
+    (clone / "configs").mkdir(parents=True)
+    (clone / "pyproject.toml").write_text('[project]\nname = "lrpose-bench"\n')
+    (clone / "configs" / "regression.yaml").write_text("exact: {}\n")
+    monkeypatch.chdir(clone / "configs")
+    baseline, spec = R.resolve_paths(None, None)
+    assert baseline == clone.resolve() / "reports" / "regression" / "baseline.json"
+    assert spec == clone.resolve() / "configs" / "regression.yaml"

@@ -16,8 +16,9 @@ Offsets are stored divided by R (UDP-Pose ``generate_target``), so the loss sees
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -26,6 +27,7 @@ from torch import Tensor
 
 from lrpose_bench.codecs.offset import (
     argmax_offset_decode,
+    check_kernel,
     disk_and_offsets,
     disk_and_offsets_torch,
     flip_combined,
@@ -38,12 +40,6 @@ from lrpose_bench.method import Method, TrainingStage, visible_weights
 from lrpose_bench.registry import register_method
 
 UDP_LOSSES = ("mse", "paper")
-
-
-def check_kernel(method: str, key: str, value: int) -> None:
-    """Blur kernels are odd positive sizes, or 0/1 for "no blur"."""
-    if value < 0 or (value > 1 and value % 2 == 0):
-        raise ConfigError(f"methods.{method}.{key}: must be 0/1 (no blur) or an odd size like 3, 7, 15; got {value!r}")
 
 
 @dataclass

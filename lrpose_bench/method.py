@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from dataclasses import dataclass, field
-from typing import Any, ClassVar, Mapping
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -40,7 +41,6 @@ class MethodContext:
 
     resolution: Resolution
     num_joints: int = 17
-    extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def heatmap_size(self) -> tuple[int, int]:
@@ -80,6 +80,20 @@ class Method(abc.ABC):
     def head_channels(self) -> int:
         """Number of output channels of the network head: K (heatmaps) or 3K (heatmap + offsets)."""
 
+    def build_head(self) -> torch.nn.Module | None:
+        """Optional output head after the backbone; ``None`` (the default) keeps the model
+        the plain backbone, whose 1x1 ``final_layer`` already outputs ``head_channels()`` maps.
+
+        A method whose network output is not a stack of heatmap-resolution maps returns a module
+        that maps the backbone's (N, ``head_channels()``, H/4, W/4) output to the method's output
+        tensor: SimCC's flatten + linear 1-D classifiers, RLE's global-average-pool + linear
+        regressor. :func:`lrpose_bench.models.build_method_model` composes the two (state-dict
+        prefixes ``backbone.`` / ``head.``); the head's parameters are trained with the backbone
+        and saved in the cell's checkpoint. Outputs must stay one tensor (the flip test averages
+        ``model(x)`` with ``flip_outputs(model(flip(x)))``).
+        """
+        return None
+
     # --------------------------------------------------------------------------------- encode
     @abc.abstractmethod
     def encode(self, joints: np.ndarray, visible: np.ndarray) -> dict[str, np.ndarray]:
@@ -93,7 +107,7 @@ class Method(abc.ABC):
         """
 
     def encode_batch(self, joints: Tensor, visible: Tensor) -> dict[str, Tensor]:
-        """Training targets for a whole batch, on the joints' device (the fast input path, issue 9).
+        """Training targets for a whole batch, on the joints' device (the fast input path).
 
         Args:
             joints: (B, K, 2) float tensor of joint (x, y) in heatmap coordinates.
@@ -107,8 +121,12 @@ class Method(abc.ABC):
         joints_np = joints.detach().float().cpu().numpy()
         visible_np = visible.detach().float().cpu().numpy()
         encoded = [self.encode(joints_np[i], visible_np[i]) for i in range(joints_np.shape[0])]
-        return {key: torch.from_numpy(np.stack([np.asarray(e[key], dtype=np.float32) for e in encoded]))
-                .to(joints.device, non_blocking=True) for key in encoded[0]}
+        return {
+            key: torch.from_numpy(np.stack([np.asarray(e[key], dtype=np.float32) for e in encoded])).to(
+                joints.device, non_blocking=True
+            )
+            for key in encoded[0]
+        }
 
     # ----------------------------------------------------------------------------------- loss
     @abc.abstractmethod

@@ -19,14 +19,16 @@ SR constants: ``configs/methods/spsr.yaml`` (``sr_config`` names another file in
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Mapping
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from lrpose_bench import comm
 from lrpose_bench.baselines.spsr.generator import SPSRGenerator, bicubic_upsample, count_parameters
 from lrpose_bench.baselines.spsr.train_sr import (
     SpsrConfig,
@@ -43,7 +45,6 @@ from lrpose_bench.baselines.spsr.train_sr import (
     write_quality,
 )
 from lrpose_bench.config import resolve_method_params
-from lrpose_bench.engine import distributed
 from lrpose_bench.errors import ConfigError
 from lrpose_bench.method import Method, MethodContext, TrainingStage
 from lrpose_bench.registry import METHODS, register_method
@@ -87,7 +88,7 @@ class SrPoseMethod(Method):
             )
         inner_cls = METHODS.get(self.inner_name)
         inner_params = resolve_method_params(inner_cls.Params, self.inner_name, self.hr_res)
-        self.inner: Method = inner_cls(inner_params, MethodContext(self.hr_res, context.num_joints, context.extra))
+        self.inner: Method = inner_cls(inner_params, MethodContext(self.hr_res, context.num_joints))
         self.codec_name = f"{self.upsampler} x{self.sr.scale} + {self.inner.codec_name}"
         self.loss_name = self.inner.loss_name
         self.generator: SPSRGenerator | None = None
@@ -138,10 +139,16 @@ class SrPoseMethod(Method):
         return getattr(self.inner, name)
 
     def describe_params(self) -> dict[str, Any]:
-        info: dict[str, Any] = {"sr_config": self.params.sr_config, "upsampler": self.upsampler,
-                                "inner": self.inner_name, "inner_params": self.inner.describe_params(),
-                                "lr_resolution": str(self.lr_res), "hr_resolution": str(self.hr_res),
-                                "scale": self.sr.scale, "lr_degradation": self.degradation_text()}
+        info: dict[str, Any] = {
+            "sr_config": self.params.sr_config,
+            "upsampler": self.upsampler,
+            "inner": self.inner_name,
+            "inner_params": self.inner.describe_params(),
+            "lr_resolution": str(self.lr_res),
+            "hr_resolution": str(self.hr_res),
+            "scale": self.sr.scale,
+            "lr_degradation": self.degradation_text(),
+        }
         if self.upsampler == "spsr":
             info["sr"] = dataclasses.asdict(self.sr)
             if self.sr_info:
@@ -149,12 +156,23 @@ class SrPoseMethod(Method):
         return info
 
     def degradation_text(self) -> str:
-        return (f"LR crop = bicubic x1/{self.sr.scale} (antialias={self.sr.antialias}, 8-bit={self.sr.quantize_lr}) "
-                f"of the {self.hr_res} HR crop")
+        return (
+            f"LR crop = bicubic x1/{self.sr.scale} (antialias={self.sr.antialias}, 8-bit={self.sr.quantize_lr}) "
+            f"of the {self.hr_res} HR crop"
+        )
 
     # ---------------------------------------------------------------------------- SR stage
-    def prepare(self, *, bundle: Any, cfg: Any, run_dir: Path, cell_dir: Path, device: torch.device,
-                progress: bool = True, image_cache: Any = None) -> None:
+    def prepare(
+        self,
+        *,
+        bundle: Any,
+        cfg: Any,
+        run_dir: Path,
+        cell_dir: Path,
+        device: torch.device,
+        progress: bool = True,
+        image_cache: Any = None,
+    ) -> None:
         """Train (or reuse) the SR generator; write SR quality (SPSR and bicubic) as JSON."""
         self.device = torch.device(device)
         if self.upsampler != "spsr":
@@ -163,23 +181,27 @@ class SrPoseMethod(Method):
 
         profile_name, profile = self.sr.profile_for(cfg.profile)
         data_identity = {
-            "dataset": bundle.name, "train_annotations": str(bundle.train.annotation_file),
-            "num_train": len(bundle.train.instances), "val_annotations": str(bundle.val.annotation_file),
+            "dataset": bundle.name,
+            "train_annotations": str(bundle.train.annotation_file),
+            "num_train": len(bundle.train.instances),
+            "val_annotations": str(bundle.val.annotation_file),
             "num_val": len(bundle.val.instances),
             # the input pipeline of pose training does not change what the SR network learns
             "data": {k: v for k, v in dataclasses.asdict(cfg.data).items() if k not in ("pipeline", "crop_store")},
-            "augment": dataclasses.asdict(cfg.augment), "degrade": cfg.degrade, "seed": cfg.seed,
+            "augment": dataclasses.asdict(cfg.augment),
+            "degrade": cfg.degrade,
+            "seed": cfg.seed,
         }
         key = cache_key(self.sr, profile_name, data_identity)
         folder = Path(run_dir) / "_sr" / key
         ckpt = folder / "sr.pt"
         quality_path = folder / "sr_quality.json"
-        writer = distributed.is_writer()
+        writer = comm.is_writer()
         if writer and not ckpt.is_file():
             self._train_generator(bundle, cfg, profile, profile_name, key, ckpt, image_cache, progress)
         # under DDP rank 0 trains the SR network once; the others wait here and load its checkpoint
         # (a rank on a node without the shared run folder trains its own copy, same seed)
-        distributed.barrier()
+        comm.barrier()
         if not ckpt.is_file():
             self._train_generator(bundle, cfg, profile, profile_name, key, ckpt, image_cache, progress)
         generator, meta = load_generator(ckpt, profile, self.sr)
@@ -194,40 +216,94 @@ class SrPoseMethod(Method):
 
             quality = json.loads(quality_path.read_text())
         else:
-            val_pose = PoseDataset(bundle.val, self.inner, self.hr_res, train=False, box_padding=cfg.data.box_padding,
-                                   image_cache=image_cache, source_transform=_source_transform(cfg, train=False))
+            val_pose = PoseDataset(
+                bundle.val,
+                self.inner,
+                self.hr_res,
+                train=False,
+                box_padding=cfg.data.box_padding,
+                image_cache=image_cache,
+                source_transform=_source_transform(cfg, train=False),
+            )
             val_set = SrCropDataset(val_pose, self.sr, train=False)
-            quality = sr_quality(generator, val_set, self.sr, device=self.device, batch_size=profile.eval_batch_size,
-                                 max_crops=profile.max_val_crops, progress=progress)
-            quality.update({"key": key, "profile": profile_name, "dataset": bundle.val.name,
-                            "losses_used": meta.get("losses_used"), "gan_terms": meta.get("gan_terms"),
-                            "train_iters": meta.get("iters"), "train_seconds": meta.get("train_seconds"),
-                            "generator": meta.get("generator"), "generator_params": meta.get("params")})
+            quality = sr_quality(
+                generator,
+                val_set,
+                self.sr,
+                device=self.device,
+                batch_size=profile.eval_batch_size,
+                max_crops=profile.max_val_crops,
+                progress=progress,
+            )
+            quality.update(
+                {
+                    "key": key,
+                    "profile": profile_name,
+                    "dataset": bundle.val.name,
+                    "losses_used": meta.get("losses_used"),
+                    "gan_terms": meta.get("gan_terms"),
+                    "train_iters": meta.get("iters"),
+                    "train_seconds": meta.get("train_seconds"),
+                    "generator": meta.get("generator"),
+                    "generator_params": meta.get("params"),
+                }
+            )
         write_quality([quality_path, Path(run_dir) / "sr_quality.json", Path(cell_dir) / "sr_quality.json"], quality)
 
-    def _train_generator(self, bundle: Any, cfg: Any, profile: Any, profile_name: str, key: str, ckpt: Path,
-                         image_cache: Any, progress: bool) -> None:
+    def _train_generator(
+        self,
+        bundle: Any,
+        cfg: Any,
+        profile: Any,
+        profile_name: str,
+        key: str,
+        ckpt: Path,
+        image_cache: Any,
+        progress: bool,
+    ) -> None:
         """Train the SR generator on the benchmark's own training crops and save it to ``ckpt``."""
         from lrpose_bench.data.dataset import PoseDataset
 
-        train_pose = PoseDataset(bundle.train, self.inner, self.hr_res, train=False, augment=cfg.augment,
-                                 box_padding=cfg.data.box_padding, seed=cfg.seed, image_cache=image_cache,
-                                 source_transform=_source_transform(cfg, train=True))
+        train_pose = PoseDataset(
+            bundle.train,
+            self.inner,
+            self.hr_res,
+            train=False,
+            augment=cfg.augment,
+            box_padding=cfg.data.box_padding,
+            seed=cfg.seed,
+            image_cache=image_cache,
+            source_transform=_source_transform(cfg, train=True),
+        )
         train_set = SrCropDataset(train_pose, self.sr, train=True, seed=cfg.seed, patch_hr=profile.patch_hr)
-        generator, meta = train_generator(train_set, profile, self.sr, device=self.device, seed=cfg.seed,
-                                          progress=progress)
-        meta.update({"key": key, "profile": profile_name, "params": count_parameters(generator),
-                     "generator": {"nf": profile.nf, "nb": profile.nb, "gc": profile.gc,
-                                   "taps": list(generator.taps), "scale": self.sr.scale,
-                                   "bicubic_skip": profile.bicubic_skip},
-                     "degradation": self.degradation_text()})
+        generator, meta = train_generator(
+            train_set, profile, self.sr, device=self.device, seed=cfg.seed, progress=progress
+        )
+        meta.update(
+            {
+                "key": key,
+                "profile": profile_name,
+                "params": count_parameters(generator),
+                "generator": {
+                    "nf": profile.nf,
+                    "nb": profile.nb,
+                    "gc": profile.gc,
+                    "taps": list(generator.taps),
+                    "scale": self.sr.scale,
+                    "bicubic_skip": profile.bicubic_skip,
+                },
+                "degradation": self.degradation_text(),
+            }
+        )
         save_generator(ckpt, generator, meta)
 
     def eval_input_transform(self) -> Callable[[Tensor], Tensor]:
         """``(N, 3, 256, 192)`` normalised HR crops → the same size, normalised, after the LR
         degradation and SPSR (or bicubic) ×4 (see the module docstring)."""
         if self.upsampler == "spsr" and self.generator is None:
-            raise ConfigError(f"method {self.name!r}: the SR generator is not ready; prepare() must run before evaluation")
+            raise ConfigError(
+                f"method {self.name!r}: the SR generator is not ready; prepare() must run before evaluation"
+            )
         sr, generator = self.sr, self.generator
         chunk = max(1, self.eval_chunk)
 

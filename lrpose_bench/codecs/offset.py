@@ -33,6 +33,7 @@ import torch
 from torch import Tensor
 
 from lrpose_bench.codecs.dark import gaussian_blur_maps
+from lrpose_bench.errors import ConfigError
 
 
 def offset_radius(radius_factor: float, heatmap_size: tuple[int, int]) -> float:
@@ -62,9 +63,7 @@ def disk_and_offsets(
     disk = dist2 <= radius**2
     weight = (np.asarray(visible) > 0) & finite & disk.any(axis=(1, 2))
     disk = disk & weight[:, None, None]
-    offsets = np.stack(
-        [np.broadcast_to(dx, dist2.shape), np.broadcast_to(dy, dist2.shape)], axis=1
-    ) / radius
+    offsets = np.stack([np.broadcast_to(dx, dist2.shape), np.broadcast_to(dy, dist2.shape)], axis=1) / radius
     offsets = np.where(weight[:, None, None, None], offsets, 0.0)
     return (
         disk.astype(np.float32),
@@ -154,3 +153,9 @@ def argmax_offset_decode(
     picked = smooth_off.reshape(n, k, 2, h * w).gather(-1, flat[:, :, None, None].expand(n, k, 2, 1))[..., 0]
     coords = torch.stack([xs, ys], dim=-1) + radius * picked
     return coords, scores
+
+
+def check_kernel(method: str, key: str, value: int) -> None:
+    """Blur kernels (UDP and CAL decoding) are odd positive sizes, or 0/1 for "no blur"."""
+    if value < 0 or (value > 1 and value % 2 == 0):
+        raise ConfigError(f"methods.{method}.{key}: must be 0/1 (no blur) or an odd size like 3, 7, 15; got {value!r}")

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import yaml
 
-from lrpose_bench.config import BenchConfig, resolve_method_params
+from lrpose_bench.config import PIPELINES, BenchConfig, DataConfig, check_value, resolve_method_params  # noqa: F401
 from lrpose_bench.data.dataset import ImageCache, PoseDataset
 from lrpose_bench.data.sources import DataBundle
 from lrpose_bench.engine import distributed
@@ -51,8 +51,14 @@ class CellSpec:
         return f"{self.method}{ablation}__{self.backbone}__{self.resolution}__s{self.seed}"
 
     def describe(self) -> dict[str, Any]:
-        return {"id": self.cell_id, "method": self.method, "backbone": self.backbone,
-                "resolution": str(self.resolution), "seed": self.seed, "ablation": dict(self.ablation)}
+        return {
+            "id": self.cell_id,
+            "method": self.method,
+            "backbone": self.backbone,
+            "resolution": str(self.resolution),
+            "seed": self.seed,
+            "ablation": dict(self.ablation),
+        }
 
 
 def seed_everything(seed: int, deterministic: bool = True) -> None:
@@ -73,13 +79,13 @@ def build_method(spec: CellSpec, cfg: BenchConfig, resolution: Resolution | None
     method_cls = METHODS.get(spec.method)
     resolution = resolution or spec.resolution
     params = resolve_method_params(method_cls.Params, spec.method, resolution, dict(spec.ablation))
-    return method_cls(params, MethodContext(resolution=resolution, extra={"config": cfg}))
+    return method_cls(params, MethodContext(resolution=resolution))
 
 
 def build_cell_model(method: Method, spec: CellSpec, cfg: BenchConfig) -> torch.nn.Module:
-    from lrpose_bench.models import build_model
+    from lrpose_bench.models import build_method_model
 
-    return build_model(spec.backbone, method.head_channels(), cfg.model.pretrained)
+    return build_method_model(spec.backbone, method, cfg.model.pretrained)  # + the method's head, if any
 
 
 @dataclass
@@ -90,10 +96,19 @@ class CellResult:
     reason: str | None = None
 
 
-def score_predictions(bundle: DataBundle, preds: Predictions, cfg: BenchConfig) -> tuple[dict[str, float], list[dict[str, Any]]]:
+def score_predictions(
+    bundle: DataBundle, preds: Predictions, cfg: BenchConfig
+) -> tuple[dict[str, float], list[dict[str, Any]]]:
     """COCO results (rescored, OKS-NMS) and their OKS AP."""
-    results = build_results(preds.image_ids, preds.keypoints, preds.confidences, preds.box_scores,
-                            preds.box_areas, cfg.eval.kpt_score_threshold, cfg.eval.oks_nms_threshold)
+    results = build_results(
+        preds.image_ids,
+        preds.keypoints,
+        preds.confidences,
+        preds.box_scores,
+        preds.box_areas,
+        cfg.eval.kpt_score_threshold,
+        cfg.eval.oks_nms_threshold,
+    )
     return evaluate_keypoints(bundle.val.gt, results), results
 
 
@@ -106,10 +121,15 @@ def floor_metrics(bundle: DataBundle, preds: Predictions, resolution: Resolution
     pose = mean_pose(bundle.train, resolution, cfg.data.box_padding)
     keypoints, conf = mean_pose_predictions(bundle.val, pose, resolution, cfg.data.box_padding)
     instances = bundle.val.instances
-    results = build_results(np.array([i.image_id for i in instances]), keypoints, conf,
-                            np.array([i.score for i in instances]),
-                            np.array([i.bbox[2] * i.bbox[3] for i in instances]),
-                            cfg.eval.kpt_score_threshold, cfg.eval.oks_nms_threshold)
+    results = build_results(
+        np.array([i.image_id for i in instances]),
+        keypoints,
+        conf,
+        np.array([i.score for i in instances]),
+        np.array([i.bbox[2] * i.bbox[3] for i in instances]),
+        cfg.eval.kpt_score_threshold,
+        cfg.eval.oks_nms_threshold,
+    )
     floor: dict[str, Any] = dict(evaluate_keypoints(bundle.val.gt, results))
     vis = preds.visible > 0
     if vis.any():
@@ -131,9 +151,16 @@ def model_complexity(model: torch.nn.Module, resolution: Resolution) -> dict[str
     return info
 
 
-def run_cell(spec: CellSpec, cfg: BenchConfig, bundle: DataBundle, out_dir: Path, *,
-             progress: bool = True, image_cache: ImageCache | None = None,
-             force: bool = False) -> CellResult:
+def run_cell(
+    spec: CellSpec,
+    cfg: BenchConfig,
+    bundle: DataBundle,
+    out_dir: Path,
+    *,
+    progress: bool = True,
+    image_cache: ImageCache | None = None,
+    force: bool = False,
+) -> CellResult:
     """Train (or resume) and evaluate one cell; never raises for a diverged cell (marks it failed).
 
     A finished cell is skipped and an interrupted one resumes, but only while its method constants
@@ -144,8 +171,10 @@ def run_cell(spec: CellSpec, cfg: BenchConfig, bundle: DataBundle, out_dir: Path
     status = read_status(cell_dir)
     if not force:
         check_same_method_params(spec, cfg, cell_dir)
-    if status.get("state") == "complete" and not force and (cell_dir / "metrics.json").is_file():
-        return CellResult(spec, "skipped", read_json(cell_dir / "metrics.json"))
+    if status.get("state") == "complete" and not force:
+        finished = read_finished_metrics(cell_dir)
+        if finished is not None:
+            return CellResult(spec, "skipped", finished)
     if not distributed.is_writer():  # DDP ranks > 0 train and evaluate their share; rank 0 locks and writes
         if force:
             distributed.barrier()  # rank 0 discards the old training state first
@@ -160,11 +189,43 @@ def run_cell(spec: CellSpec, cfg: BenchConfig, bundle: DataBundle, out_dir: Path
         except TrainingDiverged as error:
             _try_status(cell_dir, "failed", str(error))
             return CellResult(spec, "failed", reason=str(error))
+        except KeyboardInterrupt:  # Ctrl-C: the next run resumes from the last checkpoint
+            _try_status(
+                cell_dir, "interrupted", "stopped by Ctrl-C; rerun the same command to resume from the last checkpoint"
+            )
+            raise
         except BaseException as error:
-            _try_status(cell_dir, "failed", f"{type(error).__name__}: {error}")
+            _try_status(
+                cell_dir, "failed", str(error) if isinstance(error, UserError) else f"{type(error).__name__}: {error}"
+            )
             raise
         write_status(cell_dir, "complete")
         return result
+
+
+def read_finished_metrics(cell_dir: Path) -> dict[str, Any] | None:
+    """The ``metrics.json`` of a cell whose status says complete, or ``None`` when it is missing or
+    unreadable: then the cell is treated as incomplete (re-evaluated from its complete checkpoint,
+    or retrained without one) and one line says so, instead of every rerun crashing on the file."""
+    path = cell_dir / "metrics.json"
+    try:
+        info = read_json(path)
+        if not isinstance(info, dict) or not isinstance(info.get("metrics"), dict):
+            raise ValueError("it holds no 'metrics' object")
+        return info
+    except FileNotFoundError:
+        problem = "is missing"
+    except (OSError, ValueError) as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        problem = f"is corrupt ({first[:100]})"
+    what = (
+        "re-evaluating it from its checkpoint"
+        if (cell_dir / "checkpoint.pt").is_file()
+        else "training it again (no checkpoint either)"
+    )
+    if distributed.is_writer():
+        print(f"   cell {cell_dir.name} is marked complete but its metrics.json {problem}; {what}", flush=True)
+    return None
 
 
 def _normalised(params: Any) -> Any:
@@ -187,8 +248,10 @@ def check_same_method_params(spec: CellSpec, cfg: BenchConfig, cell_dir: Path) -
     changed = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
     if changed:
         shown = ", ".join(f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in changed[:4])
-        raise ConfigError(f"cell {spec.cell_id} in {cell_dir.parent} was trained with other method constants "
-                          f"({shown}); use another --out, or --force to retrain it with the current ones")
+        raise ConfigError(
+            f"cell {spec.cell_id} in {cell_dir.parent} was trained with other method constants "
+            f"({shown}); use another --out, or --force to retrain it with the current ones"
+        )
 
 
 def discard_training_state(cell_dir: Path) -> None:
@@ -206,8 +269,9 @@ def _try_status(cell_dir: Path, state: str, reason: str) -> None:
         pass
 
 
-def _run_cell_locked(spec: CellSpec, cfg: BenchConfig, bundle: DataBundle, cell_dir: Path,
-                     progress: bool, image_cache: ImageCache | None) -> CellResult:
+def _run_cell_locked(
+    spec: CellSpec, cfg: BenchConfig, bundle: DataBundle, cell_dir: Path, progress: bool, image_cache: ImageCache | None
+) -> CellResult:
     seed_everything(spec.seed, cfg.train.deterministic)
     if cfg.train.threads > 0:
         torch.set_num_threads(cfg.train.threads)
@@ -218,38 +282,88 @@ def _run_cell_locked(spec: CellSpec, cfg: BenchConfig, bundle: DataBundle, cell_
     ctx = distributed.context()
     device = distributed.device_for(ctx, cfg.train.device) if ctx.is_distributed else resolve_device(cfg.train.device)
     cache = image_cache or ImageCache(cfg.data.image_cache_mb)
-    resolved = {"cell": spec.describe(), "config": cfg.to_dict(), "method_params": method.describe_params(),
-                "dataset": bundle.name}
+    resolved = {
+        "cell": spec.describe(),
+        "config": cfg.to_dict(),
+        "method_params": method.describe_params(),
+        "dataset": bundle.name,
+    }
     if ctx.is_writer:
         write_text(cell_dir / "config.yaml", yaml.safe_dump(resolved, sort_keys=False))
-    meta = {"method": spec.method, "backbone": spec.backbone, "resolution": str(spec.resolution),
-            "ablation": dict(spec.ablation), "head_channels": method.head_channels()}
+    meta = {
+        "method": spec.method,
+        "backbone": spec.backbone,
+        "resolution": str(spec.resolution),
+        "ablation": dict(spec.ablation),
+        "head_channels": method.head_channels(),
+    }
 
     prepare = getattr(method, "prepare", None)
     if callable(prepare):  # e.g. SPSR+pose trains (or reuses) its super-resolution network
-        prepare(bundle=bundle, cfg=cfg, run_dir=cell_dir.parent, cell_dir=cell_dir, device=device,
-                progress=progress, image_cache=cache)
+        prepare(
+            bundle=bundle,
+            cfg=cfg,
+            run_dir=cell_dir.parent,
+            cell_dir=cell_dir,
+            device=device,
+            progress=progress,
+            image_cache=cache,
+        )
 
-    train_set = PoseDataset(bundle.train, train_method, train_res, train=True, augment=cfg.augment,
-                            box_padding=cfg.data.box_padding, seed=spec.seed, image_cache=cache,
-                            source_transform=_source_transform(cfg, train=True, seed=spec.seed))
-    pipeline = fast_pipeline(cfg, bundle, train_method, train_res, device, seed=spec.seed, progress=progress,
-                             image_cache=cache)
+    train_set = PoseDataset(
+        bundle.train,
+        train_method,
+        train_res,
+        train=True,
+        augment=cfg.augment,
+        box_padding=cfg.data.box_padding,
+        seed=spec.seed,
+        image_cache=cache,
+        source_transform=_source_transform(cfg, train=True, seed=spec.seed),
+    )
+    pipeline = fast_pipeline(
+        cfg, bundle, train_method, train_res, device, seed=spec.seed, progress=progress, image_cache=cache
+    )
     t0 = time.perf_counter()
-    trained = train(model, train_method, train_set, cfg.train, cell_dir=cell_dir, meta=meta, seed=spec.seed,
-                    device=device, progress=progress, pipeline=pipeline)
+    trained = train(
+        model,
+        train_method,
+        train_set,
+        cfg.train,
+        cell_dir=cell_dir,
+        meta=meta,
+        seed=spec.seed,
+        device=device,
+        progress=progress,
+        pipeline=pipeline,
+    )
     if pipeline is not None:
         pipeline.close()
     train_seconds = time.perf_counter() - t0
 
     eval_res = spec.resolution if train_res == spec.resolution else train_res
-    eval_set = PoseDataset(bundle.val, train_method, eval_res, train=False, box_padding=cfg.data.box_padding,
-                           image_cache=cache, source_transform=_source_transform(cfg, train=False, seed=cfg.seed))
+    eval_set = PoseDataset(
+        bundle.val,
+        train_method,
+        eval_res,
+        train=False,
+        box_padding=cfg.data.box_padding,
+        image_cache=cache,
+        source_transform=_source_transform(cfg, train=False, seed=cfg.seed),
+    )
     t1 = time.perf_counter()
-    preds = distributed.predict_sharded(model, train_method, eval_set, ctx, batch_size=cfg.eval.batch_size,
-                                        flip_test=cfg.eval.flip_test, device=device, progress=progress,
-                                        num_workers=cfg.train.num_workers,
-                                        input_transform=getattr(method, "eval_input_transform", lambda: None)())
+    preds = distributed.predict_sharded(
+        model,
+        train_method,
+        eval_set,
+        ctx,
+        batch_size=cfg.eval.batch_size,
+        flip_test=cfg.eval.flip_test,
+        device=device,
+        progress=progress,
+        num_workers=cfg.train.num_workers,
+        input_transform=getattr(method, "eval_input_transform", lambda: None)(),
+    )
     if preds is None:  # rank > 0: its share went to rank 0, which scores and writes
         return CellResult(spec, "complete", {})
     metrics, results = score_predictions(bundle, preds, cfg)
@@ -257,25 +371,41 @@ def _run_cell_locked(spec: CellSpec, cfg: BenchConfig, bundle: DataBundle, cell_
     floor = floor_metrics(bundle, preds, eval_res, cfg)
 
     write_json(cell_dir / "predictions.json", results)
-    write_npz(cell_dir / "displacements.npz", **preds.displacement_arrays(),
-              heatmap_size=np.array(eval_res.heatmap))
+    write_npz(cell_dir / "displacements.npz", **preds.displacement_arrays(), heatmap_size=np.array(eval_res.heatmap))
     info = {
-        "cell": {**spec.describe(), "dataset": bundle.name, "eval_split": bundle.eval_label,
-                 "profile": cfg.profile, "degrade": cfg.degrade},
+        "cell": {
+            **spec.describe(),
+            "dataset": bundle.name,
+            "eval_split": bundle.eval_label,
+            "profile": cfg.profile,
+            "degrade": cfg.degrade,
+        },
         "protocol": _protocol(cfg),
         "metrics": metrics,
         "floor": floor,
         "errors": decoder_errors(preds),
-        "model": {**model_complexity(model.cpu(), train_res), "head_channels": method.head_channels(),
-                  "train_resolution": str(train_res)},
-        "method": {"codec": method.codec_name, "loss": method.loss_name,
-                   "description": method.description, "params": method.describe_params(),
-                   "stages": [dataclasses.asdict(s) for s in method.stages(cfg.train.epochs)]},
-        "timing": {"train_s": round(train_seconds, 2), "eval_s": round(eval_seconds, 2),
-                   "train_images_per_s": round(trained.images_per_second, 1),
-                   "eval_images_per_s": round(len(eval_set) / max(eval_seconds, 1e-9), 1),
-                   "resumed_from_epoch": trained.resumed_from,
-                   "input_pipeline": "crop_store" if pipeline is not None else "reference"},
+        "model": {
+            **model_complexity(model.cpu(), train_res),
+            "head_channels": method.head_channels(),
+            "train_resolution": str(train_res),
+        },
+        "method": {
+            "codec": method.codec_name,
+            "loss": method.loss_name,
+            "description": method.description,
+            "params": method.describe_params(),
+            "stages": [dataclasses.asdict(s) for s in method.stages(cfg.train.epochs)],
+        },
+        "timing": {
+            "train_s": round(train_seconds, 2),
+            "eval_s": round(eval_seconds, 2),
+            "train_images_per_s": round(trained.images_per_second, 1),
+            "eval_images_per_s": round(len(eval_set) / max(eval_seconds, 1e-9), 1),
+            "resumed_from_epoch": trained.resumed_from,
+            "world_size": ctx.world_size,
+            "global_batch": cfg.train.batch_size * ctx.world_size,
+            "input_pipeline": "crop_store" if pipeline is not None else "reference",
+        },
         "gt_annotations": str(bundle.val.annotation_file),
         "num_instances": len(eval_set),
         "environment": environment(),
@@ -284,30 +414,37 @@ def _run_cell_locked(spec: CellSpec, cfg: BenchConfig, bundle: DataBundle, cell_
     return CellResult(spec, "complete", info)
 
 
-PIPELINES = ("auto", "reference", "crop_store")
-
-
 def use_crop_store(cfg: BenchConfig, device: torch.device) -> bool:
     """Whether training reads the crop store (``data.pipeline``): ``auto`` picks it on CUDA with
     ``degrade: clean`` (on a CPU the reference path stays the default, so CPU numbers and the
     regression baseline do not depend on the store's resampling)."""
     choice = cfg.data.pipeline
-    if choice not in PIPELINES:
-        raise ConfigError(f"config key data.pipeline: expected one of {', '.join(PIPELINES)}, got {choice!r}")
+    # the schema's rule, checked when the config loaded; again here for a config changed in code
+    check_value(DataConfig, "pipeline", choice, "config key data.pipeline")
     if choice == "reference":
         return False
     if cfg.degrade != "clean":
         if choice == "crop_store":
-            raise ConfigError(f"data.pipeline: crop_store needs degrade: clean (the {cfg.degrade!r} protocol draws a "
-                              "new degradation of each source image every epoch, which a decode-once store cannot "
-                              "hold); use data.pipeline=reference or auto")
+            raise ConfigError(
+                f"data.pipeline: crop_store needs degrade: clean (the {cfg.degrade!r} protocol draws a "
+                "new degradation of each source image every epoch, which a decode-once store cannot "
+                "hold); use data.pipeline=reference or auto"
+            )
         return False
     return choice == "crop_store" or device.type == "cuda"
 
 
-def fast_pipeline(cfg: BenchConfig, bundle: DataBundle, method: Method, resolution: Resolution,
-                  device: torch.device, *, seed: int, progress: bool = False,
-                  image_cache: ImageCache | None = None) -> Any:
+def fast_pipeline(
+    cfg: BenchConfig,
+    bundle: DataBundle,
+    method: Method,
+    resolution: Resolution,
+    device: torch.device,
+    *,
+    seed: int,
+    progress: bool = False,
+    image_cache: ImageCache | None = None,
+) -> Any:
     """The fast input path for this cell (crop store + device augmentation), or ``None``.
 
     The store is built once per (training split, resolution, augmentation range) under
@@ -326,16 +463,26 @@ def fast_pipeline(cfg: BenchConfig, bundle: DataBundle, method: Method, resoluti
     if size_gb > settings.max_gb:
         if cfg.data.pipeline == "auto":  # high resolution: decoding is not the bottleneck there
             return None
-        raise ConfigError(f"data.pipeline: the crop store for {resolution} would take {size_gb:.1f} GB "
-                          f"({len(bundle.train.instances)} crops of {height}x{width}), more than "
-                          f"data.crop_store.max_gb = {settings.max_gb:g}; raise it, lower "
-                          "data.crop_store.oversample, or use data.pipeline=reference")
+        raise ConfigError(
+            f"data.pipeline: the crop store for {resolution} would take {size_gb:.1f} GB "
+            f"({len(bundle.train.instances)} crops of {height}x{width}), more than "
+            f"data.crop_store.max_gb = {settings.max_gb:g}; raise it, lower "
+            "data.crop_store.oversample, or use data.pipeline=reference"
+        )
     root = Path(settings.root).expanduser() if settings.root else Path(cfg.data.cache_dir).expanduser() / "crop_store"
     read = image_cache.read if image_cache is not None else None
 
     def open_store() -> Any:
-        return build_crop_store(bundle.train, [resolution], cfg.augment, cfg.data.box_padding, root,
-                                config=settings, read_image=read, progress=progress)
+        return build_crop_store(
+            bundle.train,
+            [resolution],
+            cfg.augment,
+            cfg.data.box_padding,
+            root,
+            config=settings,
+            read_image=read,
+            progress=progress,
+        )
 
     if distributed.is_writer():
         store = open_store()
@@ -343,8 +490,9 @@ def fast_pipeline(cfg: BenchConfig, bundle: DataBundle, method: Method, resoluti
     else:
         distributed.barrier()
         store = open_store()
-    return DeviceAugmentPipeline(store, method, resolution, cfg.augment, seed=seed, device=device,
-                                 box_padding=cfg.data.box_padding)
+    return DeviceAugmentPipeline(
+        store, method, resolution, cfg.augment, seed=seed, device=device, box_padding=cfg.data.box_padding
+    )
 
 
 def decoder_errors(preds: Predictions) -> dict[str, float]:
@@ -355,8 +503,12 @@ def decoder_errors(preds: Predictions) -> dict[str, float]:
         return {}
     coarse = np.linalg.norm(preds.coarse_hm - preds.gt_hm, axis=-1)[vis]
     final = np.linalg.norm(preds.final_hm - preds.gt_hm, axis=-1)[vis]
-    return {"coarse_mean_px": float(coarse.mean()), "coarse_median_px": float(np.median(coarse)),
-            "final_mean_px": float(final.mean()), "final_median_px": float(np.median(final))}
+    return {
+        "coarse_mean_px": float(coarse.mean()),
+        "coarse_median_px": float(np.median(coarse)),
+        "final_mean_px": float(final.mean()),
+        "final_median_px": float(np.median(final)),
+    }
 
 
 def _source_transform(cfg: BenchConfig, train: bool, seed: int | None = None):

@@ -34,9 +34,9 @@ import datetime
 import os
 import sys
 import tempfile
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -44,48 +44,25 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.utils.data import Dataset, Sampler
 
+from lrpose_bench import comm as _comm
+from lrpose_bench.comm import (  # noqa: F401  (re-exported: the engine's callers use them from here)
+    DistContext,
+    _env_int,
+    all_gather_cat,
+    all_reduce_mean,
+    barrier,
+    context,
+    gather_to_writer,
+    is_writer,
+)
 from lrpose_bench.errors import ConfigError
 
 ENV_KEYS = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
+#: re-exported (a plain name: parameters called ``world_size`` below shadow it)
+world_size = _comm.world_size
 
 
 # ---------------------------------------------------------------------------------- context
-@dataclass(frozen=True)
-class DistContext:
-    """Where this process stands: rank, world size, local rank (GPU index on its node), backend."""
-
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-    backend: str | None = None
-
-    @property
-    def is_distributed(self) -> bool:
-        return self.world_size > 1
-
-    @property
-    def is_writer(self) -> bool:
-        """Only rank 0 writes checkpoints, logs, predictions and reports."""
-        return self.rank == 0
-
-
-def _env_int(name: str, default: int) -> int:
-    value = os.environ.get(name)
-    if value is None or value == "":
-        return default
-    try:
-        return int(value)
-    except ValueError:
-        raise ConfigError(f"environment variable {name}={value!r} is not an integer (set by torchrun)") from None
-
-
-def context() -> DistContext:
-    """This process's :class:`DistContext` (initialised process group, else torchrun's environment, else 1 process)."""
-    if dist.is_available() and dist.is_initialized():
-        return DistContext(dist.get_rank(), dist.get_world_size(), _env_int("LOCAL_RANK", 0), dist.get_backend())
-    return DistContext(_env_int("RANK", 0), _env_int("WORLD_SIZE", 1), _env_int("LOCAL_RANK", 0), None)
-
-
 def under_torchrun() -> bool:
     """Whether this process was started by ``torchrun`` / ``torch.distributed.run`` (or launch_local)."""
     return all(key in os.environ for key in ENV_KEYS)
@@ -104,12 +81,18 @@ def init_from_env(device: str = "auto", timeout_s: float = 1800.0, init_method: 
     use_cuda = torch.cuda.is_available() if device == "auto" else device.startswith("cuda")
     if use_cuda:
         if ctx.local_rank >= torch.cuda.device_count():
-            raise ConfigError(f"LOCAL_RANK {ctx.local_rank} but only {torch.cuda.device_count()} GPU(s) visible; "
-                              "lower --nproc-per-node / --gpus")
+            raise ConfigError(
+                f"LOCAL_RANK {ctx.local_rank} but only {torch.cuda.device_count()} GPU(s) visible; "
+                "lower --nproc-per-node / --gpus"
+            )
         torch.cuda.set_device(ctx.local_rank)
     backend = "nccl" if use_cuda else "gloo"
-    dist.init_process_group(backend, init_method=init_method, timeout=datetime.timedelta(seconds=timeout_s),
-                            **({"rank": ctx.rank, "world_size": ctx.world_size} if init_method else {}))
+    dist.init_process_group(
+        backend,
+        init_method=init_method,
+        timeout=datetime.timedelta(seconds=timeout_s),
+        **({"rank": ctx.rank, "world_size": ctx.world_size} if init_method else {}),
+    )
     return context()
 
 
@@ -117,15 +100,6 @@ def device_for(ctx: DistContext, device: str = "auto") -> torch.device:
     """The training device of this rank: ``cuda:LOCAL_RANK`` on GPUs, else the CPU."""
     use_cuda = torch.cuda.is_available() if device == "auto" else device.startswith("cuda")
     return torch.device(f"cuda:{ctx.local_rank}") if use_cuda else torch.device("cpu")
-
-
-def is_writer() -> bool:
-    return context().is_writer
-
-
-def barrier() -> None:
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
 
 
 def shutdown() -> None:
@@ -160,9 +134,9 @@ class ShardedEpochSampler(Sampler[int]):
         return torch.randperm(self.size, generator=generator).tolist()
 
     def indices(self) -> list[int]:
-        rest = self.permutation()[self.start:]
+        rest = self.permutation()[self.start :]
         usable = len(rest) - len(rest) % self.world_size  # equal shards: every rank steps together
-        return rest[:usable][self.rank::self.world_size]
+        return rest[:usable][self.rank :: self.world_size]
 
     def __iter__(self) -> Iterator[int]:
         return iter(self.indices())
@@ -224,8 +198,9 @@ def convert_batchnorm(module: nn.Module, device: torch.device) -> nn.Module:
     if device.type == "cuda":
         return nn.SyncBatchNorm.convert_sync_batchnorm(module)
     if isinstance(module, nn.BatchNorm2d) and not isinstance(module, AllReduceBatchNorm2d):
-        new = AllReduceBatchNorm2d(module.num_features, module.eps, module.momentum, module.affine,
-                                   module.track_running_stats)
+        new = AllReduceBatchNorm2d(
+            module.num_features, module.eps, module.momentum, module.affine, module.track_running_stats
+        )
         if module.affine:
             new.weight, new.bias = module.weight, module.bias
         if module.track_running_stats:
@@ -240,8 +215,9 @@ def convert_batchnorm(module: nn.Module, device: torch.device) -> nn.Module:
     return module
 
 
-def wrap_model(model: nn.Module, ctx: DistContext | None = None, device: torch.device | None = None,
-               sync_bn: bool = True) -> nn.Module:
+def wrap_model(
+    model: nn.Module, ctx: DistContext | None = None, device: torch.device | None = None, sync_bn: bool = True
+) -> nn.Module:
     """``model`` for training on this rank: unchanged with one process; else batch norm synchronised
     (in place) and wrapped in ``DistributedDataParallel``. Keep the unwrapped ``model`` for
     ``state_dict()`` (checkpoints stay loadable without DDP's ``module.`` prefix)."""
@@ -268,44 +244,6 @@ def unwrap(model: nn.Module) -> nn.Module:
 
 
 # --------------------------------------------------------------------------- collectives
-def all_reduce_mean(values: dict[str, Tensor | float], device: torch.device | None = None) -> dict[str, float]:
-    """Mean over ranks of scalar values (one collective; one host sync), e.g. per-epoch loss sums."""
-    keys = list(values)  # insertion order: every rank builds the same dict in the same order
-    if not keys:
-        return {}
-    stacked = torch.stack([torch.as_tensor(values[k], dtype=torch.float64).to(device or "cpu").reshape(()) for k in keys])
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        if device is None and dist.get_backend() == "nccl":
-            stacked = stacked.cuda()
-        dist.all_reduce(stacked)
-        stacked = stacked / dist.get_world_size()
-    return dict(zip(keys, stacked.cpu().tolist()))
-
-
-def all_gather_cat(tensor: Tensor) -> Tensor:
-    """Every rank's ``tensor`` (equal shapes) concatenated along dim 0 in rank order, on every rank;
-    ``tensor`` itself with one process. No gradient flows (CAL gathers detached displacements)."""
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return tensor
-    parts = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
-    dist.all_gather(parts, tensor.contiguous())
-    return torch.cat(parts)
-
-
-def world_size() -> int:
-    """Processes in the default group (1 without torch.distributed)."""
-    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
-
-
-def gather_to_writer(obj: Any) -> list[Any] | None:
-    """Every rank's ``obj`` as a list on rank 0 (``None`` elsewhere); ``[obj]`` with one process."""
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return [obj]
-    out: list[Any] | None = [None] * dist.get_world_size() if dist.get_rank() == 0 else None
-    dist.gather_object(obj, out, dst=0)
-    return out
-
-
 # ---------------------------------------------------------------------------- evaluation
 class ShardView(Dataset):
     """Rank ``rank``'s strided share of an evaluation ``PoseDataset`` (items keep their global ``index``)."""
@@ -355,8 +293,9 @@ def predict_sharded(model: nn.Module, method: Any, dataset: Any, ctx: DistContex
 
 # ------------------------------------------------------------------------------- launching
 def _local_entry(rank: int, world_size: int, folder: str, threads: int) -> None:
-    os.environ.update({"RANK": str(rank), "WORLD_SIZE": str(world_size), "LOCAL_RANK": str(rank),
-                       "LOCAL_WORLD_SIZE": str(world_size)})
+    os.environ.update(
+        {"RANK": str(rank), "WORLD_SIZE": str(world_size), "LOCAL_RANK": str(rank), "LOCAL_WORLD_SIZE": str(world_size)}
+    )
     torch.set_num_threads(threads)
     fn, args, kwargs = torch.load(Path(folder) / "job.pt", weights_only=False)
     init_from_env("cpu", init_method=(Path(folder) / "rendezvous").as_uri())  # a file store: no port to race for
@@ -380,8 +319,9 @@ def launch_local(world_size: int, fn: Callable[..., Any], *args: Any, threads: i
         # the job goes through a file, not mp's pickler: torch.multiprocessing would hand every rank the
         # *same* shared-memory tensors, and each rank's optimizer step would then update them again
         torch.save((fn, args, kwargs), Path(tmp) / "job.pt")
-        mp.start_processes(_local_entry, args=(world_size, tmp, threads),
-                           nprocs=world_size, join=True, start_method="spawn")
+        mp.start_processes(
+            _local_entry, args=(world_size, tmp, threads), nprocs=world_size, join=True, start_method="spawn"
+        )
         return torch.load(Path(tmp) / "result.pt", weights_only=False)
 
 

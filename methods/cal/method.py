@@ -18,15 +18,22 @@ guide the learning of offset fields from the beginning to the end"), ``gaussian`
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 from torch import Tensor
 
-from lrpose_bench.baselines.udp import check_kernel
-from lrpose_bench.codecs.offset import argmax_offset_decode, flip_combined, interleave, offset_radius, split_combined
-from lrpose_bench.engine import distributed
+from lrpose_bench import comm
+from lrpose_bench.codecs.offset import (
+    argmax_offset_decode,
+    check_kernel,
+    flip_combined,
+    interleave,
+    offset_radius,
+    split_combined,
+)
 from lrpose_bench.errors import ConfigError
 from lrpose_bench.method import Method, TrainingStage
 from lrpose_bench.methods.cal.codec import HEATMAP_KINDS, encode_cal, encode_cal_torch
@@ -79,7 +86,9 @@ class CalParams:
         if self.em_iterations < 1:
             raise ConfigError(f"methods.cal.em_iterations: must be >= 1, got {self.em_iterations!r}")
         if not self.reg_covar > 0:
-            raise ConfigError(f"methods.cal.reg_covar: must be > 0 (it keeps the covariance invertible), got {self.reg_covar!r}")
+            raise ConfigError(
+                f"methods.cal.reg_covar: must be > 0 (it keeps the covariance invertible), got {self.reg_covar!r}"
+            )
         check_kernel("cal", "cls_blur_kernel", self.cls_blur_kernel)
         check_kernel("cal", "offset_blur_kernel", self.offset_blur_kernel)
 
@@ -150,7 +159,7 @@ class CalMethod(Method):
             self.params.gmm_components,
             self.params.em_iterations,
             self.params.reg_covar,
-            gather=distributed.all_gather_cat if distributed.world_size() > 1 else None,
+            gather=comm.all_gather_cat if comm.world_size() > 1 else None,
         )
         self.last_gmm = gmm
         return mask

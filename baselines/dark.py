@@ -10,6 +10,7 @@ issue 23).
 from __future__ import annotations
 
 from dataclasses import dataclass
+
 import numpy as np
 from torch import Tensor
 

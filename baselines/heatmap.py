@@ -9,8 +9,8 @@ decode is what makes plain heatmaps fail at 64×48 (paper Sec. 3, Table 8).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 import numpy as np
 import torch
@@ -44,16 +44,19 @@ def encode_gaussian_heatmap(
     maps = maps * window
     # HRNet drops joints whose 3σ patch lies entirely outside the map
     inside = (
-        (centres[:, 0] + radius >= 0) & (centres[:, 0] - radius <= width - 1)
-        & (centres[:, 1] + radius >= 0) & (centres[:, 1] - radius <= height - 1)
+        (centres[:, 0] + radius >= 0)
+        & (centres[:, 0] - radius <= width - 1)
+        & (centres[:, 1] + radius >= 0)
+        & (centres[:, 1] - radius <= height - 1)
     )
     weight = (visible > 0) & inside
     maps = maps * weight[:, None, None]
     return maps.astype(np.float32), weight.astype(np.float32)
 
 
-def gaussian_heatmap_torch(joints: Tensor, visible: Tensor, size: tuple[int, int], sigma: float, truncate: float
-                           ) -> tuple[Tensor, Tensor]:
+def gaussian_heatmap_torch(
+    joints: Tensor, visible: Tensor, size: tuple[int, int], sigma: float, truncate: float
+) -> tuple[Tensor, Tensor]:
     """Torch twin of ``baselines.heatmap.encode_gaussian_heatmap`` (HRNet ``generate_target``), batched.
 
     ``GaussianHeatmapMethod.encode_batch``: integer-centred
@@ -69,8 +72,12 @@ def gaussian_heatmap_torch(joints: Tensor, visible: Tensor, size: tuple[int, int
     dy = ys - centres[..., 1, None, None]
     maps = torch.exp(-(dx * dx + dy * dy) / (2.0 * sigma * sigma))
     window = (dx.abs() <= radius) & (dy.abs() <= radius)
-    inside = ((centres[..., 0] + radius >= 0) & (centres[..., 0] - radius <= width - 1)
-              & (centres[..., 1] + radius >= 0) & (centres[..., 1] - radius <= height - 1))
+    inside = (
+        (centres[..., 0] + radius >= 0)
+        & (centres[..., 0] - radius <= width - 1)
+        & (centres[..., 1] + radius >= 0)
+        & (centres[..., 1] - radius <= height - 1)
+    )
     weight = ((visible > 0) & inside).float()
     return maps * window * weight[..., None, None], weight
 
@@ -102,8 +109,9 @@ class GaussianHeatmapMethod(Method):
 
     def encode_batch(self, joints: Tensor, visible: Tensor) -> dict[str, Tensor]:
         """Batched torch twin of :meth:`encode` (fast input path; tested equal to it)."""
-        heatmap, weight = gaussian_heatmap_torch(joints, visible, self.context.heatmap_size, self.params.sigma,
-                                                 self.params.truncate)
+        heatmap, weight = gaussian_heatmap_torch(
+            joints, visible, self.context.heatmap_size, self.params.sigma, self.params.truncate
+        )
         return {"heatmap": heatmap, "weight": weight}
 
     def loss(self, outputs: Tensor, batch: Mapping[str, Tensor], stage: TrainingStage) -> dict[str, Tensor]:

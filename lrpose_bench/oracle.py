@@ -10,7 +10,8 @@ target named ``heatmap`` with ``head_channels()`` channels is used.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -40,9 +41,7 @@ def encode_batch(method: Any, joints: np.ndarray, visible: np.ndarray) -> dict[s
     joints = np.asarray(joints, dtype=np.float32)
     visible = np.asarray(visible, dtype=np.float32)
     if joints.ndim != 3 or joints.shape[-1] != 2 or visible.shape != joints.shape[:2]:
-        raise UserError(
-            f"oracle: joints must be (N, K, 2) and visible (N, K); got {joints.shape} and {visible.shape}"
-        )
+        raise UserError(f"oracle: joints must be (N, K, 2) and visible (N, K); got {joints.shape} and {visible.shape}")
     encoded = [method.encode(joints[i], visible[i]) for i in range(joints.shape[0])]
     if not encoded:
         raise UserError("oracle: no instances to encode (N = 0)")

@@ -21,12 +21,10 @@ class Resolution:
     width: int
 
     @classmethod
-    def parse(cls, text: str) -> "Resolution":
+    def parse(cls, text: str) -> Resolution:
         match = _PATTERN.match(str(text))
         if not match:
-            raise ConfigError(
-                f"malformed resolution {text!r}: write it as HxW, for example 64x48 or 256x192"
-            )
+            raise ConfigError(f"malformed resolution {text!r}: write it as HxW, for example 64x48 or 256x192")
         height, width = int(match.group(1)), int(match.group(2))
         if height <= 0 or width <= 0 or height % HEATMAP_STRIDE or width % HEATMAP_STRIDE:
             raise ConfigError(

@@ -1,4 +1,4 @@
-"""Helpers of the reliability tests (issue 10): a COCO-layout fixture maker and a child entry point.
+"""Helpers of the reliability tests: a COCO-layout fixture maker and a child entry point.
 
 Run as a script, ``python tests/_train_child.py ARGS...`` is ``python -m lrpose_bench ARGS...`` with
 one test hook installed from the environment, so the production code carries no test switches:

@@ -23,15 +23,19 @@ except ImportError:  # pragma: no cover
     pass
 
 
-def make_coco_fixture(root: Path, num_images: int = 4, persons_per_image: int = 2, seed: int = 0,
-                      size: tuple[int, int] = (120, 160)) -> dict[str, Any]:
+def make_coco_fixture(
+    root: Path, num_images: int = 4, persons_per_image: int = 2, seed: int = 0, size: tuple[int, int] = (120, 160)
+) -> dict[str, Any]:
     """Write a tiny COCO person-keypoints data set: images with stick figures drawn by cv2."""
     rng = np.random.default_rng(seed)
     images_dir = root / "images"
     images_dir.mkdir(parents=True, exist_ok=True)
     height, width = size
-    doc: dict[str, Any] = {"images": [], "annotations": [],
-                           "categories": [{"id": 1, "name": "person", "keypoints": [], "skeleton": []}]}
+    doc: dict[str, Any] = {
+        "images": [],
+        "annotations": [],
+        "categories": [{"id": 1, "name": "person", "keypoints": [], "skeleton": []}],
+    }
     ann_id = 1
     for image_id in range(1, num_images + 1):
         image = (rng.random((height, width, 3)) * 60).astype(np.uint8)
@@ -49,11 +53,18 @@ def make_coco_fixture(root: Path, num_images: int = 4, persons_per_image: int = 
             kps = []
             for (x, y), v in zip(joints, vis):
                 kps += [float(x), float(y), int(v)] if v > 0 else [0.0, 0.0, 0]
-            doc["annotations"].append({
-                "id": ann_id, "image_id": image_id, "category_id": 1, "iscrowd": 0,
-                "bbox": [float(x0), float(y0), float(box_w), float(box_h)],
-                "area": float(box_w * box_h * 0.6), "keypoints": kps, "num_keypoints": int((vis > 0).sum()),
-            })
+            doc["annotations"].append(
+                {
+                    "id": ann_id,
+                    "image_id": image_id,
+                    "category_id": 1,
+                    "iscrowd": 0,
+                    "bbox": [float(x0), float(y0), float(box_w), float(box_h)],
+                    "area": float(box_w * box_h * 0.6),
+                    "keypoints": kps,
+                    "num_keypoints": int((vis > 0).sum()),
+                }
+            )
             ann_id += 1
         name = f"{image_id:06d}.png"
         cv2.imwrite(str(images_dir / name), image)
@@ -81,6 +92,7 @@ def split_and_store(tmp_path_factory):
     root = tmp_path_factory.mktemp("split_and_store")
     make_coco_fixture(root / "data", num_images=8, persons_per_image=2, seed=5)
     split = load_split("fixture", root / "data" / "annotations.json", root / "data" / "images")
-    store = build_crop_store(split, [Resolution(64, 48)], AugmentConfig(), 1.25, root / "stores",
-                             config=CropStoreConfig(workers=1))
+    store = build_crop_store(
+        split, [Resolution(64, 48)], AugmentConfig(), 1.25, root / "stores", config=CropStoreConfig(workers=1)
+    )
     return split, store

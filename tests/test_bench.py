@@ -16,19 +16,54 @@ from lrpose_bench.engine.accelerate import TrainStep, adam_for, configure_backen
 
 def test_bench_writes_every_measurement(tmp_path, capsys):
     out = tmp_path / "run" / "bench.json"
-    code = main(["bench", "--res", "32x24,64x48", "--methods", "hrnet,cal", "--batch-size", "4", "--steps", "1",
-                 "--eval-instances", "4", "--backbone", "hrnet-w8", "--device", "cpu", "--no-progress",
-                 "--set", f"data.cache_dir={tmp_path / 'cache'}", "--set", "data.synth.num_train_images=12",
-                 "--set", "data.synth.num_val_images=4", "--out", str(out)])
+    code = main(
+        [
+            "bench",
+            "--res",
+            "32x24,64x48",
+            "--methods",
+            "hrnet,cal",
+            "--batch-size",
+            "4",
+            "--steps",
+            "1",
+            "--eval-instances",
+            "4",
+            "--backbone",
+            "hrnet-w8",
+            "--device",
+            "cpu",
+            "--no-progress",
+            "--set",
+            f"data.cache_dir={tmp_path / 'cache'}",
+            "--set",
+            "data.synth.num_train_images=12",
+            "--set",
+            "data.synth.num_val_images=4",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     printed = capsys.readouterr().out
     assert "step_fast_img_s" in printed and "crop store 32x24,64x48" in printed
     data = json.loads(out.read_text())
     assert data["device"] == "cpu" and data["backbone"] == "hrnet-w8" and data["batch_size"] == 4
     assert [(r["res"], r["method"]) for r in data["rows"]] == [
-        ("32x24", "hrnet"), ("32x24", "cal"), ("64x48", "hrnet"), ("64x48", "cal")]
+        ("32x24", "hrnet"),
+        ("32x24", "cal"),
+        ("64x48", "hrnet"),
+        ("64x48", "cal"),
+    ]
     for row in data["rows"]:
-        for key in ("model_img_s", "step_cpu_img_s", "step_fast_img_s", "data_cpu_img_s", "data_fast_img_s", "eval_img_s"):
+        for key in (
+            "model_img_s",
+            "step_cpu_img_s",
+            "step_fast_img_s",
+            "data_cpu_img_s",
+            "data_fast_img_s",
+            "eval_img_s",
+        ):
             assert math.isfinite(row[key]) and row[key] > 0, key
         assert row["fast_vs_cpu_step"] == pytest.approx(row["step_fast_img_s"] / row["step_cpu_img_s"])
         assert row["step_cpu_vs_model"] == pytest.approx(row["step_cpu_img_s"] / row["model_img_s"])
@@ -53,8 +88,9 @@ def test_median_seconds_runs_warmup_and_steps():
 
 def _tiny():
     torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.BatchNorm2d(4), torch.nn.ReLU(),
-                                torch.nn.Conv2d(4, 2, 1))
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.BatchNorm2d(4), torch.nn.ReLU(), torch.nn.Conv2d(4, 2, 1)
+    )
     batch = {"image": torch.randn(3, 3, 8, 6), "target": torch.randn(3, 2, 8, 6)}
     return model, batch
 
@@ -76,8 +112,13 @@ def test_graphed_step_falls_back_to_the_eager_step_on_cpu():
         loss = (outputs - b["target"]).pow(2).mean()
         return {"loss": loss, "mse": loss}
 
-    step = TrainStep(model, adam_for(model, 1e-2, 0.0, torch.device("cpu"), graphed=True), loss_fn,
-                     device=torch.device("cpu"), graphed=True)
+    step = TrainStep(
+        model,
+        adam_for(model, 1e-2, 0.0, torch.device("cpu"), graphed=True),
+        loss_fn,
+        device=torch.device("cpu"),
+        graphed=True,
+    )
     assert not step.graphed
     ref_opt = torch.optim.Adam(reference.parameters(), lr=1e-2)
     for _ in range(3):

@@ -5,11 +5,16 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from lrpose_bench.analysis.bootstrap import (evaluate_images, paired_differences, resample_indices,
-                                             resampled_documents, seed_summary)
-from lrpose_bench.evaluation.coco_metric import evaluate_keypoints
 from test_report_factory import make_gt, noisy_predictions
+
+from lrpose_bench.analysis.bootstrap import (
+    evaluate_images,
+    paired_differences,
+    resample_indices,
+    resampled_documents,
+    seed_summary,
+)
+from lrpose_bench.evaluation.coco_metric import evaluate_keypoints
 
 
 def _with_extras(gt, results, seed):
@@ -107,8 +112,15 @@ def _subset(ev, positions):
     starts, counts = ev.start[positions], ev.count[positions]
     det = np.concatenate([np.arange(s, s + c) for s, c in zip(starts, counts)])
     new_start = np.cumsum(counts) - counts
-    return ImageEvaluation(ev.image_ids[positions], ev.scores[det], ev.tp[:, det], ev.fp[:, det],
-                           new_start, counts, ev.positives[positions])
+    return ImageEvaluation(
+        ev.image_ids[positions],
+        ev.scores[det],
+        ev.tp[:, det],
+        ev.fp[:, det],
+        new_start,
+        counts,
+        ev.positives[positions],
+    )
 
 
 def test_seed_summary() -> None:

@@ -57,8 +57,14 @@ def test_per_resolution_constants() -> None:
 
 @pytest.mark.parametrize(
     "key,value",
-    [("offset_mask", "gaussian"), ("gmm_components", 4), ("heatmap", "disk"), ("offset_loss", "huber"),
-     ("training", "three_stage"), ("one_stage_loss", "x")],
+    [
+        ("offset_mask", "gaussian"),
+        ("gmm_components", 4),
+        ("heatmap", "disk"),
+        ("offset_loss", "huber"),
+        ("training", "three_stage"),
+        ("one_stage_loss", "x"),
+    ],
 )
 def test_invalid_ablation_values_raise_config_error(key: str, value) -> None:
     with pytest.raises(ConfigError, match=f"methods.cal.{key}"):
@@ -124,9 +130,15 @@ def test_stage2_uses_mgm_from_this_forward_pass() -> None:
 
 @pytest.mark.parametrize(
     "stage,ablation",
-    [(STAGE1, {}), (STAGE2, {}), (STAGE2, {"offset_mask": "binary"}), (STAGE1, {"heatmap": "binary"}),
-     (STAGE2, {"offset_loss": "smoothl1"}), (STAGE2, {"offset_loss": "l2"}),
-     (TrainingStage("one_stage", 250), {"training": "one_stage"})],
+    [
+        (STAGE1, {}),
+        (STAGE2, {}),
+        (STAGE2, {"offset_mask": "binary"}),
+        (STAGE1, {"heatmap": "binary"}),
+        (STAGE2, {"offset_loss": "smoothl1"}),
+        (STAGE2, {"offset_loss": "l2"}),
+        (TrainingStage("one_stage", 250), {"training": "one_stage"}),
+    ],
 )
 def test_offset_gradient_zero_outside_the_disk(stage, ablation) -> None:
     method = build("128x96", **ablation)
@@ -195,7 +207,10 @@ def test_contract() -> None:
     assert method.head_channels() == 3 * K
     targets = method.encode(np.full((K, 2), 5.0, np.float32), np.ones(K, np.float32))
     assert {k: v.shape for k, v in targets.items()} == {
-        "heatmap": (K, 16, 12), "disk": (K, 16, 12), "offset": (K, 2, 16, 12), "weight": (K,)
+        "heatmap": (K, 16, 12),
+        "disk": (K, 16, 12),
+        "offset": (K, 2, 16, 12),
+        "weight": (K,),
     }
     assert all(v.dtype == np.float32 for v in targets.values())
     outputs = torch.rand(2, 3 * K, 16, 12)
@@ -210,8 +225,10 @@ def test_tiny_net_learns_in_both_stages() -> None:
     batch = random_batch(method, n=4, seed=5)
     images = torch.randn(4, 3, 64, 48)
     net = torch.nn.Sequential(
-        torch.nn.Conv2d(3, 32, 3, 2, 1), torch.nn.ReLU(),
-        torch.nn.Conv2d(32, 32, 3, 2, 1), torch.nn.ReLU(),
+        torch.nn.Conv2d(3, 32, 3, 2, 1),
+        torch.nn.ReLU(),
+        torch.nn.Conv2d(32, 32, 3, 2, 1),
+        torch.nn.ReLU(),
         torch.nn.Conv2d(32, method.head_channels(), 1),
     )
     optimizer = torch.optim.Adam(net.parameters(), lr=3e-3)

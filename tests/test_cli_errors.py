@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -23,13 +21,19 @@ def run_cli(args, capsys):
     "args, message",
     [
         (["run", "--methods", "nosuch", "--res", "64x48"], "unknown method 'nosuch'; known methods:"),
-        (["run", "--methods", "hrnet", "--res", "64x48", "--backbone", "resnet-9000"], "unknown backbone 'resnet-9000'"),
+        (
+            ["run", "--methods", "hrnet", "--res", "64x48", "--backbone", "resnet-9000"],
+            "unknown backbone 'resnet-9000'",
+        ),
         (["run", "--methods", "hrnet", "--res", "64by48"], "malformed resolution '64by48'"),
         (["run", "--methods", "hrnet", "--res", "66x48"], "must be positive multiples of 4"),
         (["run", "--methods", "hrnet", "--profile", "turbo"], "unknown profile 'turbo'"),
         (["run", "--methods", "hrnet", "--set", "train.lr=fast"], "config key train.lr: expected float, got 'fast'"),
         (["run", "--methods", "hrnet", "--set", "train.nonsense=1"], "unknown config key 'train.nonsense'"),
-        (["run", "--methods", "hrnet", "--ablation", "colour=blue"], "unknown ablation key 'colour' for method 'hrnet'"),
+        (
+            ["run", "--methods", "hrnet", "--ablation", "colour=blue"],
+            "unknown ablation key 'colour' for method 'hrnet'",
+        ),
         (["run", "--methods", "hrnet", "--data", "coco"], "--data coco needs --coco-root"),
         (["run", "--methods", "hrnet", "--data", "imagenet"], "unknown dataset 'imagenet'"),
     ],
@@ -44,8 +48,20 @@ def test_bad_input_gives_one_line(args, message, capsys, tmp_path):
 
 def test_missing_annotation_file(capsys, tmp_path):
     (tmp_path / "coco").mkdir()
-    code, err = run_cli(["run", "--methods", "hrnet", "--data", "coco", "--coco-root", str(tmp_path / "coco"),
-                         "--out", str(tmp_path / "out")], capsys)
+    code, err = run_cli(
+        [
+            "run",
+            "--methods",
+            "hrnet",
+            "--data",
+            "coco",
+            "--coco-root",
+            str(tmp_path / "coco"),
+            "--out",
+            str(tmp_path / "out"),
+        ],
+        capsys,
+    )
     assert code == 2 and "person_keypoints_train2017.json not found" in err
 
 
@@ -79,8 +95,12 @@ def test_unwritable_output_folder(capsys, tmp_path):
 
 
 def test_subprocess_prints_no_traceback(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "lrpose_bench", "run", "--methods", "bogus", "--out", str(tmp_path)],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "lrpose_bench", "run", "--methods", "bogus", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2
     assert proc.stderr.startswith("lrpose-bench: error: unknown method 'bogus'")
     assert "Traceback" not in proc.stderr

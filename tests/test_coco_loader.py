@@ -99,22 +99,36 @@ json_values = st.recursive(
 
 def _annotation_like(draw_values):
     return st.fixed_dictionaries(
-        {"id": draw_values, "image_id": draw_values, "keypoints": draw_values | st.lists(st.integers(0, 2), min_size=51, max_size=51),
-         "bbox": draw_values | st.lists(st.floats(-10, 100), min_size=4, max_size=4)},
+        {
+            "id": draw_values,
+            "image_id": draw_values,
+            "keypoints": draw_values | st.lists(st.integers(0, 2), min_size=51, max_size=51),
+            "bbox": draw_values | st.lists(st.floats(-10, 100), min_size=4, max_size=4),
+        },
         optional={"iscrowd": draw_values, "area": draw_values},
     )
 
 
 documents = st.one_of(
     json_values,
-    st.fixed_dictionaries({
-        "images": st.lists(st.fixed_dictionaries({"id": st.integers(0, 3) | json_values, "file_name": st.text(max_size=4) | json_values}), max_size=4) | json_values,
-        "annotations": st.lists(_annotation_like(json_values) | json_values, max_size=4) | json_values,
-    }),
+    st.fixed_dictionaries(
+        {
+            "images": st.lists(
+                st.fixed_dictionaries(
+                    {"id": st.integers(0, 3) | json_values, "file_name": st.text(max_size=4) | json_values}
+                ),
+                max_size=4,
+            )
+            | json_values,
+            "annotations": st.lists(_annotation_like(json_values) | json_values, max_size=4) | json_values,
+        }
+    ),
 )
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+)
 @given(doc=documents)
 def test_fuzz_loader_loads_or_raises_dataerror(tmp_path, doc):
     """Random malformed documents either load or raise the suite's own error, never anything else."""

@@ -46,8 +46,13 @@ def test_ground_truth_through_build_results_scores_ap_one(coco_fixture):
     split = load_split("fixture", ann_file, images)
     joints = np.stack([inst.joints for inst in split.instances])
     conf = np.ones(joints.shape[:2])
-    results = build_results([i.image_id for i in split.instances], joints, conf,
-                            np.ones(len(joints)), np.array([i.bbox[2] * i.bbox[3] for i in split.instances]))
+    results = build_results(
+        [i.image_id for i in split.instances],
+        joints,
+        conf,
+        np.ones(len(joints)),
+        np.array([i.bbox[2] * i.bbox[3] for i in split.instances]),
+    )
     assert abs(evaluate_keypoints(split.gt, results)["AP"] - 1.0) < 1e-9
 
 
@@ -84,7 +89,12 @@ def test_synthpose_ground_truth_scores_ap_one(tmp_path):
     from lrpose_bench.config import SynthConfig
     from lrpose_bench.data.synthetic import ensure_synthpose
     from lrpose_bench.data.transforms import (
-        CropParams, apply_affine, box_to_center_size, crop_matrix, input_to_heatmap_scale)
+        CropParams,
+        apply_affine,
+        box_to_center_size,
+        crop_matrix,
+        input_to_heatmap_scale,
+    )
     from lrpose_bench.engine.evaluator import heatmap_to_image
     from lrpose_bench.resolution import Resolution
 
@@ -102,6 +112,11 @@ def test_synthpose_ground_truth_scores_ap_one(tmp_path):
         joints_hm.append(apply_affine(inst.joints, matrix) * input_to_heatmap_scale(res.size, res.heatmap))
     back = heatmap_to_image(np.stack(joints_hm), np.stack(matrices), res.size, res.heatmap)
     conf = np.stack([(inst.visibility > 0).astype(float) for inst in split.instances])
-    results = build_results([i.image_id for i in split.instances], back, conf, np.ones(len(back)),
-                            np.array([i.bbox[2] * i.bbox[3] for i in split.instances]))
+    results = build_results(
+        [i.image_id for i in split.instances],
+        back,
+        conf,
+        np.ones(len(back)),
+        np.array([i.bbox[2] * i.bbox[3] for i in split.instances]),
+    )
     assert abs(evaluate_keypoints(split.gt, results)["AP"] - 1.0) < 1e-9

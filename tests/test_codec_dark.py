@@ -68,7 +68,9 @@ def test_kernel_rule_and_normalisation() -> None:
         assert taps.sum().item() == pytest.approx(1.0)
         assert torch.allclose(taps, taps.flip(0))
     # OpenCV's fixed table for k = 3 (sigma = 0): [1/4, 1/2, 1/4]
-    assert torch.allclose(gaussian_kernel_1d(3, dtype=torch.float64), torch.tensor([0.25, 0.5, 0.25], dtype=torch.float64))
+    assert torch.allclose(
+        gaussian_kernel_1d(3, dtype=torch.float64), torch.tensor([0.25, 0.5, 0.25], dtype=torch.float64)
+    )
     with pytest.raises(ValueError):
         gaussian_kernel_1d(4)
 

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from conftest import make_coco_fixture
 from lrpose_bench.config import AugmentConfig
 from lrpose_bench.data.coco import load_split
 from lrpose_bench.data.crop_store import (
@@ -31,8 +32,6 @@ from lrpose_bench.data.transforms import (
 from lrpose_bench.errors import DataError
 from lrpose_bench.resolution import Resolution
 
-from conftest import make_coco_fixture
-
 R64, R128 = Resolution(64, 48), Resolution(128, 96)
 
 
@@ -46,15 +45,27 @@ def test_rotated_extent_bounds_every_rotation(w, h, max_deg, frac):
     assert ex <= math.hypot(w, h) + 1e-9 and ey <= math.hypot(w, h) + 1e-9
     # tight: attained at the limit rotation or at the diagonal
     t = math.radians(max_deg)
-    assert math.isclose(ex, max(w * abs(math.cos(t)) + h * abs(math.sin(t)), math.hypot(w, h) if t >= math.atan2(h, w) else 0),
-                        rel_tol=1e-9)
+    assert math.isclose(
+        ex,
+        max(w * abs(math.cos(t)) + h * abs(math.sin(t)), math.hypot(w, h) if t >= math.atan2(h, w) else 0),
+        rel_tol=1e-9,
+    )
 
 
 @settings(max_examples=300, deadline=None)
-@given(x=st.floats(-50, 300), y=st.floats(-50, 300), bw=st.floats(3, 300), bh=st.floats(3, 300),
-       sf=st.floats(0, 0.5), rf=st.floats(0, 60), u=st.floats(-1, 1), v=st.floats(-1, 1),
-       flip=st.booleans(), res=st.sampled_from([[R64], [R128], [R64, R128], [Resolution(256, 192)]]),
-       oversample=st.sampled_from([0.5, 1.0, 2.0]))
+@given(
+    x=st.floats(-50, 300),
+    y=st.floats(-50, 300),
+    bw=st.floats(3, 300),
+    bh=st.floats(3, 300),
+    sf=st.floats(0, 0.5),
+    rf=st.floats(0, 60),
+    u=st.floats(-1, 1),
+    v=st.floats(-1, 1),
+    flip=st.booleans(),
+    res=st.sampled_from([[R64], [R128], [R64, R128], [Resolution(256, 192)]]),
+    oversample=st.sampled_from([0.5, 1.0, 2.0]),
+)
 def test_store_crop_covers_every_augmented_crop(x, y, bw, bh, sf, rf, u, v, flip, res, oversample):
     """Every input pixel centre of any crop sample_augmentation can draw falls inside the store crop,
     at least ``margin_px`` - 1e-6 store pixels from its border."""
@@ -92,8 +103,7 @@ def split(tmp_path: Path):
 
 def test_build_writes_exact_store_crops_and_reuses_them(split, tmp_path):
     augment = AugmentConfig()
-    store = build_crop_store(split, [R64, R128], augment, 1.25, tmp_path / "stores",
-                             config=CropStoreConfig(workers=2))
+    store = build_crop_store(split, [R64, R128], augment, 1.25, tmp_path / "stores", config=CropStoreConfig(workers=2))
     assert len(store) == len(split.instances) == 6
     assert store.crops.dtype == np.uint8 and not store.crops.flags.writeable  # memory-mapped, read-only
     assert store.size == store_geometry([R128], augment).size

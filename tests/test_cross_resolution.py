@@ -16,25 +16,36 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import make_coco_fixture
 from lrpose_bench.cli import main
 from lrpose_bench.config import load_config
 from lrpose_bench.data.sources import load_data
 from lrpose_bench.engine import evaluate_cli
 from lrpose_bench.engine.cell import CellSpec, run_cell
 from lrpose_bench.resolution import Resolution
-from conftest import make_coco_fixture
 
 TRAIN_RES = Resolution(64, 48)
 
 
 def tiny_config(root: Path, degrade: str = "clean"):
-    return load_config("quick", overrides={
-        "data.source": "coco", "data.coco_root": str(root),
-        "data.train_annotations": "annotations.json", "data.val_annotations": "annotations.json",
-        "data.train_images": "images", "data.val_images": "images",
-        "train.epochs": 1, "train.batch_size": 4, "train.threads": 1, "train.device": "cpu",
-        "eval.batch_size": 8, "model.backbone": "hrnet-w8", "degrade": degrade,
-    })
+    return load_config(
+        "quick",
+        overrides={
+            "data.source": "coco",
+            "data.coco_root": str(root),
+            "data.train_annotations": "annotations.json",
+            "data.val_annotations": "annotations.json",
+            "data.train_images": "images",
+            "data.val_images": "images",
+            "train.epochs": 1,
+            "train.batch_size": 4,
+            "train.threads": 1,
+            "train.device": "cpu",
+            "eval.batch_size": 8,
+            "model.backbone": "hrnet-w8",
+            "degrade": degrade,
+        },
+    )
 
 
 def train_tiny_cell(base: Path, degrade: str = "clean") -> Path:
@@ -65,7 +76,8 @@ def same_metrics(a: dict[str, Any], b: dict[str, Any]) -> bool:
     keys = [k for k in b if k.startswith(("AP", "AR"))]
     return bool(keys) and all(
         _missing(a[k]) if _missing(b[k]) else (not _missing(a[k]) and a[k] == pytest.approx(b[k], abs=1e-12))
-        for k in keys)
+        for k in keys
+    )
 
 
 def assert_same_results(ours: list[dict[str, Any]], reference: list[dict[str, Any]]) -> None:
@@ -74,8 +86,9 @@ def assert_same_results(ours: list[dict[str, Any]], reference: list[dict[str, An
     assert [r["image_id"] for r in ours] == [r["image_id"] for r in reference]
     # relative tolerance: a one-epoch model's keypoint confidences are ~1e-3 and move only slightly
     # with the input, so an absolute tolerance would hide a changed input
-    np.testing.assert_allclose([r["keypoints"] for r in ours], [r["keypoints"] for r in reference],
-                               rtol=1e-6, atol=1e-12)
+    np.testing.assert_allclose(
+        [r["keypoints"] for r in ours], [r["keypoints"] for r in reference], rtol=1e-6, atol=1e-12
+    )
     np.testing.assert_allclose([r["score"] for r in ours], [r["score"] for r in reference], rtol=1e-6, atol=1e-12)
 
 
@@ -136,8 +149,9 @@ def test_evaluating_at_the_training_resolution_reproduces_the_cell(clean_cell, c
 
 def test_cli_writes_the_cross_resolution_rows(clean_cell, captured, capsys):
     run_dir = clean_cell.parent
-    rc = main(["evaluate", "--checkpoint", str(clean_cell / "checkpoint.pt"), "--res", "64x48,32x24,128x96",
-               "--no-progress"])
+    rc = main(
+        ["evaluate", "--checkpoint", str(clean_cell / "checkpoint.pt"), "--res", "64x48,32x24,128x96", "--no-progress"]
+    )
     assert rc == 0
     rows = json.loads((run_dir / "cross_resolution.json").read_text())
     assert [r["test_resolution"] for r in rows] == ["64x48", "32x24", "128x96"]
@@ -176,8 +190,21 @@ def test_a_degraded_cell_is_reevaluated_under_its_own_protocol(tmp_path, capture
 
 
 def test_evaluate_applies_a_degradation_protocol_given_on_the_command_line(clean_cell):
-    assert main(["evaluate", "--checkpoint", str(clean_cell), "--res", "64x48,32x24", "--degrade",
-                 "lr-severe-eval", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--checkpoint",
+                str(clean_cell),
+                "--res",
+                "64x48,32x24",
+                "--degrade",
+                "lr-severe-eval",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     rows = json.loads((clean_cell / "evaluation.json").read_text())
     assert {r["degrade"] for r in rows} == {"lr-severe-eval"}
 

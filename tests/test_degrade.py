@@ -1,4 +1,4 @@
-"""Source degradations (issue 11): presets, determinism, and each operation's documented effect."""
+"""Source degradations: presets, determinism, and each operation's documented effect."""
 
 from __future__ import annotations
 
@@ -99,21 +99,24 @@ def test_unknown_preset_names_the_known_ones():
         D.describe_preset("nope")
 
 
-@pytest.mark.parametrize("entry, fragment", [
-    ({"version": 1, "train": True, "eval": True, "sharpen": {}}, "sharpen"),
-    ({"version": 0, "train": True, "eval": True}, "version"),
-    ({"train": True, "eval": True}, "version"),
-    ({"version": 1, "train": "yes", "eval": True}, "train"),
-    ({"version": 1, "train": True, "eval": True, "blur": {"sigma": [2.0, 1.0]}}, "blur.sigma"),
-    ({"version": 1, "train": True, "eval": True, "blur": {"p": 1.5, "sigma": 1.0}}, "blur.p"),
-    ({"version": 1, "train": True, "eval": True, "downsample": {"factor": [0.5, 2]}}, "downsample.factor"),
-    ({"version": 1, "train": True, "eval": True, "downsample": {"factor": 2, "kernel": "lanczos"}}, "kernel"),
-    ({"version": 1, "train": True, "eval": True, "downsample": {"factor": 2, "upsample": "area"}}, "upsample"),
-    ({"version": 1, "train": True, "eval": True, "jpeg": {"quality": [10, 100]}}, "jpeg.quality"),
-    ({"version": 1, "train": True, "eval": True, "jpeg": {"quality": [10.5, 20]}}, "jpeg.quality"),
-    ({"version": 1, "train": True, "eval": True, "noise": {"p": 1.0}}, "sigma"),
-    ({"extends": "missing", "version": 1}, "missing"),
-])
+@pytest.mark.parametrize(
+    "entry, fragment",
+    [
+        ({"version": 1, "train": True, "eval": True, "sharpen": {}}, "sharpen"),
+        ({"version": 0, "train": True, "eval": True}, "version"),
+        ({"train": True, "eval": True}, "version"),
+        ({"version": 1, "train": "yes", "eval": True}, "train"),
+        ({"version": 1, "train": True, "eval": True, "blur": {"sigma": [2.0, 1.0]}}, "blur.sigma"),
+        ({"version": 1, "train": True, "eval": True, "blur": {"p": 1.5, "sigma": 1.0}}, "blur.p"),
+        ({"version": 1, "train": True, "eval": True, "downsample": {"factor": [0.5, 2]}}, "downsample.factor"),
+        ({"version": 1, "train": True, "eval": True, "downsample": {"factor": 2, "kernel": "lanczos"}}, "kernel"),
+        ({"version": 1, "train": True, "eval": True, "downsample": {"factor": 2, "upsample": "area"}}, "upsample"),
+        ({"version": 1, "train": True, "eval": True, "jpeg": {"quality": [10, 100]}}, "jpeg.quality"),
+        ({"version": 1, "train": True, "eval": True, "jpeg": {"quality": [10.5, 20]}}, "jpeg.quality"),
+        ({"version": 1, "train": True, "eval": True, "noise": {"p": 1.0}}, "sigma"),
+        ({"extends": "missing", "version": 1}, "missing"),
+    ],
+)
 def test_malformed_presets_raise_config_error_naming_the_key(entry, fragment):
     with pytest.raises(ConfigError) as info:
         preset_from(entry)
@@ -124,8 +127,9 @@ def test_presets_file_needs_a_clean_identity_preset():
     with pytest.raises(ConfigError, match="clean"):
         D.parse_presets({"presets": {"x": {"version": 1, "train": True, "eval": True}}}, Path("t.yaml"))
     with pytest.raises(ConfigError, match="clean"):
-        D.parse_presets({"presets": {"clean": {"version": 1, "train": False, "eval": True,
-                                               "blur": {"sigma": 1.0}}}}, Path("t.yaml"))
+        D.parse_presets(
+            {"presets": {"clean": {"version": 1, "train": False, "eval": True, "blur": {"sigma": 1.0}}}}, Path("t.yaml")
+        )
 
 
 # -------------------------------------------------------------------------- determinism
@@ -180,10 +184,18 @@ def test_sampled_parameters_stay_inside_the_preset_ranges(seed, index):
 
 
 def test_step_probability_zero_skips_the_step_and_keeps_other_draws():
-    always = preset_from({"version": 1, "train": True, "eval": True, "blur": {"sigma": [0.5, 2.0]},
-                          "jpeg": {"quality": [20, 90]}})
-    never_blur = preset_from({"version": 1, "train": True, "eval": True, "blur": {"p": 0.0, "sigma": [0.5, 2.0]},
-                              "jpeg": {"quality": [20, 90]}})
+    always = preset_from(
+        {"version": 1, "train": True, "eval": True, "blur": {"sigma": [0.5, 2.0]}, "jpeg": {"quality": [20, 90]}}
+    )
+    never_blur = preset_from(
+        {
+            "version": 1,
+            "train": True,
+            "eval": True,
+            "blur": {"p": 0.0, "sigma": [0.5, 2.0]},
+            "jpeg": {"quality": [20, 90]},
+        }
+    )
     a = always.sample(np.random.default_rng(11))
     b = never_blur.sample(np.random.default_rng(11))
     assert b.blur_sigma is None and a.blur_sigma is not None
@@ -257,8 +269,12 @@ def test_area_down_up_aliases_what_the_box_filter_lets_through(frequency):
 
 
 @settings(max_examples=25, deadline=None)
-@given(factor=st.floats(1.3, 4.0), cx=st.floats(40.0, 88.0), cy=st.floats(30.0, 66.0),
-       kernel=st.sampled_from(["bicubic", "bilinear", "area"]))
+@given(
+    factor=st.floats(1.3, 4.0),
+    cx=st.floats(40.0, 88.0),
+    cy=st.floats(30.0, 66.0),
+    kernel=st.sampled_from(["bicubic", "bilinear", "area"]),
+)
 def test_down_up_keeps_the_coordinate_frame(factor, cx, cy, kernel):
     """A blob's centroid does not move: the person loses detail, not position (module docstring)."""
     yy, xx = np.mgrid[0:96, 0:128]

@@ -9,8 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lrpose_bench.analysis.displacement import (bin_index, bin_labels, bin_shares, load_displacements,
-                                                summarize)
+from lrpose_bench.analysis.displacement import bin_index, bin_labels, bin_shares, load_displacements, summarize
 from lrpose_bench.errors import ConfigError, DataError
 from lrpose_bench.store import write_npz
 
@@ -36,8 +35,10 @@ def test_bad_edges_are_config_errors(edges) -> None:
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.floats(min_value=0, max_value=50, allow_nan=False), min_size=1, max_size=200),
-       st.lists(st.floats(min_value=0.01, max_value=5), min_size=1, max_size=6, unique=True))
+@given(
+    st.lists(st.floats(min_value=0, max_value=50, allow_nan=False), min_size=1, max_size=200),
+    st.lists(st.floats(min_value=0.01, max_value=5), min_size=1, max_size=6, unique=True),
+)
 def test_shares_partition_the_distances(distances, edges) -> None:
     edges = sorted(edges)
     d = np.array(distances)
@@ -71,9 +72,15 @@ def test_load_keeps_visible_finite_joints(tmp_path: Path) -> None:
     visible = rng.random((5, 17)) > 0.3
     coarse[0, 0] = np.nan
     visible[0, 0] = True
-    write_npz(tmp_path / "d.npz", coarse=coarse, final=coarse * 0.5, visible=visible,
-              keypoint_id=np.broadcast_to(np.arange(17), (5, 17)).astype(np.int16),
-              image_id=np.arange(5), heatmap_size=np.array([16, 12]))
+    write_npz(
+        tmp_path / "d.npz",
+        coarse=coarse,
+        final=coarse * 0.5,
+        visible=visible,
+        keypoint_id=np.broadcast_to(np.arange(17), (5, 17)).astype(np.int16),
+        image_id=np.arange(5),
+        heatmap_size=np.array([16, 12]),
+    )
     disp = load_displacements(tmp_path / "d.npz")
     assert disp.count == int(visible.sum()) - 1
     assert disp.heatmap_size == (16, 12)

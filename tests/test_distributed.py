@@ -12,6 +12,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from conftest import make_coco_fixture
 from lrpose_bench.config import AugmentConfig, TrainConfig, resolve_method_params
 from lrpose_bench.data.coco import load_split
 from lrpose_bench.data.dataset import PoseDataset
@@ -21,12 +22,16 @@ from lrpose_bench.method import MethodContext
 from lrpose_bench.registry import METHODS
 from lrpose_bench.resolution import Resolution
 
-from conftest import make_coco_fixture
-
 
 @settings(max_examples=60, deadline=None)
-@given(size=st.integers(1, 200), seed=st.integers(0, 1000), epoch=st.integers(0, 300), world=st.integers(1, 8),
-       batch=st.integers(1, 16), steps_done=st.integers(0, 5))
+@given(
+    size=st.integers(1, 200),
+    seed=st.integers(0, 1000),
+    epoch=st.integers(0, 300),
+    world=st.integers(1, 8),
+    batch=st.integers(1, 16),
+    steps_done=st.integers(0, 5),
+)
 def test_shards_reassemble_the_single_process_batches(size, seed, epoch, world, batch, steps_done):
     start = min(size, steps_done * world * batch)
     # the single-process order: one seeded permutation per (seed, epoch), from the resume position
@@ -40,8 +45,8 @@ def test_shards_reassemble_the_single_process_batches(size, seed, epoch, world, 
         assert len(shards[-1]) == len(sampler)
     assert len({len(s) for s in shards}) == 1  # every rank takes the same number of steps
     for step in range(len(shards[0]) // batch):
-        union = sorted(i for s in shards for i in s[step * batch:(step + 1) * batch])
-        assert union == sorted(order[step * world * batch:(step + 1) * world * batch])
+        union = sorted(i for s in shards for i in s[step * batch : (step + 1) * batch])
+        assert union == sorted(order[step * world * batch : (step + 1) * world * batch])
     if world == 1:
         assert shards[0] == order
 
@@ -65,7 +70,7 @@ def test_torchrun_command_drops_gpus_and_keeps_the_rest():
     cmd = D.torchrun_command(4, ["run", "--methods", "cal", "--gpus", "4", "--res", "64x48", "--gpus=4"])
     assert cmd[:4] == [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=4"]
     assert "--standalone" in cmd
-    assert cmd[cmd.index("-m", 3):] == ["-m", "lrpose_bench", "run", "--methods", "cal", "--res", "64x48"]
+    assert cmd[cmd.index("-m", 3) :] == ["-m", "lrpose_bench", "run", "--methods", "cal", "--res", "64x48"]
     assert "--standalone" not in D.torchrun_command(2, ["run"], nnodes=2)
 
 
@@ -138,14 +143,21 @@ def worker(model, method, train_set, eval_set, cfg, eval_batch_size, cell_dir):
     grads = first_step_gradients(copy.deepcopy(model), method, train_set, cfg.batch_size)
     ctx = D.context()
     meta = {"method": method.name, "backbone": "hrnet-w8", "resolution": str(method.context.resolution)}
-    result = train(model, method, train_set, cfg, cell_dir=cell_dir, meta=meta, seed=0,
-                   device=torch.device("cpu"), progress=False)
-    predictions = D.predict_sharded(model, method, eval_set, ctx, batch_size=eval_batch_size, flip_test=True,
-                                    device="cpu", progress=False)
+    result = train(
+        model, method, train_set, cfg, cell_dir=cell_dir, meta=meta, seed=0, device=torch.device("cpu"), progress=False
+    )
+    predictions = D.predict_sharded(
+        model, method, eval_set, ctx, batch_size=eval_batch_size, flip_test=True, device="cpu", progress=False
+    )
     if not ctx.is_writer:
         return None
-    return {"history": result.history, "state_dict": {k: v.detach().clone() for k, v in model.state_dict().items()},
-            "predictions": predictions, "world_size": ctx.world_size, "grads": grads}
+    return {
+        "history": result.history,
+        "state_dict": {k: v.detach().clone() for k, v in model.state_dict().items()},
+        "predictions": predictions,
+        "world_size": ctx.world_size,
+        "grads": grads,
+    }
 
 
 @pytest.mark.slow
@@ -204,8 +216,12 @@ def test_two_gloo_processes_match_one_process(tiny, tmp_path):
     np.testing.assert_allclose(p2.box_areas, p1.box_areas)
     np.testing.assert_allclose(p2.gt_hm, p1.gt_hm)  # merged back into dataset order
     assert np.median(np.abs(p2.keypoints - p1.keypoints)) < 0.5
-    ap = [evaluate_keypoints(split.gt, build_results(p.image_ids, p.keypoints, p.confidences, p.box_scores,
-                                                     p.box_areas, 0.2, 0.9))["AP"] for p in (p1, p2)]
+    ap = [
+        evaluate_keypoints(
+            split.gt, build_results(p.image_ids, p.keypoints, p.confidences, p.box_scores, p.box_areas, 0.2, 0.9)
+        )["AP"]
+        for p in (p1, p2)
+    ]
     assert ap[0] == pytest.approx(ap[1], abs=0.02)
 
 
@@ -214,8 +230,16 @@ def mgm_worker(heatmaps, joints, visible, radius, components):
     from lrpose_bench.methods.cal.mgm import mgm_from_predictions
 
     rank, world = D.context().rank, D.world_size()
-    mask, gmm = mgm_from_predictions(heatmaps[rank::world], joints[rank::world], visible[rank::world], radius,
-                                     components, 20, 1e-3, gather=D.all_gather_cat)
+    mask, gmm = mgm_from_predictions(
+        heatmaps[rank::world],
+        joints[rank::world],
+        visible[rank::world],
+        radius,
+        components,
+        20,
+        1e-3,
+        gather=D.all_gather_cat,
+    )
     return {"mask": mask, "weights": gmm.weights, "means": gmm.means, "covariances": gmm.covariances}
 
 
@@ -234,7 +258,9 @@ def test_cal_fits_one_mixture_to_the_global_batch_under_ddp(components):
     radius = 3.5
     # one process on the batch in rank-major order (rank 0's instances first), as all_gather concatenates
     order = torch.cat([torch.arange(0, 8, 2), torch.arange(1, 8, 2)])
-    single_mask, single = mgm_from_predictions(heatmaps[order], joints[order], visible[order], radius, components, 20, 1e-3)
+    single_mask, single = mgm_from_predictions(
+        heatmaps[order], joints[order], visible[order], radius, components, 20, 1e-3
+    )
     double = D.launch_local(2, mgm_worker, heatmaps, joints, visible, radius, components)
     torch.testing.assert_close(double["weights"], single.weights, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(double["means"], single.means, atol=1e-5, rtol=1e-5)
@@ -255,8 +281,14 @@ def fast_path_worker(annotations, images, cell_dir, batch_size, store_root):
 
     split = load_split("fixture", annotations, images)
     res = Resolution(64, 48)
-    cfg = load_config("quick", overrides={"data.pipeline": "crop_store", "data.crop_store.root": str(store_root),
-                                          "model.backbone": "hrnet-w8"})
+    cfg = load_config(
+        "quick",
+        overrides={
+            "data.pipeline": "crop_store",
+            "data.crop_store.root": str(store_root),
+            "model.backbone": "hrnet-w8",
+        },
+    )
     spec = CellSpec("cal", "hrnet-w8", res, 0)
     method = build_method(spec, cfg)
     torch.manual_seed(0)
@@ -265,12 +297,25 @@ def fast_path_worker(annotations, images, cell_dir, batch_size, store_root):
     dataset = PoseDataset(split, method, res, train=True, augment=cfg.augment, seed=0)
     tcfg = TrainConfig(epochs=2, batch_size=batch_size, lr=2e-3, device="cpu", amp=False, channels_last=False)
     meta = {"method": "cal", "backbone": "hrnet-w8", "resolution": str(res)}
-    result = train(model, method, dataset, tcfg, cell_dir=cell_dir, meta=meta, seed=0, device=torch.device("cpu"),
-                   progress=False, pipeline=pipeline)
+    result = train(
+        model,
+        method,
+        dataset,
+        tcfg,
+        cell_dir=cell_dir,
+        meta=meta,
+        seed=0,
+        device=torch.device("cpu"),
+        progress=False,
+        pipeline=pipeline,
+    )
     gmm = method.last_gmm  # the stage-2 mixture of the last step
     fitted = [gmm.weights, gmm.means, gmm.covariances]
-    return {"history": result.history, "stores": sorted(p.name for p in store_root.iterdir()),
-            "mixtures": D.gather_to_writer(fitted)}
+    return {
+        "history": result.history,
+        "stores": sorted(p.name for p in store_root.iterdir()),
+        "mixtures": D.gather_to_writer(fitted),
+    }
 
 
 @pytest.mark.slow
@@ -283,10 +328,15 @@ def test_two_gloo_processes_train_from_the_crop_store_like_one(tiny, tmp_path):
     fitted the *same* (global-batch) mixture, and the loss only agrees loosely."""
     split = tiny[0]
     single = fast_path_worker(split.annotation_file, split.image_root, tmp_path / "one", 8, tmp_path / "stores1")
-    double = D.launch_local(2, fast_path_worker, split.annotation_file, split.image_root, tmp_path / "two", 4,
-                            tmp_path / "stores2")
+    double = D.launch_local(
+        2, fast_path_worker, split.annotation_file, split.image_root, tmp_path / "two", 4, tmp_path / "stores2"
+    )
     assert len(double["stores"]) == 1 and not any(s.startswith(".building") for s in double["stores"])
-    assert [r["stage"] for r in double["history"]] == [r["stage"] for r in single["history"]] == ["stage1", "stage1", "stage2"]
+    assert (
+        [r["stage"] for r in double["history"]]
+        == [r["stage"] for r in single["history"]]
+        == ["stage1", "stage1", "stage2"]
+    )
     assert all(r["iterations"] == 2 for r in double["history"] + single["history"])
     # measured: epoch 1 rel 8e-5, epoch 2 rel 1.1e-3, stage 2 rel 2e-2 (R = 2 px at 64x48)
     assert double["history"][0]["loss"] == pytest.approx(single["history"][0]["loss"], rel=5e-4)

@@ -42,7 +42,8 @@ def reference() -> str:
 # ---------------------------------------------------------------- configuration reference
 def test_configuration_reference_is_current():
     assert check_reference(ROOT / DEFAULT_OUTPUT), (
-        "docs/configuration.md is stale: run 'lrpose-bench docs config --out docs/configuration.md'")
+        "docs/configuration.md is stale: run 'lrpose-bench docs config --out docs/configuration.md'"
+    )
 
 
 def test_check_flag_fails_on_a_stale_file_and_write_fixes_it(tmp_path, capsys):
@@ -74,8 +75,14 @@ def test_reference_documents_every_key_and_constant(reference):
             for f in dataclasses.fields(METHODS.get(path.stem).Params):
                 assert f"| `{f.name}` |" in section, (path.name, f.name)
         for res in data.get("per_resolution") or {}:
-            assert f" {res} |" in section.splitlines()[section.splitlines().index(next(
-                line for line in section.splitlines() if line.startswith("| constant")))]
+            assert (
+                f" {res} |"
+                in section.splitlines()[
+                    section.splitlines().index(
+                        next(line for line in section.splitlines() if line.startswith("| constant"))
+                    )
+                ]
+            )
 
 
 def test_reference_values_follow_the_yaml(reference):
@@ -118,14 +125,20 @@ def test_yaml_comments_reader():
     )
     parsed = yaml_comments(text)
     assert parsed.header == ["Header line one.", "Header line two.", "", "Second paragraph."]
-    assert parsed.keys == {"defaults.sigma": "width in px", "defaults.radius": "above the radius and beside it",
-                           "per_resolution.64x48": "small"}
+    assert parsed.keys == {
+        "defaults.sigma": "width in px",
+        "defaults.radius": "above the radius and beside it",
+        "per_resolution.64x48": "small",
+    }
     assert yaml.safe_load(text)["defaults"]["url"] == "a # not a comment"
 
 
 _NAMES = st.text("abcdefghijklmnopqrstuvwxyz_", min_size=1, max_size=8).map(lambda s: "k" + s)  # never a YAML bool
-_TREES = st.recursive(st.integers(-5, 5) | st.booleans() | st.floats(-1e3, 1e3, allow_nan=False),
-                      lambda children: st.dictionaries(_NAMES, children, min_size=1, max_size=4), max_leaves=12)
+_TREES = st.recursive(
+    st.integers(-5, 5) | st.booleans() | st.floats(-1e3, 1e3, allow_nan=False),
+    lambda children: st.dictionaries(_NAMES, children, min_size=1, max_size=4),
+    max_leaves=12,
+)
 
 
 def _emit(tree: dict, indent: int = 0, prefix: str = "") -> list[str]:
@@ -166,8 +179,14 @@ def _walk(tree: dict, prefix: str = ""):
 # --------------------------------------------------------------------------------- the docs
 def test_docs_exist():
     names = {p.name for p in DOC_FILES}
-    assert {"index.md", "architecture.md", "add-a-method.md", "configuration.md", "coco-setup.md",
-            "reading-reports.md"} <= names
+    assert {
+        "index.md",
+        "architecture.md",
+        "add-a-method.md",
+        "configuration.md",
+        "coco-setup.md",
+        "reading-reports.md",
+    } <= names
 
 
 _LINK = re.compile(r"\]\(([^)\s]+)\)")
@@ -216,9 +235,9 @@ def test_command_lines_parse(doc):
         if words[0] == "pip":
             continue
         if "-m" in words and words[words.index("-m") + 1] == "lrpose_bench":
-            argv = words[words.index("-m") + 2:]
+            argv = words[words.index("-m") + 2 :]
         else:
-            argv = words[words.index("lrpose-bench") + 1:]
+            argv = words[words.index("lrpose-bench") + 1 :]
         try:
             parser.parse_args(argv)
         except SystemExit as error:  # argparse reports and exits
@@ -256,4 +275,6 @@ def test_tutorial_code_is_the_tested_package():
         assert block.strip() in module, block[:200]
     for block in toml_blocks:
         assert block.strip() in pyproject, block[:200]
-    assert 'softargmax = "lrpose_softargmax"' in pyproject and '[project.entry-points."lrpose_bench.methods"]' in pyproject
+    assert (
+        'softargmax = "lrpose_softargmax"' in pyproject and '[project.entry-points."lrpose_bench.methods"]' in pyproject
+    )

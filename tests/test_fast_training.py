@@ -1,4 +1,4 @@
-"""The trainer's fast paths (issue 9), checked on the CPU: the crop-store input pipeline trains,
+"""The trainer's fast paths, checked on the CPU: the crop-store input pipeline trains,
 resumes exactly, and follows the reference pipeline's trajectory closely; batched host
 synchronisation (``train.sync_every``) changes nothing but when the host looks; the CUDA-graph
 step's warm-up undo restores a fresh optimizer; ``data.pipeline`` picks the path as documented."""
@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from _train_child import make_coco_layout, poison_heatmap_loss
+from conftest import make_coco_fixture
 from lrpose_bench.cli import main
 from lrpose_bench.config import AugmentConfig, TrainConfig, load_config
 from lrpose_bench.data.coco import load_split
@@ -25,8 +26,6 @@ from lrpose_bench.engine.trainer import train
 from lrpose_bench.errors import ConfigError
 from lrpose_bench.resolution import Resolution
 from lrpose_bench.store import read_status
-
-from conftest import make_coco_fixture
 
 R64 = Resolution(64, 48)
 CELL = CellSpec("hrnet", "hrnet-w8", R64, 0).cell_id
@@ -61,8 +60,16 @@ def _train(split, store, cell_dir: Path, *, fast: bool, stop_at: tuple[int, int]
     torch.manual_seed(0)
     method = build_method(spec, cfg)
     model = build_cell_model(method, spec, cfg)
-    tcfg = TrainConfig(epochs=2, batch_size=4, lr=1e-3, device="cpu", amp=False, channels_last=False,
-                       checkpoint_every_iters=2, **train_kw)
+    tcfg = TrainConfig(
+        epochs=2,
+        batch_size=4,
+        lr=1e-3,
+        device="cpu",
+        amp=False,
+        channels_last=False,
+        checkpoint_every_iters=2,
+        **train_kw,
+    )
     dataset = PoseDataset(split, method, R64, train=True, augment=AugmentConfig(), seed=0)
     pipeline = DeviceAugmentPipeline(store, method, R64, AugmentConfig(), seed=0, device="cpu") if fast else None
 
@@ -71,8 +78,19 @@ def _train(split, store, cell_dir: Path, *, fast: bool, stop_at: tuple[int, int]
             raise KeyboardInterrupt  # as a kill during that iteration (after the previous checkpoint)
 
     meta = {"method": "hrnet", "backbone": "hrnet-w8", "resolution": str(R64)}
-    return model, train(model, method, dataset, tcfg, cell_dir=cell_dir, meta=meta, seed=0, device=torch.device("cpu"),
-                        progress=False, pipeline=pipeline, on_iteration=stop)
+    return model, train(
+        model,
+        method,
+        dataset,
+        tcfg,
+        cell_dir=cell_dir,
+        meta=meta,
+        seed=0,
+        device=torch.device("cpu"),
+        progress=False,
+        pipeline=pipeline,
+        on_iteration=stop,
+    )
 
 
 def _weights(cell_dir: Path) -> dict[str, torch.Tensor]:
@@ -115,10 +133,34 @@ def test_a_nan_loss_is_named_by_its_iteration_even_between_host_syncs(tmp_path, 
     coco = make_coco_layout(tmp_path / "coco", train_images=10, val_images=1)
     poison_heatmap_loss(monkeypatch)  # NaN at epoch 2, iteration 3
     out = tmp_path / "out"
-    code = main(["train", "--method", "hrnet", "--res", "64x48", "--data", "coco", "--coco-root", str(coco),
-                 "--out", str(out), "--no-progress", "--backbone", "hrnet-w8", "--set", "train.epochs=3",
-                 "--set", "train.batch_size=4", "--set", "train.sync_every=4", "--set", "train.threads=1",
-                 "--set", "train.device=cpu"])
+    code = main(
+        [
+            "train",
+            "--method",
+            "hrnet",
+            "--res",
+            "64x48",
+            "--data",
+            "coco",
+            "--coco-root",
+            str(coco),
+            "--out",
+            str(out),
+            "--no-progress",
+            "--backbone",
+            "hrnet-w8",
+            "--set",
+            "train.epochs=3",
+            "--set",
+            "train.batch_size=4",
+            "--set",
+            "train.sync_every=4",
+            "--set",
+            "train.threads=1",
+            "--set",
+            "train.device=cpu",
+        ]
+    )
     assert code == 1
     status = read_status(out / CELL)
     assert status["state"] == "failed" and "epoch 2, iteration 3" in status["reason"]
@@ -130,10 +172,39 @@ def test_a_nan_loss_is_named_by_its_iteration_even_between_host_syncs(tmp_path, 
 def test_run_with_the_crop_store_pipeline_records_it(tmp_path):
     coco = make_coco_layout(tmp_path / "coco", train_images=4, val_images=1)
     out = tmp_path / "out"
-    assert main(["train", "--method", "udp", "--res", "64x48", "--data", "coco", "--coco-root", str(coco),
-                 "--out", str(out), "--no-progress", "--backbone", "hrnet-w8", "--set", "train.epochs=1",
-                 "--set", "train.batch_size=4", "--set", "train.threads=1", "--set", "train.device=cpu",
-                 "--set", "data.pipeline=crop_store", "--set", f"data.crop_store.root={tmp_path / 'stores'}"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--method",
+                "udp",
+                "--res",
+                "64x48",
+                "--data",
+                "coco",
+                "--coco-root",
+                str(coco),
+                "--out",
+                str(out),
+                "--no-progress",
+                "--backbone",
+                "hrnet-w8",
+                "--set",
+                "train.epochs=1",
+                "--set",
+                "train.batch_size=4",
+                "--set",
+                "train.threads=1",
+                "--set",
+                "train.device=cpu",
+                "--set",
+                "data.pipeline=crop_store",
+                "--set",
+                f"data.crop_store.root={tmp_path / 'stores'}",
+            ]
+        )
+        == 0
+    )
     cell = out / CellSpec("udp", "hrnet-w8", R64, 0).cell_id
     info = json.loads((cell / "metrics.json").read_text())
     assert info["timing"]["input_pipeline"] == "crop_store"

@@ -1,4 +1,4 @@
-"""GPU-only checks of the fast path (issue 9); skipped where CUDA is absent (CI, this CPU machine).
+"""GPU-only checks of the fast path; skipped where CUDA is absent (CI, this CPU machine).
 
 They are the prepared device check: on a GPU machine run
 ``python -m pytest -q tests/test_gpu.py`` then the ``lrpose-bench bench`` command of docs/speed.md.
@@ -45,8 +45,9 @@ def test_graphed_step_follows_the_eager_step(split_and_store, method_name):
         return method.loss(outputs, batch, stage)
 
     eager = TrainStep(eager_model, adam_for(eager_model, 1e-3, 0.0, CUDA), loss_fn, device=CUDA)
-    graphed = TrainStep(graph_model, adam_for(graph_model, 1e-3, 0.0, CUDA, graphed=True), loss_fn, device=CUDA,
-                        graphed=True)
+    graphed = TrainStep(
+        graph_model, adam_for(graph_model, 1e-3, 0.0, CUDA, graphed=True), loss_fn, device=CUDA, graphed=True
+    )
     assert graphed.graphed
     batches = list(pipe.batches(list(range(len(store))), 4))
     for batch in batches:
@@ -65,8 +66,9 @@ def test_cuda_pipeline_equals_the_cpu_pipeline(split_and_store, on_device):
     method = build_method(CellSpec("udp", "hrnet-w8", R64, 0), cfg)
     order = list(range(len(store)))
     cpu = DeviceAugmentPipeline(store, method, R64, cfg.augment, seed=1, device="cpu").batch(order)
-    gpu = DeviceAugmentPipeline(store, method, R64, cfg.augment, seed=1, device=CUDA,
-                                store_on_device=on_device).batch(order)
+    gpu = DeviceAugmentPipeline(store, method, R64, cfg.augment, seed=1, device=CUDA, store_on_device=on_device).batch(
+        order
+    )
     for key, value in cpu.items():
         other = gpu[key].cpu()
         tolerance = 1e-4 if key == "image" else 1e-5  # grid_sample / exp on another device
@@ -79,13 +81,32 @@ def test_trainer_epoch_on_cuda_with_graphs_bf16_and_the_crop_store(split_and_sto
     spec = CellSpec("cal", "hrnet-w8", R64, 0)
     method = build_method(spec, cfg)
     model = build_cell_model(method, spec, cfg)
-    tcfg = TrainConfig(epochs=2, batch_size=4, lr=1e-3, device="cuda", amp=True, channels_last=True,
-                       cuda_graphs=True, deterministic=False, sync_every=3)
+    tcfg = TrainConfig(
+        epochs=2,
+        batch_size=4,
+        lr=1e-3,
+        device="cuda",
+        amp=True,
+        channels_last=True,
+        cuda_graphs=True,
+        deterministic=False,
+        sync_every=3,
+    )
     dataset = PoseDataset(split, method, R64, train=True, augment=cfg.augment, seed=0)
     pipeline = DeviceAugmentPipeline(store, method, R64, cfg.augment, seed=0, device=CUDA)
     meta = {"method": "cal", "backbone": "hrnet-w8", "resolution": str(R64)}
-    result = train(model, method, dataset, tcfg, cell_dir=tmp_path, meta=meta, seed=0, device=CUDA,
-                   progress=False, pipeline=pipeline)
+    result = train(
+        model,
+        method,
+        dataset,
+        tcfg,
+        cell_dir=tmp_path,
+        meta=meta,
+        seed=0,
+        device=CUDA,
+        progress=False,
+        pipeline=pipeline,
+    )
     assert [r["stage"] for r in result.history] == ["stage1", "stage1", "stage2"]
     assert all(r["iterations"] == 4 and r["loss"] > 0 for r in result.history)
     assert (tmp_path / "checkpoint.pt").is_file()

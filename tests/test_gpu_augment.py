@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import cv2
 import numpy as np
 import pytest
@@ -10,6 +9,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from conftest import make_coco_fixture
 from lrpose_bench.config import AugmentConfig, resolve_method_params
 from lrpose_bench.data.coco import load_split
 from lrpose_bench.data.crop_store import CropStoreConfig, build_crop_store
@@ -27,8 +27,6 @@ from lrpose_bench.method import Method, MethodContext
 from lrpose_bench.registry import METHODS
 from lrpose_bench.resolution import Resolution
 
-from conftest import make_coco_fixture
-
 R64, R128 = Resolution(64, 48), Resolution(128, 96)
 
 
@@ -38,8 +36,15 @@ def make_method(name: str, res: Resolution):
 
 
 @settings(max_examples=100, deadline=None)
-@given(cx=st.floats(-50, 300), cy=st.floats(-50, 300), bw=st.floats(3, 300), bh=st.floats(3, 300),
-       rot=st.floats(-90, 90), flip=st.booleans(), size=st.sampled_from([(64, 48), (128, 96), (30, 20)]))
+@given(
+    cx=st.floats(-50, 300),
+    cy=st.floats(-50, 300),
+    bw=st.floats(3, 300),
+    bh=st.floats(3, 300),
+    rot=st.floats(-90, 90),
+    flip=st.booleans(),
+    size=st.sampled_from([(64, 48), (128, 96), (30, 20)]),
+)
 def test_vectorised_crop_matrices_equal_crop_matrix(cx, cy, bw, bh, rot, flip, size):
     ref = crop_matrix(CropParams((cx, cy), (bw, bh), rot, flip), size)
     got = crop_matrices(np.array([[cx, cy]]), np.array([[bw, bh]]), np.array([rot]), np.array([flip]), size)[0]
@@ -51,8 +56,12 @@ def test_grid_sample_equals_cv2_warp_of_the_same_image():
     the only differences are OpenCV's 1/32-px fixed-point weights and its rounding to uint8."""
     rng = np.random.default_rng(0)
     src = cv2.GaussianBlur((rng.random((90, 70, 3)) * 255).astype(np.uint8), (5, 5), 1.5)
-    matrices = np.stack([crop_matrix(CropParams((35 + rng.normal(), 45 + rng.normal()), (40 * s, 53 * s), r, f), (64, 48))
-                         for s, r, f in [(1.0, 0.0, False), (0.8, 30.0, True), (1.3, -75.0, False), (1.1, 90.0, True)]])
+    matrices = np.stack(
+        [
+            crop_matrix(CropParams((35 + rng.normal(), 45 + rng.normal()), (40 * s, 53 * s), r, f), (64, 48))
+            for s, r, f in [(1.0, 0.0, False), (0.8, 30.0, True), (1.3, -75.0, False), (1.1, 90.0, True)]
+        ]
+    )
     theta = torch.from_numpy(affine_grid_theta(matrices, (90, 70), (64, 48)).astype(np.float32))
     fast = warp_crops(torch.from_numpy(np.stack([src] * 4)), theta, (64, 48)).permute(0, 2, 3, 1).numpy()
     for i, matrix in enumerate(matrices):
@@ -67,8 +76,10 @@ def data(tmp_path_factory):
     make_coco_fixture(root / "data", num_images=4, persons_per_image=2, seed=3)
     split = load_split("fixture", root / "data" / "annotations.json", root / "data" / "images")
     augment = AugmentConfig(rotation_prob=0.9)
-    stores = {ov: build_crop_store(split, [R64, R128], augment, 1.25, root / "stores", config=CropStoreConfig(oversample=ov))
-              for ov in (1.0, 2.0)}
+    stores = {
+        ov: build_crop_store(split, [R64, R128], augment, 1.25, root / "stores", config=CropStoreConfig(oversample=ov))
+        for ov in (1.0, 2.0)
+    }
     return split, augment, stores
 
 
@@ -97,8 +108,13 @@ def test_fast_path_matches_cpu_path(data, method_name, res):
         geo = fast.geometry(indices)
         grey = batch["image"].permute(0, 2, 3, 1).numpy() * cpu_std() + cpu_mean()
         for i in indices:
-            warped = cv2.warpAffine(store.crops[i], geo["composed"][i], (res.width, res.height),
-                                    flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT).astype(np.float32)
+            warped = cv2.warpAffine(
+                store.crops[i],
+                geo["composed"][i],
+                (res.width, res.height),
+                flags=cv2.INTER_LINEAR,
+                borderMode=cv2.BORDER_CONSTANT,
+            ).astype(np.float32)
             diff = np.abs(grey[i] * 255.0 - warped)
             assert diff.max() <= 2.01 and diff.mean() < 0.5
         # looser bound against the CPU path's direct warp of the image: the store is a resampled image
@@ -134,9 +150,16 @@ def test_epoch_and_seed_change_the_augmentation(data):
 
 def test_composed_matrix_is_store_then_augmentation():
     rng = np.random.default_rng(1)
-    aug = crop_matrices(rng.uniform(0, 100, (3, 2)), rng.uniform(20, 60, (3, 2)), rng.uniform(-90, 90, 3),
-                        np.array([True, False, True]), (64, 48))
-    store = crop_matrices(rng.uniform(0, 100, (3, 2)), rng.uniform(60, 120, (3, 2)), np.zeros(3), np.zeros(3, bool), (100, 80))
+    aug = crop_matrices(
+        rng.uniform(0, 100, (3, 2)),
+        rng.uniform(20, 60, (3, 2)),
+        rng.uniform(-90, 90, 3),
+        np.array([True, False, True]),
+        (64, 48),
+    )
+    store = crop_matrices(
+        rng.uniform(0, 100, (3, 2)), rng.uniform(60, 120, (3, 2)), np.zeros(3), np.zeros(3, bool), (100, 80)
+    )
     composed = store_to_input(aug, store)
     p = rng.uniform(0, 100, (3, 2))
     in_store = np.einsum("bij,bj->bi", store[:, :, :2], p) + store[:, :, 2]

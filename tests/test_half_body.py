@@ -11,6 +11,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from conftest import make_coco_fixture
 from lrpose_bench.config import AugmentConfig, load_config, resolve_method_params
 from lrpose_bench.data.coco import Instance, KeypointSplit, load_split
 from lrpose_bench.data.crop_store import CropStoreConfig, build_crop_store, store_geometry
@@ -29,8 +30,6 @@ from lrpose_bench.keypoints import LOWER_BODY_JOINTS, UPPER_BODY_JOINTS
 from lrpose_bench.method import MethodContext
 from lrpose_bench.registry import METHODS
 from lrpose_bench.resolution import Resolution
-
-from conftest import make_coco_fixture
 
 R64, R128 = Resolution(64, 48), Resolution(128, 96)
 ASPECT = R64.width / R64.height
@@ -145,8 +144,14 @@ def test_ineligible_instances_draw_nothing_even_with_half_body_on():
 # ------------------------------------------------------------------------------ (b) the box
 def test_prob_one_crops_to_a_half_body_box_before_scale():
     instances = random_instances(60, seed=2)
-    ds = PoseDataset(split_of(instances), make_method("hrnet", R64), R64, train=True,
-                     augment=AugmentConfig(half_body_prob=1.0, **STILL), seed=0)
+    ds = PoseDataset(
+        split_of(instances),
+        make_method("hrnet", R64),
+        R64,
+        train=True,
+        augment=AugmentConfig(half_body_prob=1.0, **STILL),
+        seed=0,
+    )
     for i, inst in enumerate(instances):
         params = ds.crop_params(i, np.random.default_rng([0, 0, i]))
         eligible = int((inst.visibility > 0).sum()) > 8
@@ -158,8 +163,9 @@ def test_scale_applies_on_top_of_the_half_body_box_in_hrnets_draw_order():
     augment = AugmentConfig(half_body_prob=1.0, rotation_prob=0.9)
     inst = random_instances(1, seed=3, drop=0.0)[0]
     for k in range(20):
-        params = sample_crop_params(np.random.default_rng([k]), augment, (0.0, 0.0), (1.0, 1.0),
-                                    inst.joints, inst.visibility, ASPECT)
+        params = sample_crop_params(
+            np.random.default_rng([k]), augment, (0.0, 0.0), (1.0, 1.0), inst.joints, inst.visibility, ASPECT
+        )
         rng = np.random.default_rng([k])
         assert rng.random() < 1.0  # rand() < half_body_prob
         sel = UPPER if rng.normal() < 0.5 else LOWER  # randn() < 0.5: upper (both halves have > 2 joints)
@@ -176,8 +182,13 @@ def test_too_few_labelled_joints_never_get_a_half_body_crop():
         inst.visibility[9:] = 0  # 9 labelled
     person = [box_to_center_size(inst.bbox, ASPECT, 1.25) for inst in instances]
     for min_joints, expect_half in ((9, False), (17, False), (8, True)):
-        ds = PoseDataset(split_of(instances), make_method("hrnet", R64), R64, train=True,
-                         augment=AugmentConfig(half_body_prob=1.0, half_body_min_joints=min_joints, **STILL))
+        ds = PoseDataset(
+            split_of(instances),
+            make_method("hrnet", R64),
+            R64,
+            train=True,
+            augment=AugmentConfig(half_body_prob=1.0, half_body_min_joints=min_joints, **STILL),
+        )
         for i, inst in enumerate(instances):
             params = ds.crop_params(i, np.random.default_rng([0, 0, i]))
             assert ((params.center, params.size) != person[i]) == expect_half
@@ -209,24 +220,39 @@ def test_fallbacks_of_the_reference():
 # ---------------------------------------------------------------------------- (c) both halves
 def test_both_halves_occur_with_hrnets_odds():
     instances = random_instances(400, seed=5, drop=0.0)
-    ds = PoseDataset(split_of(instances), make_method("hrnet", R64), R64, train=True,
-                     augment=AugmentConfig(half_body_prob=1.0, **STILL), seed=9)
-    halves = [which_half(ds.crop_params(i, np.random.default_rng([9, 0, i])), inst, ASPECT)
-              for i, inst in enumerate(instances)]
+    ds = PoseDataset(
+        split_of(instances),
+        make_method("hrnet", R64),
+        R64,
+        train=True,
+        augment=AugmentConfig(half_body_prob=1.0, **STILL),
+        seed=9,
+    )
+    halves = [
+        which_half(ds.crop_params(i, np.random.default_rng([9, 0, i])), inst, ASPECT)
+        for i, inst in enumerate(instances)
+    ]
     upper = halves.count("upper") / len(halves)
     assert halves.count(None) == 0 and halves.count("lower") > 0
     assert 0.62 < upper < 0.76  # randn() < 0.5: P = Phi(0.5) = 0.69
 
     ds.augment = AugmentConfig(half_body_prob=0.3, **STILL)
-    applied = sum(which_half(ds.crop_params(i, np.random.default_rng([9, 0, i])), inst, ASPECT) is not None
-                  for i, inst in enumerate(instances)) / len(instances)
+    applied = sum(
+        which_half(ds.crop_params(i, np.random.default_rng([9, 0, i])), inst, ASPECT) is not None
+        for i, inst in enumerate(instances)
+    ) / len(instances)
     assert 0.22 < applied < 0.38
 
 
 # --------------------------------------------------------------- (e) both paths' geometry agree
 @settings(max_examples=40, deadline=None)
-@given(seed=st.integers(0, 2**16), epoch=st.integers(0, 300), prob=st.sampled_from([0.0, 0.3, 1.0]),
-       min_joints=st.integers(0, 17), res=st.sampled_from([R64, R128, Resolution(64, 64)]))
+@given(
+    seed=st.integers(0, 2**16),
+    epoch=st.integers(0, 300),
+    prob=st.sampled_from([0.0, 0.3, 1.0]),
+    min_joints=st.integers(0, 17),
+    res=st.sampled_from([R64, R128, Resolution(64, 64)]),
+)
 def test_device_geometry_draws_the_cpu_crops(seed, epoch, prob, min_joints, res):
     instances = random_instances(12, seed=seed, drop=0.3)
     augment = AugmentConfig(rotation_prob=0.9, half_body_prob=prob, half_body_min_joints=min_joints)
@@ -235,8 +261,14 @@ def test_device_geometry_draws_the_cpu_crops(seed, epoch, prob, min_joints, res)
     aspect = res.width / res.height
     boxes = [box_to_center_size(inst.bbox, aspect, 1.25) for inst in instances]
     scales, rotations, flips, hc, hs = augmentation_params(
-        seed, epoch, range(12), augment, joints=np.stack([i.joints for i in instances]),
-        visibility=np.stack([i.visibility for i in instances]), aspect=aspect)
+        seed,
+        epoch,
+        range(12),
+        augment,
+        joints=np.stack([i.joints for i in instances]),
+        visibility=np.stack([i.visibility for i in instances]),
+        aspect=aspect,
+    )
     half = ~np.isnan(hc[:, 0])
     centers = np.where(half[:, None], hc, np.array([b[0] for b in boxes]))
     sizes = np.where(half[:, None], hs, np.array([b[1] for b in boxes])) * scales[:, None]
@@ -319,15 +351,33 @@ def test_half_body_crops_rarely_leave_the_store_crop():
     touching the border, 9.4 % of one crop at worst."""
     augment = AugmentConfig(half_body_prob=1.0)
     geometry = store_geometry([R64], augment)
-    template = np.array([[0, .06], [-.03, .04], [.03, .04], [-.06, .06], [.06, .06], [-.12, .2], [.12, .2],
-                         [-.16, .35], [.16, .35], [-.18, .48], [.18, .48], [-.08, .52], [.08, .52], [-.09, .75],
-                         [.09, .75], [-.09, .97], [.09, .97]])
+    template = np.array(
+        [
+            [0, 0.06],
+            [-0.03, 0.04],
+            [0.03, 0.04],
+            [-0.06, 0.06],
+            [0.06, 0.06],
+            [-0.12, 0.2],
+            [0.12, 0.2],
+            [-0.16, 0.35],
+            [0.16, 0.35],
+            [-0.18, 0.48],
+            [0.18, 0.48],
+            [-0.08, 0.52],
+            [0.08, 0.52],
+            [-0.09, 0.75],
+            [0.09, 0.75],
+            [-0.09, 0.97],
+            [0.09, 0.97],
+        ]
+    )
     rng = np.random.default_rng(0)
     fractions = []
     for i in range(400):
         joints = template.copy()
         if rng.random() < 0.3:
-            joints[[7, 9, 8, 10]] = [[-.35, .22], [-.55, .22], [.35, .22], [.55, .22]]
+            joints[[7, 9, 8, 10]] = [[-0.35, 0.22], [-0.55, 0.22], [0.35, 0.22], [0.55, 0.22]]
         joints = joints + rng.normal(0, 0.03, joints.shape)
         if rng.random() < 0.5:
             t = rng.uniform(-np.pi, np.pi)
@@ -336,8 +386,9 @@ def test_half_body_crops_rarely_leave_the_store_crop():
         low, high = joints.min(0), joints.max(0)
         center, size = box_to_center_size(np.array([*low, *(high - low)]), ASPECT, 1.25)
         store = crop_matrix(CropParams(center, geometry.store_box(size)), geometry.size)
-        params = sample_crop_params(np.random.default_rng([0, 0, i]), augment, center, size, joints,
-                                    np.full(17, 2.0), ASPECT)
+        params = sample_crop_params(
+            np.random.default_rng([0, 0, i]), augment, center, size, joints, np.full(17, 2.0), ASPECT
+        )
         composed = np.vstack([crop_matrix(params, R64.size), [0, 0, 1]]) @ np.linalg.inv(np.vstack([store, [0, 0, 1]]))
         fractions.append(out_of_store_fraction(composed[:2], geometry.size, R64.size))
     fractions = np.array(fractions)
@@ -345,8 +396,10 @@ def test_half_body_crops_rarely_leave_the_store_crop():
 
 
 # ---------------------------------------------------------------------------------- config
-@pytest.mark.parametrize("key,value", [("augment.half_body_prob", 1.5), ("augment.half_body_prob", -0.1),
-                                       ("augment.half_body_min_joints", -1)])
+@pytest.mark.parametrize(
+    "key,value",
+    [("augment.half_body_prob", 1.5), ("augment.half_body_prob", -0.1), ("augment.half_body_min_joints", -1)],
+)
 def test_out_of_range_settings_are_refused_naming_the_key(key, value):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         load_config("quick", overrides={key: value})

@@ -72,8 +72,9 @@ def test_em_matches_sklearn_with_same_initialisation(components: int, seed: int)
     np.testing.assert_allclose(ours.means.numpy(), reference.means_, atol=1e-3)
     np.testing.assert_allclose(ours.covariances.numpy(), reference.covariances_, atol=1e-3)
     np.testing.assert_allclose(ours.weights.numpy(), reference.weights_, atol=1e-3)
-    ours_ll = mean_log_likelihood(tensor.double(), valid, GaussianMixture2D(
-        ours.weights.double(), ours.means.double(), ours.covariances.double()))
+    ours_ll = mean_log_likelihood(
+        tensor.double(), valid, GaussianMixture2D(ours.weights.double(), ours.means.double(), ours.covariances.double())
+    )
     assert ours_ll.item() >= reference.score(points) - 1e-4
 
 
@@ -193,8 +194,13 @@ def test_mgm_from_predictions_end_to_end() -> None:
     xs, ys = torch.arange(w).float(), torch.arange(h).float()
     # predicted heatmaps peaked near (joint + noise)
     centre = joints + 0.6 * torch.randn(n, k, 2)
-    heat = torch.exp(-((xs.view(1, 1, 1, w) - centre[..., 0, None, None]) ** 2
-                       + (ys.view(1, 1, h, 1) - centre[..., 1, None, None]) ** 2) / 2.0).requires_grad_(True)
+    heat = torch.exp(
+        -(
+            (xs.view(1, 1, 1, w) - centre[..., 0, None, None]) ** 2
+            + (ys.view(1, 1, h, 1) - centre[..., 1, None, None]) ** 2
+        )
+        / 2.0
+    ).requires_grad_(True)
     mask, gmm = mgm_from_predictions(heat, joints, visible, 1.75, 1, 10, 1e-3)
     assert mask.shape == (n, k, h, w) and not mask.requires_grad
     assert torch.all(mask[visible == 0] == 0)

@@ -1,4 +1,4 @@
-"""Backbones (issue 4): structure, official key layout, measured complexity, local checkpoints.
+"""Backbones: structure, official key layout, measured complexity, local checkpoints.
 
 Published numbers checked here: HRNet README (deep-high-resolution-net.pytorch) and DarkPose README
 (see /work/shared/REFERENCES.md §1c, §2); CAL paper Table 1 (HRNet at 128x96).
@@ -205,9 +205,7 @@ def test_simplebaseline_crop_is_top_left_block_of_deconv_output():
         assert torch.equal(model(x), full[..., :16, :12])
 
 
-@given(
-    h=st.integers(1, 6), w=st.integers(1, 6), k=st.integers(1, 3), c=st.integers(1, 3), seed=st.integers(0, 99)
-)
+@given(h=st.integers(1, 6), w=st.integers(1, 6), k=st.integers(1, 3), c=st.integers(1, 3), seed=st.integers(0, 99))
 @settings(max_examples=25, deadline=None)
 def test_fuse_by_size_equals_official_upsample_on_exact_sizes(h, w, k, c, seed):
     """F.interpolate(size) is the official nn.Upsample(scale_factor=2**k) whenever sizes divide."""

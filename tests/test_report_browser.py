@@ -13,20 +13,31 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from test_report_factory import make_run, standard_specs
 
 from lrpose_bench.report.build import build_report
-from test_report_factory import make_run, standard_specs
 
 CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
 
 pytestmark = [
     pytest.mark.browser,
-    pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium not installed "
-                       "(apt-get install -y chromium); the HTML itself is checked in test_report_render.py"),
+    pytest.mark.skipif(
+        CHROMIUM is None,
+        reason="headless Chromium not installed "
+        "(apt-get install -y chromium); the HTML itself is checked in test_report_render.py",
+    ),
 ]
 
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--hide-scrollbars"]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--hide-scrollbars",
+]
 
 
 def _artifacts() -> Path:
@@ -36,8 +47,13 @@ def _artifacts() -> Path:
 
 
 def _chromium(args: list[str], profile: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([CHROMIUM, *FLAGS, f"--user-data-dir={profile}", *args], capture_output=True, text=True,
-                          timeout=120, env={**os.environ, "HOME": str(profile)})
+    return subprocess.run(
+        [CHROMIUM, *FLAGS, f"--user-data-dir={profile}", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "HOME": str(profile)},
+    )
 
 
 @pytest.fixture(scope="module")
@@ -61,8 +77,9 @@ def test_dom_has_tables_and_embedded_images(report: Path, tmp_path: Path) -> Non
 def test_screenshot_shows_content(report: Path, tmp_path: Path) -> None:
     shot = _artifacts() / "report_screenshot.png"
     shot.unlink(missing_ok=True)
-    proc = _chromium([f"--screenshot={shot}", "--window-size=1280,3000", report.resolve().as_uri()],
-                     tmp_path / "profile")
+    proc = _chromium(
+        [f"--screenshot={shot}", "--window-size=1280,3000", report.resolve().as_uri()], tmp_path / "profile"
+    )
     assert proc.returncode == 0 and shot.is_file(), proc.stderr[-2000:]
     pixels = np.asarray(Image.open(shot).convert("L"), dtype=np.float32)
     assert pixels.shape == (3000, 1280)

@@ -42,23 +42,36 @@ class CellSpec:
 def make_gt(num_images: int = 40, persons: int = 2, seed: int = 0) -> dict[str, Any]:
     """A COCO person-keypoints ground truth with stick-figure-like joint layouts (no image files)."""
     rng = np.random.default_rng(seed)
-    doc: dict[str, Any] = {"images": [], "annotations": [],
-                           "categories": [{"id": 1, "name": "person", "keypoints": [], "skeleton": []}]}
+    doc: dict[str, Any] = {
+        "images": [],
+        "annotations": [],
+        "categories": [{"id": 1, "name": "person", "keypoints": [], "skeleton": []}],
+    }
     ann_id = 1
     for image_id in range(1, num_images + 1):
         doc["images"].append({"id": image_id, "file_name": f"{image_id:06d}.png", "height": 480, "width": 640})
         for _ in range(persons):
             w, h = rng.uniform(60, 160), rng.uniform(150, 330)
             x0, y0 = rng.uniform(0, 640 - w), rng.uniform(0, 480 - h)
-            joints = np.stack([x0 + rng.uniform(0.1, 0.9, NUM_JOINTS) * w,
-                               y0 + rng.uniform(0.05, 0.95, NUM_JOINTS) * h], axis=1)
+            joints = np.stack(
+                [x0 + rng.uniform(0.1, 0.9, NUM_JOINTS) * w, y0 + rng.uniform(0.05, 0.95, NUM_JOINTS) * h], axis=1
+            )
             vis = np.where(rng.random(NUM_JOINTS) < 0.1, 0, 2)
             kps = []
             for (x, y), v in zip(joints, vis):
                 kps += [float(x), float(y), int(v)] if v else [0.0, 0.0, 0]
-            doc["annotations"].append({"id": ann_id, "image_id": image_id, "category_id": 1, "iscrowd": 0,
-                                       "bbox": [float(x0), float(y0), float(w), float(h)], "area": float(w * h * 0.7),
-                                       "keypoints": kps, "num_keypoints": int((vis > 0).sum())})
+            doc["annotations"].append(
+                {
+                    "id": ann_id,
+                    "image_id": image_id,
+                    "category_id": 1,
+                    "iscrowd": 0,
+                    "bbox": [float(x0), float(y0), float(w), float(h)],
+                    "area": float(w * h * 0.7),
+                    "keypoints": kps,
+                    "num_keypoints": int((vis > 0).sum()),
+                }
+            )
             ann_id += 1
     return doc
 
@@ -71,8 +84,14 @@ def noisy_predictions(gt: dict[str, Any], noise: float, seed: int) -> list[dict[
         k = np.asarray(ann["keypoints"], dtype=float).reshape(-1, 3)
         k[:, :2] += rng.normal(0.0, noise, size=(NUM_JOINTS, 2))
         k[:, 2] = rng.uniform(0.3, 1.0, NUM_JOINTS)
-        results.append({"image_id": ann["image_id"], "category_id": 1, "keypoints": k.ravel().tolist(),
-                        "score": float(rng.uniform(0.5, 1.0))})
+        results.append(
+            {
+                "image_id": ann["image_id"],
+                "category_id": 1,
+                "keypoints": k.ravel().tolist(),
+                "score": float(rng.uniform(0.5, 1.0)),
+            }
+        )
     return results
 
 
@@ -80,30 +99,56 @@ def _displacements(spec: CellSpec, instances: int, rng: np.random.Generator) -> 
     height = int(spec.resolution.split("x")[0]) // 4
     width = int(spec.resolution.split("x")[1]) // 4
     scale = spec.noise * 0.15 * 12.0 / max(width, 1)  # heatmap px; lower resolution → bigger error
-    coarse = np.round(rng.normal(0, scale, size=(instances, NUM_JOINTS, 2)) * 2) / 2 + rng.uniform(-0.5, 0.5, (instances, NUM_JOINTS, 2))
+    coarse = np.round(rng.normal(0, scale, size=(instances, NUM_JOINTS, 2)) * 2) / 2 + rng.uniform(
+        -0.5, 0.5, (instances, NUM_JOINTS, 2)
+    )
     final = coarse * (0.3 if spec.method in ("udp", "cal") else 0.7)
-    return {"coarse": coarse.astype(np.float32), "final": final.astype(np.float32),
-            "visible": rng.random((instances, NUM_JOINTS)) > 0.1,
-            "keypoint_id": np.broadcast_to(np.arange(NUM_JOINTS), (instances, NUM_JOINTS)).astype(np.int16),
-            "image_id": rng.integers(1, 50, instances).astype(np.int64),
-            "heatmap_size": np.array([height, width])}
+    return {
+        "coarse": coarse.astype(np.float32),
+        "final": final.astype(np.float32),
+        "visible": rng.random((instances, NUM_JOINTS)) > 0.1,
+        "keypoint_id": np.broadcast_to(np.arange(NUM_JOINTS), (instances, NUM_JOINTS)).astype(np.int16),
+        "image_id": rng.integers(1, 50, instances).astype(np.int64),
+        "heatmap_size": np.array([height, width]),
+    }
 
 
-def make_run(root: Path, specs: list[CellSpec], *, num_images: int = 40, persons: int = 2,
-             displacement_instances: int | None = None, eval_split: str = "SynthPose val",
-             config: dict[str, Any] | None = None, epochs: int = 6) -> Path:
+def make_run(
+    root: Path,
+    specs: list[CellSpec],
+    *,
+    num_images: int = 40,
+    persons: int = 2,
+    displacement_instances: int | None = None,
+    eval_split: str = "SynthPose val",
+    config: dict[str, Any] | None = None,
+    epochs: int = 6,
+) -> Path:
     """Write a fake run folder with ``specs`` cells into ``root``; returns ``root``."""
     root.mkdir(parents=True, exist_ok=True)
     gt = make_gt(num_images, persons, seed=0)
     gt_path = root / "gt.json"
     write_json(gt_path, gt)
     env = {"python": "3.11", "torch": "2.14.1", "device": "cpu (x86_64)", "threads": 1}
-    cfg = {"profile": "quick", "seed": 0, "eval": {"bootstrap_samples": 50},
-           "report": {"formats": ["html", "latex", "csv", "json"], "displacement_bins": [0.0, 1.0, 2.0, 3.0]}}
+    cfg = {
+        "profile": "quick",
+        "seed": 0,
+        "eval": {"bootstrap_samples": 50},
+        "report": {"formats": ["html", "latex", "csv", "json"], "displacement_bins": [0.0, 1.0, 2.0, 3.0]},
+    }
     cfg.update(config or {})
-    write_json(root / "run.json", {"started": "2026-01-01T00:00:00+00:00", "config": cfg,
-                                   "cells": [s.cell_id for s in specs], "dataset": "SynthPose",
-                                   "eval_split": eval_split, "environment": env, "argv": ["run", "--methods", "x"]})
+    write_json(
+        root / "run.json",
+        {
+            "started": "2026-01-01T00:00:00+00:00",
+            "config": cfg,
+            "cells": [s.cell_id for s in specs],
+            "dataset": "SynthPose",
+            "eval_split": eval_split,
+            "environment": env,
+            "argv": ["run", "--methods", "x"],
+        },
+    )
     instances = displacement_instances or len(gt["annotations"])
     for i, spec in enumerate(specs):
         folder = root / spec.cell_id
@@ -125,18 +170,43 @@ def make_run(root: Path, specs: list[CellSpec], *, num_images: int = 40, persons
         write_text(folder / "train_log.csv", "\n".join(log_rows) + "\n")
         width = int(spec.backbone.split("-w")[-1]) if "-w" in spec.backbone else 50
         info = {
-            "cell": {"id": spec.cell_id, "method": spec.method, "backbone": spec.backbone,
-                     "resolution": spec.resolution, "seed": spec.seed, "ablation": spec.ablation,
-                     "dataset": "SynthPose", "eval_split": eval_split, "profile": "quick", "degrade": "clean"},
-            "metrics": metrics, "floor": floor,
-            "model": {"params": 250_000 * width + (1000 if spec.method in ("udp", "cal") else 0),
-                      "gmacs": 0.01 * width * int(spec.resolution.split("x")[0]) / 64,
-                      "head_channels": 51 if spec.method in ("udp", "cal") else 17, "train_resolution": spec.resolution},
-            "method": {"codec": "fake", "loss": "fake", "description": "fake", "params": spec.params,
-                       "stages": [{"name": "stage1", "epochs": epochs, "index": 0}]},
-            "timing": {"train_s": 12.5, "eval_s": 1.0, "train_images_per_s": 100.0, "eval_images_per_s": 300.0,
-                       "resumed_from_epoch": None},
-            "gt_annotations": str(gt_path), "num_instances": len(gt["annotations"]), "environment": env,
+            "cell": {
+                "id": spec.cell_id,
+                "method": spec.method,
+                "backbone": spec.backbone,
+                "resolution": spec.resolution,
+                "seed": spec.seed,
+                "ablation": spec.ablation,
+                "dataset": "SynthPose",
+                "eval_split": eval_split,
+                "profile": "quick",
+                "degrade": "clean",
+            },
+            "metrics": metrics,
+            "floor": floor,
+            "model": {
+                "params": 250_000 * width + (1000 if spec.method in ("udp", "cal") else 0),
+                "gmacs": 0.01 * width * int(spec.resolution.split("x")[0]) / 64,
+                "head_channels": 51 if spec.method in ("udp", "cal") else 17,
+                "train_resolution": spec.resolution,
+            },
+            "method": {
+                "codec": "fake",
+                "loss": "fake",
+                "description": "fake",
+                "params": spec.params,
+                "stages": [{"name": "stage1", "epochs": epochs, "index": 0}],
+            },
+            "timing": {
+                "train_s": 12.5,
+                "eval_s": 1.0,
+                "train_images_per_s": 100.0,
+                "eval_images_per_s": 300.0,
+                "resumed_from_epoch": None,
+            },
+            "gt_annotations": str(gt_path),
+            "num_instances": len(gt["annotations"]),
+            "environment": env,
         }
         write_json(folder / "metrics.json", info)
         write_status(folder, "complete")
@@ -146,8 +216,11 @@ def make_run(root: Path, specs: list[CellSpec], *, num_images: int = 40, persons
 def standard_specs() -> list[CellSpec]:
     """Four methods at two input sizes, one failed cell, CAL ablations with a reference row."""
     noise = {"hrnet": 9.0, "dark": 6.0, "udp": 5.0, "cal": 3.0}
-    specs = [CellSpec(m, r, noise=n * (1.5 if r == "64x48" else 1.0), params={"offset_mask": "mgm"} if m == "cal" else {})
-             for r in ("64x48", "128x96") for m, n in noise.items()]
+    specs = [
+        CellSpec(m, r, noise=n * (1.5 if r == "64x48" else 1.0), params={"offset_mask": "mgm"} if m == "cal" else {})
+        for r in ("64x48", "128x96")
+        for m, n in noise.items()
+    ]
     specs.append(CellSpec("cal", "128x96", ablation={"offset_mask": "binary"}, noise=4.0))
     specs.append(CellSpec("spsr+udp", "64x48", state="failed"))
     return specs
@@ -164,4 +237,3 @@ def test_factory_metrics_are_pycocotools_scores(tmp_path: Path) -> None:
     udp = json.loads((root / "udp__hrnet-w8__64x48__s0" / "metrics.json").read_text())["metrics"]["AP"]
     hrnet = json.loads((root / "hrnet__hrnet-w8__64x48__s0" / "metrics.json").read_text())["metrics"]["AP"]
     assert udp > hrnet  # less noise, higher AP
-

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from test_report_factory import CellSpec, make_run, standard_specs
 
 from lrpose_bench.cli import main
 from lrpose_bench.errors import ConfigError, UserError
 from lrpose_bench.report.build import build_report, parse_formats
 from lrpose_bench.report.render import latex_escape
-from test_report_factory import CellSpec, make_run, standard_specs
 
 
 @pytest.fixture(scope="module")
@@ -100,22 +100,31 @@ def test_latex_is_ascii_booktabs_and_well_formed(built) -> None:
         assert (folder / ref).is_file() and (folder / ref).read_bytes().startswith(b"%PDF")
 
 
-@pytest.mark.skipif(shutil.which("pdflatex") is None, reason="pdflatex is not installed on this machine (TeX is "
-                    "deliberately not installed here); the structure test above still checks the LaTeX")
+@pytest.mark.skipif(
+    shutil.which("pdflatex") is None,
+    reason="pdflatex is not installed on this machine (TeX is "
+    "deliberately not installed here); the structure test above still checks the LaTeX",
+)
 def test_latex_compiles(built, tmp_path: Path) -> None:
     _, paths = built
     work = tmp_path / "latex"
     shutil.copytree(paths["latex"].parent, work)
     for _ in range(2):
-        proc = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "report.tex"], cwd=work,
-                              capture_output=True, text=True, timeout=180)
+        proc = subprocess.run(
+            ["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "report.tex"],
+            cwd=work,
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
         assert proc.returncode == 0, proc.stdout[-3000:]
     assert (work / "report.pdf").stat().st_size > 1000
 
 
 def test_latex_escape() -> None:
     assert latex_escape("cal@offset_mask=binary 50% #1 & ŷ−y ± 1×2 —") == (
-        r"cal@offset\_mask=binary 50\% \#1 \& $\hat{y}-$y $\pm$ 1$\times$2 --")
+        r"cal@offset\_mask=binary 50\% \#1 \& $\hat{y}-$y $\pm$ 1$\times$2 --"
+    )
 
 
 def test_format_selection(tmp_path: Path) -> None:
@@ -151,16 +160,22 @@ def test_running_and_unlisted_cells(tmp_path: Path) -> None:
     (run_dir / "run.json").write_text(json.dumps(data))
     paths = build_report(run_dir, formats=["json"])
     states = {c["cell"]: c["state"] for c in json.loads(paths["json"].read_text())["cells"]}
-    assert states == {"udp__hrnet-w8__64x48__s0": "complete", "cal__hrnet-w8__64x48__s0": "running",
-                      "dark__hrnet-w8__64x48__s0": "missing"}
+    assert states == {
+        "udp__hrnet-w8__64x48__s0": "complete",
+        "cal__hrnet-w8__64x48__s0": "running",
+        "dark__hrnet-w8__64x48__s0": "missing",
+    }
 
 
 @pytest.mark.slow
 def test_twelve_cell_report_time(tmp_path: Path) -> None:
-    """Issue 7 performance note: a 12-cell run (500 instances × 17 joints each) is measured, not asserted
+    """Performance note: a 12-cell run (500 instances × 17 joints each) is measured, not asserted
     tightly; the time is printed and recorded in report.json."""
-    specs = [CellSpec(m, r, noise=n) for r in ("64x48", "128x96", "256x192")
-             for m, n in (("hrnet", 9.0), ("dark", 6.0), ("udp", 5.0), ("cal", 3.0))]
+    specs = [
+        CellSpec(m, r, noise=n)
+        for r in ("64x48", "128x96", "256x192")
+        for m, n in (("hrnet", 9.0), ("dark", 6.0), ("udp", 5.0), ("cal", 3.0))
+    ]
     run_dir = make_run(tmp_path / "r", specs, num_images=250, persons=2)
     start = time.perf_counter()
     paths = build_report(run_dir)

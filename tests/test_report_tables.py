@@ -8,11 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_report_factory import CellSpec, make_run, standard_specs
 
 from lrpose_bench.errors import ConfigError, UserError
 from lrpose_bench.report import tables as tbl
 from lrpose_bench.report.run_folder import load_run, parse_cell_id
-from test_report_factory import CellSpec, make_run, standard_specs
 
 OURS = "Ours — SynthPose val"
 VAL = "Paper — COCO val2017"
@@ -40,8 +40,12 @@ def _row(table: tbl.Table, method: str):
 
 def test_cell_id_parsing() -> None:
     assert parse_cell_id("cal@gmm_components=2@offset_mask=binary__hrnet-w8__64x48__s3") == {
-        "method": "cal", "backbone": "hrnet-w8", "resolution": "64x48", "seed": 3,
-        "ablation": {"gmm_components": 2, "offset_mask": "binary"}}
+        "method": "cal",
+        "backbone": "hrnet-w8",
+        "resolution": "64x48",
+        "seed": 3,
+        "ablation": {"gmm_components": 2, "offset_mask": "binary"},
+    }
 
 
 def test_not_a_run_folder(tmp_path: Path) -> None:
@@ -127,7 +131,8 @@ def test_ablation_table_reference_row_and_paper_t3(run_dir: Path, ref) -> None:
     assert list(table.values[(group, "AP")]) == [74.3, 73.3]
     assert list(table.values[(group, "Variant")]) == ["MGM", "Binary heatmap"]
     assert table.values[(OURS, "AP")].iloc[1] == pytest.approx(
-        _metric(run_dir, "cal@offset_mask=binary__hrnet-w8__128x96__s0"))
+        _metric(run_dir, "cal@offset_mask=binary__hrnet-w8__128x96__s0")
+    )
 
 
 def test_ablation_at_other_resolution_has_paper_rows_missing(tmp_path: Path, ref) -> None:
@@ -159,13 +164,18 @@ def test_bootstrap_pairs_share_resolution_backbone_seed(run_dir: Path) -> None:
 
 def test_reference_yaml_transcription(ref) -> None:
     """Spot checks against /work/shared/PAPER.md and REFERENCES.md, and every entry is labelled."""
+
     def find(source, method, backbone, res):
-        (entry,) = [e for e in ref.entries if (e.source, e.method, e.backbone, e.input) == (source, method, backbone, res)]
+        (entry,) = [
+            e for e in ref.entries if (e.source, e.method, e.backbone, e.input) == (source, method, backbone, res)
+        ]
         return entry
 
     assert find("Paper T1", "CAL", "HRNet-W48", "128x96").metrics["AP"] == 72.3
     assert find("Paper T1", "CAL", "HRNet-W48", "128x96").dataset == "COCO test-dev"
-    assert find("Paper T8", "DARK", "HRNet-W48", "64x48").metrics == dict(zip(tbl.PAPER_METRICS, [57.4, 87.1, 64.8, 56.5, 58.9, 62.0]))
+    assert find("Paper T8", "DARK", "HRNet-W48", "64x48").metrics == dict(
+        zip(tbl.PAPER_METRICS, [57.4, 87.1, 64.8, 56.5, 58.9, 62.0])
+    )
     assert find("Paper T9", "UDP", "HRNet-W48", "384x288").params == 63.6
     assert find("DarkPose README (det 56.4)", "DARK", "HRNet-W32", "128x96").metrics == {"AP": 70.7}
     assert all(e.dataset in ("COCO val2017", "COCO test-dev") for e in ref.entries)
@@ -177,16 +187,24 @@ def test_reference_yaml_transcription(ref) -> None:
 
 def test_reference_yaml_errors_name_the_field(tmp_path: Path) -> None:
     bad = tmp_path / "ref.yaml"
-    bad.write_text("datasets: {coco_val: COCO val}\nentries:\n  - {source: x, dataset: nope, method: HRNet, "
-                   "backbone: W32, input: 64x48, metrics: [1, 2, 3, 4, 5, 6]}\n")
+    bad.write_text(
+        "datasets: {coco_val: COCO val}\nentries:\n  - {source: x, dataset: nope, method: HRNet, "
+        "backbone: W32, input: 64x48, metrics: [1, 2, 3, 4, 5, 6]}\n"
+    )
     with pytest.raises(ConfigError, match=re.escape("entries[0]")):
         tbl.load_reference(bad)
 
 
 def test_extra_files_become_tables(tmp_path: Path) -> None:
     run_dir = make_run(tmp_path / "r", [CellSpec("udp")], num_images=4)
-    (run_dir / "oracle.json").write_text(json.dumps([{"method": "udp", "resolution": "64x48", "AP": 0.95},
-                                                     {"method": "hrnet", "resolution": "64x48", "AP": 0.61}]))
+    (run_dir / "oracle.json").write_text(
+        json.dumps(
+            [
+                {"method": "udp", "resolution": "64x48", "AP": 0.95},
+                {"method": "hrnet", "resolution": "64x48", "AP": 0.61},
+            ]
+        )
+    )
     (table,) = tbl.extra_tables(load_run(run_dir))
     assert table.key == "extra_oracle"
     assert list(table.values[("", "AP")]) == [95.0, 61.0]

@@ -1,4 +1,4 @@
-"""Resume after a kill (issue 10): SIGKILL mid-epoch and SIGKILL inside a checkpoint write both
+"""Resume after a kill: SIGKILL mid-epoch and SIGKILL inside a checkpoint write both
 resume to exactly the weights, predictions and metrics of an uninterrupted run; a finished cell is
 skipped; a non-finite loss fails only its cell, keeps the last good checkpoint, and the run goes on.
 """
@@ -30,14 +30,39 @@ REPO = TESTS.parent
 CELL = CellSpec("hrnet", "hrnet-w8", Resolution(64, 48), 0).cell_id
 #: the brief's tiny schedule; 10 train images × 2 persons / batch 4 = 5 steps per epoch, so
 #: checkpoints land at iterations 2 and 4 (mid-epoch) and at every epoch end
-TINY = ["--set", "train.epochs=3", "--set", "train.batch_size=4", "--set", "train.checkpoint_every_iters=2",
-        "--set", "train.threads=1", "--set", "train.device=cpu", "--backbone", "hrnet-w8"]
+TINY = [
+    "--set",
+    "train.epochs=3",
+    "--set",
+    "train.batch_size=4",
+    "--set",
+    "train.checkpoint_every_iters=2",
+    "--set",
+    "train.threads=1",
+    "--set",
+    "train.device=cpu",
+    "--backbone",
+    "hrnet-w8",
+]
 TIMEOUT = 420
 
 
 def train_args(coco: Path, out: Path, method: str = "hrnet") -> list[str]:
-    return ["train", "--method", method, "--res", "64x48", "--data", "coco", "--coco-root", str(coco),
-            "--out", str(out), "--no-progress", *TINY]
+    return [
+        "train",
+        "--method",
+        method,
+        "--res",
+        "64x48",
+        "--data",
+        "coco",
+        "--coco-root",
+        str(coco),
+        "--out",
+        str(out),
+        "--no-progress",
+        *TINY,
+    ]
 
 
 def child_env(**extra: str) -> dict[str, str]:
@@ -50,15 +75,22 @@ def child_env(**extra: str) -> dict[str, str]:
 
 def run_to_end(args: list[str], log: Path, **env: str) -> subprocess.CompletedProcess:
     with open(log, "w") as handle:
-        return subprocess.run([sys.executable, *args], cwd=REPO, env=child_env(**env), stdout=handle,
-                              stderr=subprocess.STDOUT, timeout=TIMEOUT)
+        return subprocess.run(
+            [sys.executable, *args],
+            cwd=REPO,
+            env=child_env(**env),
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            timeout=TIMEOUT,
+        )
 
 
 def kill_after_first_checkpoint(args: list[str], checkpoint: Path, log: Path) -> None:
     """Start a training, watch for its first checkpoint file, SIGKILL it at once (mid-epoch)."""
     with open(log, "w") as handle:
-        proc = subprocess.Popen([sys.executable, *args], cwd=REPO, env=child_env(), stdout=handle,
-                                stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [sys.executable, *args], cwd=REPO, env=child_env(), stdout=handle, stderr=subprocess.STDOUT
+        )
         deadline = time.monotonic() + TIMEOUT
         try:
             while not checkpoint.is_file():
@@ -121,8 +153,9 @@ def test_sigkill_mid_epoch_and_inside_checkpoint_write_resume_to_the_same_result
     assert read_status(ref)["state"] == "complete"
 
     # 2. SIGKILL from outside as soon as the first (mid-epoch) checkpoint exists
-    kill_after_first_checkpoint(["-m", "lrpose_bench", *train_args(coco, out)], cell / "checkpoint.pt",
-                                tmp_path / "kill1.log")
+    kill_after_first_checkpoint(
+        ["-m", "lrpose_bench", *train_args(coco, out)], cell / "checkpoint.pt", tmp_path / "kill1.log"
+    )
     first = load_checkpoint(cell / "checkpoint.pt", expect={"method": "hrnet", "backbone": "hrnet-w8"})
     assert first["epoch"] == 0 and first["iteration"] in (2, 4), "the kill should land mid-epoch"
     assert first["sampler"]["position"] == 4 * first["iteration"]
@@ -131,8 +164,11 @@ def test_sigkill_mid_epoch_and_inside_checkpoint_write_resume_to_the_same_result
     assert not (cell / "metrics.json").exists()
 
     # 3. resume; SIGKILL itself inside the 2nd checkpoint write (temp file written, not renamed)
-    killed = run_to_end([str(TESTS / "_train_child.py"), *train_args(coco, out)], tmp_path / "kill2.log",
-                        **{KILL_ENV: "checkpoint.pt:2"})
+    killed = run_to_end(
+        [str(TESTS / "_train_child.py"), *train_args(coco, out)],
+        tmp_path / "kill2.log",
+        **{KILL_ENV: "checkpoint.pt:2"},
+    )
     assert killed.returncode == -signal.SIGKILL, (tmp_path / "kill2.log").read_text()
     survivor = load_checkpoint(cell / "checkpoint.pt")  # the previous checkpoint, intact
     assert (survivor["epoch"], survivor["iteration"]) > (first["epoch"], first["iteration"])
@@ -160,8 +196,22 @@ def test_nan_loss_fails_the_cell_keeps_checkpoint_and_run_goes_on(tmp_path, monk
     coco = make_coco_layout(tmp_path / "coco", train_images=10, val_images=2)
     poison_heatmap_loss(monkeypatch)  # NaN at epoch 2, iteration 3
     out = tmp_path / "run"
-    args = ["run", "--methods", "hrnet,udp", "--res", "64x48", "--data", "coco", "--coco-root", str(coco),
-            "--out", str(out), "--no-progress", "--no-report", *TINY]
+    args = [
+        "run",
+        "--methods",
+        "hrnet,udp",
+        "--res",
+        "64x48",
+        "--data",
+        "coco",
+        "--coco-root",
+        str(coco),
+        "--out",
+        str(out),
+        "--no-progress",
+        "--no-report",
+        *TINY,
+    ]
     code = main(args)
     stdout = capsys.readouterr().out
     assert code == 1  # non-zero at the end, after the other cells ran

@@ -17,9 +17,31 @@ CELL = CellSpec("udp", "hrnet-w8", Resolution(64, 48), 0).cell_id
 
 
 def _args(coco, out, *extra):
-    return ["train", "--method", "udp", "--res", "64x48", "--data", "coco", "--coco-root", str(coco), "--out", str(out),
-            "--no-progress", "--backbone", "hrnet-w8", "--set", "train.epochs=1", "--set", "train.batch_size=4",
-            "--set", "train.threads=1", "--set", "train.device=cpu", *extra]
+    return [
+        "train",
+        "--method",
+        "udp",
+        "--res",
+        "64x48",
+        "--data",
+        "coco",
+        "--coco-root",
+        str(coco),
+        "--out",
+        str(out),
+        "--no-progress",
+        "--backbone",
+        "hrnet-w8",
+        "--set",
+        "train.epochs=1",
+        "--set",
+        "train.batch_size=4",
+        "--set",
+        "train.threads=1",
+        "--set",
+        "train.device=cpu",
+        *extra,
+    ]
 
 
 def test_changed_method_constants_are_refused_and_force_retrains(tmp_path, capsys):

@@ -1,4 +1,4 @@
-"""basicsr (issue 6): it imports from the one wrapper module, gives the RRDB block SPSR uses, and
+"""basicsr: it imports from the one wrapper module, gives the RRDB block SPSR uses, and
 installing it did not move torch/torchvision outside the project's range."""
 
 from __future__ import annotations
@@ -63,8 +63,10 @@ def test_basicsr_is_imported_only_in_the_wrapper() -> None:
 
 def test_method_module_imports_without_basicsr() -> None:
     """Registering the SPSR methods must not import basicsr (it is needed only to build the generator)."""
-    code = ("import sys; import lrpose_bench.baselines.spsr.method as m; "
-            "assert 'basicsr' not in sys.modules, 'basicsr imported at registration'; print('ok')")
+    code = (
+        "import sys; import lrpose_bench.baselines.spsr.method as m; "
+        "assert 'basicsr' not in sys.modules, 'basicsr imported at registration'; print('ok')"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip().endswith("ok")

@@ -30,8 +30,14 @@ def rrdb(nf: int, gc: int) -> int:
 def spsr_parameters(nf: int, nb: int, gc: int, n_up: int = 2) -> int:
     """Parameter count of SPSRNet written out from the reference's layer list."""
     sr_branch = conv(3, nf) + nb * rrdb(nf, gc) + conv(nf, nf) + n_up * conv(nf, nf) + 2 * conv(nf, nf)
-    grad_branch = (conv(3, nf) + 4 * (rrdb(2 * nf, gc) + conv(2 * nf, nf)) + conv(nf, nf)
-                   + n_up * conv(nf, nf) + 2 * conv(nf, nf) + conv(nf, 3, 1))
+    grad_branch = (
+        conv(3, nf)
+        + 4 * (rrdb(2 * nf, gc) + conv(2 * nf, nf))
+        + conv(nf, nf)
+        + n_up * conv(nf, nf)
+        + 2 * conv(nf, nf)
+        + conv(nf, 3, 1)
+    )
     fusion = rrdb(2 * nf, gc) + conv(2 * nf, nf) + conv(nf, nf) + conv(nf, 3)
     return sr_branch + grad_branch + fusion
 
@@ -108,11 +114,11 @@ def numpy_gradient(image: np.ndarray) -> np.ndarray:
     padded = np.pad(image, ((0, 0), (1, 1), (1, 1)))
     dv = padded[:, 2:, 1:-1] - padded[:, :-2, 1:-1]
     dh = padded[:, 1:-1, 2:] - padded[:, 1:-1, :-2]
-    return np.sqrt(dv ** 2 + dh ** 2 + GRADIENT_EPS)
+    return np.sqrt(dv**2 + dh**2 + GRADIENT_EPS)
 
 
 @settings(max_examples=25, deadline=None)
-@given(st.integers(1, 3), st.integers(2, 12), st.integers(2, 12), st.integers(0, 2 ** 31 - 1))
+@given(st.integers(1, 3), st.integers(2, 12), st.integers(2, 12), st.integers(0, 2**31 - 1))
 def test_gradient_matches_numpy_per_channel(channels: int, h: int, w: int, seed: int) -> None:
     image = np.random.default_rng(seed).normal(size=(channels, h, w))
     g = gradient_map(torch.from_numpy(image)[None], padding=1)[0].numpy()

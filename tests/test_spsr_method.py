@@ -65,8 +65,9 @@ def test_other_resolutions_are_refused() -> None:
 def test_bicubic_eval_transform_is_degrade_then_upsample() -> None:
     m = build("bicubic+hrnet")
     torch.manual_seed(0)
-    hr01 = torch.nn.functional.interpolate(torch.rand(2, 3, 32, 24), size=(256, 192), mode="bilinear",
-                                           align_corners=False)
+    hr01 = torch.nn.functional.interpolate(
+        torch.rand(2, 3, 32, 24), size=(256, 192), mode="bilinear", align_corners=False
+    )
     images = renormalise(hr01)
     out = m.eval_input_transform()(images)
     assert out.shape == images.shape
@@ -93,8 +94,20 @@ def tiny_bundle(coco_fixture) -> DataBundle:
 def test_prepare_trains_caches_and_reuses(coco_fixture, tmp_path: Path, monkeypatch) -> None:
     cfg = load_config("quick")
     bundle = tiny_bundle(coco_fixture)
-    tiny = SrProfileConfig(nf=4, nb=2, gc=4, taps=None, iters=4, batch_size=2, patch_hr=[32, 24], lr=1e-3,
-                           lr_milestones=[2], eval_batch_size=4, max_val_crops=3, log_every=2)
+    tiny = SrProfileConfig(
+        nf=4,
+        nb=2,
+        gc=4,
+        taps=None,
+        iters=4,
+        batch_size=2,
+        patch_hr=[32, 24],
+        lr=1e-3,
+        lr_milestones=[2],
+        eval_batch_size=4,
+        max_val_crops=3,
+        log_every=2,
+    )
     run_dir = tmp_path / "run"
 
     def make():
@@ -103,8 +116,15 @@ def test_prepare_trains_caches_and_reuses(coco_fixture, tmp_path: Path, monkeypa
         return m
 
     m = make()
-    m.prepare(bundle=bundle, cfg=cfg, run_dir=run_dir, cell_dir=run_dir / "cellA", device=torch.device("cpu"),
-              progress=False, image_cache=ImageCache(64))
+    m.prepare(
+        bundle=bundle,
+        cfg=cfg,
+        run_dir=run_dir,
+        cell_dir=run_dir / "cellA",
+        device=torch.device("cpu"),
+        progress=False,
+        image_cache=ImageCache(64),
+    )
     ckpts = list((run_dir / "_sr").glob("*/sr.pt"))
     assert len(ckpts) == 1
     quality = json.loads((run_dir / "sr_quality.json").read_text())
@@ -123,8 +143,15 @@ def test_prepare_trains_caches_and_reuses(coco_fixture, tmp_path: Path, monkeypa
 
     monkeypatch.setattr(spsr_method, "train_generator", refuse)
     again = make()
-    again.prepare(bundle=bundle, cfg=cfg, run_dir=run_dir, cell_dir=run_dir / "cellB", device=torch.device("cpu"),
-                  progress=False, image_cache=ImageCache(64))
+    again.prepare(
+        bundle=bundle,
+        cfg=cfg,
+        run_dir=run_dir,
+        cell_dir=run_dir / "cellB",
+        device=torch.device("cpu"),
+        progress=False,
+        image_cache=ImageCache(64),
+    )
     first = m.generator.state_dict()
     for key, value in again.generator.state_dict().items():
         torch.testing.assert_close(value, first[key])
@@ -147,8 +174,20 @@ def test_missing_vgg_weights_file_is_a_config_error(tmp_path: Path) -> None:
 
 
 def _tiny_profile() -> SrProfileConfig:
-    return SrProfileConfig(nf=4, nb=2, gc=4, taps=None, iters=4, batch_size=2, patch_hr=[32, 24], lr=1e-3,
-                           lr_milestones=[2], eval_batch_size=4, max_val_crops=3, log_every=2)
+    return SrProfileConfig(
+        nf=4,
+        nb=2,
+        gc=4,
+        taps=None,
+        iters=4,
+        batch_size=2,
+        patch_hr=[32, 24],
+        lr=1e-3,
+        lr_milestones=[2],
+        eval_batch_size=4,
+        max_val_crops=3,
+        log_every=2,
+    )
 
 
 def _ddp_prepare(annotations: Path, images: Path, run_dir: Path) -> dict:
@@ -165,8 +204,15 @@ def _ddp_prepare(annotations: Path, images: Path, run_dir: Path) -> dict:
     spsr_method.train_generator = counting
     m = build("spsr+hrnet")
     m.sr = dataclasses.replace(m.sr, quick=_tiny_profile())
-    m.prepare(bundle=tiny_bundle((annotations, images, None)), cfg=load_config("quick"), run_dir=run_dir,
-              cell_dir=run_dir / "cell", device=torch.device("cpu"), progress=False, image_cache=ImageCache(64))
+    m.prepare(
+        bundle=tiny_bundle((annotations, images, None)),
+        cfg=load_config("quick"),
+        run_dir=run_dir,
+        cell_dir=run_dir / "cell",
+        device=torch.device("cpu"),
+        progress=False,
+        image_cache=ImageCache(64),
+    )
     parts = D.gather_to_writer({"trained": trained, "weights": m.generator.state_dict()})
     return {"parts": parts}
 

@@ -17,11 +17,14 @@ def fixed_pair(seed: int, h: int = 64, w: int = 48, noise: float = 12.0) -> tupl
     """A smooth RGB image with edges (8-bit values) and a noisy, slightly shifted copy of it."""
     rng = np.random.default_rng(seed)
     ys, xs = np.mgrid[0:h, 0:w].astype(np.float64)
-    base = np.stack([
-        120 + 80 * np.sin(xs / 7.0 + seed),
-        100 + 60 * np.cos(ys / 5.0),
-        90 + 50 * ((xs - w / 2) ** 2 + (ys - h / 2) ** 2 < (h / 4) ** 2),
-    ], axis=-1)
+    base = np.stack(
+        [
+            120 + 80 * np.sin(xs / 7.0 + seed),
+            100 + 60 * np.cos(ys / 5.0),
+            90 + 50 * ((xs - w / 2) ** 2 + (ys - h / 2) ** 2 < (h / 4) ** 2),
+        ],
+        axis=-1,
+    )
     ref = np.clip(np.round(base), 0, 255)
     img = np.clip(np.round(np.roll(base, 1, axis=1) + rng.normal(0, noise, base.shape)), 0, 255)
     return img, ref
@@ -34,7 +37,8 @@ def test_psnr_and_ssim_agree_with_scikit_image(seed: int) -> None:
     y_img, y_ref = rgb_to_y(img)[b:-b, b:-b], rgb_to_y(ref)[b:-b, b:-b]
     expected_psnr = skimage_metrics.peak_signal_noise_ratio(y_ref, y_img, data_range=255)
     expected_ssim = skimage_metrics.structural_similarity(
-        y_ref, y_img, data_range=255, gaussian_weights=True, sigma=1.5, use_sample_covariance=False)
+        y_ref, y_img, data_range=255, gaussian_weights=True, sigma=1.5, use_sample_covariance=False
+    )
     assert psnr(img, ref, crop_border=b) == pytest.approx(expected_psnr, abs=1e-9)
     assert ssim(img, ref, crop_border=b) == pytest.approx(expected_ssim, abs=1e-6)
 
@@ -52,9 +56,11 @@ def test_psnr_and_ssim_agree_with_basicsr(seed: int) -> None:
     assert ssim(img, ref, crop_border=4) == pytest.approx(expected_ssim, abs=1e-5)
     # and without the Y conversion (all three channels)
     assert psnr(img, ref, crop_border=4, y_channel=False) == pytest.approx(
-        calculate_psnr(bgr_img, bgr_ref, crop_border=4), abs=1e-9)
+        calculate_psnr(bgr_img, bgr_ref, crop_border=4), abs=1e-9
+    )
     assert ssim(img, ref, crop_border=4, y_channel=False) == pytest.approx(
-        calculate_ssim(bgr_img, bgr_ref, crop_border=4), abs=1e-9)
+        calculate_ssim(bgr_img, bgr_ref, crop_border=4), abs=1e-9
+    )
 
 
 def test_known_values() -> None:

@@ -1,4 +1,4 @@
-"""Atomic result files, status markers and the cell lock (issue 10)."""
+"""Atomic result files, status markers and the cell lock."""
 
 from __future__ import annotations
 
@@ -65,13 +65,16 @@ def test_writer_exception_keeps_old_file_and_no_temp(tmp_path):
     assert temps(tmp_path) == []
 
 
-@pytest.mark.parametrize("code, message", [
-    (errno.ENOSPC, "disk full while writing"),
-    (errno.EDQUOT, "disk full while writing"),
-    (errno.EACCES, "permission denied; choose a writable --out folder"),
-    (errno.EROFS, "permission denied"),
-    (errno.EIO, "cannot write"),
-])
+@pytest.mark.parametrize(
+    "code, message",
+    [
+        (errno.ENOSPC, "disk full while writing"),
+        (errno.EDQUOT, "disk full while writing"),
+        (errno.EACCES, "permission denied; choose a writable --out folder"),
+        (errno.EROFS, "permission denied"),
+        (errno.EIO, "cannot write"),
+    ],
+)
 def test_os_errors_during_fsync_become_one_line(tmp_path, monkeypatch, code, message):
     target = tmp_path / "checkpoint.pt"
     write_npz(target, a=np.ones(3))
@@ -221,8 +224,24 @@ def test_second_cli_run_on_locked_folder_exits_2(locked_by_other_process, tmp_pa
 
     cell, pid = locked_by_other_process
     coco = make_coco_layout(tmp_path / "coco", train_images=2, val_images=1)
-    code = main(["train", "--method", "hrnet", "--res", "64x48", "--backbone", "hrnet-w8", "--data", "coco",
-                 "--coco-root", str(coco), "--out", str(cell.parent), "--no-progress"])
+    code = main(
+        [
+            "train",
+            "--method",
+            "hrnet",
+            "--res",
+            "64x48",
+            "--backbone",
+            "hrnet-w8",
+            "--data",
+            "coco",
+            "--coco-root",
+            str(coco),
+            "--out",
+            str(cell.parent),
+            "--no-progress",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2
     assert err.startswith("lrpose-bench: error: cell folder") and f"in use by another process (pid {pid}" in err

@@ -32,8 +32,15 @@ from lrpose_bench.keypoints import COCO_CATEGORY, COCO_KEYPOINT_NAMES
 J = {name: i for i, name in enumerate(COCO_KEYPOINT_NAMES)}
 
 TINY = SynthConfig(
-    seed=3, num_train_images=6, num_val_images=3, image_height=96, image_width=96,
-    max_persons=3, multi_person_prob=0.5, occlusion_prob=0.5, truncation_prob=0.5,
+    seed=3,
+    num_train_images=6,
+    num_val_images=3,
+    image_height=96,
+    image_width=96,
+    max_persons=3,
+    multi_person_prob=0.5,
+    occlusion_prob=0.5,
+    truncation_prob=0.5,
 )
 
 
@@ -227,7 +234,10 @@ def test_subpixel_disc_is_centred_where_asked(x, y, radius):
 
 @settings(max_examples=60, deadline=None)
 @given(
-    st.floats(0.0, math.pi), st.floats(-math.pi, math.pi), st.floats(0.0, 2.6), st.floats(-1.0, 1.0),
+    st.floats(0.0, math.pi),
+    st.floats(-math.pi, math.pi),
+    st.floats(0.0, 2.6),
+    st.floats(-1.0, 1.0),
     st.sampled_from([1.0, -1.0]),
 )
 def test_limb_bending_keeps_unit_length_and_the_requested_angle(abduction, flexion, angle, twist, side):

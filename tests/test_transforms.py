@@ -22,8 +22,17 @@ coords = st.floats(-50, 500, allow_nan=False)
 
 
 @settings(max_examples=200, deadline=None)
-@given(cx=coords, cy=coords, bw=st.floats(5, 400), bh=st.floats(5, 400), rot=st.floats(-90, 90),
-       flip=st.booleans(), size=sizes, px=coords, py=coords)
+@given(
+    cx=coords,
+    cy=coords,
+    bw=st.floats(5, 400),
+    bh=st.floats(5, 400),
+    rot=st.floats(-90, 90),
+    flip=st.booleans(),
+    size=sizes,
+    px=coords,
+    py=coords,
+)
 def test_crop_then_inverse_is_identity(cx, cy, bw, bh, rot, flip, size, px, py):
     matrix = crop_matrix(CropParams((cx, cy), (bw, bh), rot, flip), size)
     point = np.array([[px, py]])
@@ -32,8 +41,16 @@ def test_crop_then_inverse_is_identity(cx, cy, bw, bh, rot, flip, size, px, py):
 
 
 @settings(max_examples=100, deadline=None)
-@given(cx=coords, cy=coords, bw=st.floats(5, 400), bh=st.floats(5, 400), rot=st.floats(-90, 90),
-       size=sizes, px=coords, py=coords)
+@given(
+    cx=coords,
+    cy=coords,
+    bw=st.floats(5, 400),
+    bh=st.floats(5, 400),
+    rot=st.floats(-90, 90),
+    size=sizes,
+    px=coords,
+    py=coords,
+)
 def test_flip_is_exact_mirror_in_unit_length(cx, cy, bw, bh, rot, size, px, py):
     """With the unbiased system, the flipped crop maps x to (w_in - 1) - x exactly (no pixel shift)."""
     plain = crop_matrix(CropParams((cx, cy), (bw, bh), rot, False), size)
@@ -62,7 +79,9 @@ def test_box_centre_maps_to_input_centre_and_box_edges_to_input_edges():
     assert center == (25.0, 60.0)
     assert np.isclose(size[0] / size[1], 48 / 64)
     matrix = crop_matrix(CropParams(center, size), (64, 48))
-    mapped = apply_affine(np.array([[center[0], center[1]], [center[0] - size[0] / 2, center[1] - size[1] / 2]]), matrix)
+    mapped = apply_affine(
+        np.array([[center[0], center[1]], [center[0] - size[0] / 2, center[1] - size[1] / 2]]), matrix
+    )
     np.testing.assert_allclose(mapped[0], [23.5, 31.5])  # ((48-1)/2, (64-1)/2)
     np.testing.assert_allclose(mapped[1], [0.0, 0.0], atol=1e-9)
 

@@ -24,9 +24,9 @@ from __future__ import annotations
 
 import importlib
 import warnings
+from collections.abc import Callable
 from importlib import metadata
 from types import ModuleType
-from typing import Callable
 
 from torch import nn
 
@@ -60,7 +60,9 @@ def _import(module: str) -> ModuleType:
                 f"replace it: pip uninstall -y basicsr && {INSTALL_COMMAND}"
             ) from None
         if missing == "basicsr" or missing.startswith("basicsr."):
-            raise UserError(f"SPSR needs basicsr's RRDB blocks, which are not installed; run: {INSTALL_COMMAND}") from None
+            raise UserError(
+                f"SPSR needs basicsr's RRDB blocks, which are not installed; run: {INSTALL_COMMAND}"
+            ) from None
         raise UserError(
             f"basicsr failed to import because module {missing!r} is missing; install it "
             f"(pip install {missing.split('.')[0]}) or reinstall with: {INSTALL_COMMAND}"

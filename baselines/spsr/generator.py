@@ -31,7 +31,7 @@ the reference. Parameter names keep the reference's ``f_`` prefix for the fusion
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -85,12 +85,23 @@ def _conv(cin: int, cout: int, act: bool, kernel: int = 3) -> nn.Module:
 class SPSRGenerator(nn.Module):
     """SPSRNet: RRDB SR branch + gradient branch + fusion (see the module docstring)."""
 
-    def __init__(self, nf: int = 64, nb: int = 23, gc: int = 32, scale: int = 4, in_nc: int = 3,
-                 out_nc: int = 3, taps: Sequence[int] | None = None, bicubic_skip: bool = False) -> None:
+    def __init__(
+        self,
+        nf: int = 64,
+        nb: int = 23,
+        gc: int = 32,
+        scale: int = 4,
+        in_nc: int = 3,
+        out_nc: int = 3,
+        taps: Sequence[int] | None = None,
+        bicubic_skip: bool = False,
+    ) -> None:
         super().__init__()
         n_up = int(round(math.log2(scale)))
-        if scale < 2 or 2 ** n_up != scale:
-            raise ConfigError(f"methods.spsr scale {scale}: SPSR's upconv upsampler needs a power of 2 (4 in the paper)")
+        if scale < 2 or 2**n_up != scale:
+            raise ConfigError(
+                f"methods.spsr scale {scale}: SPSR's upconv upsampler needs a power of 2 (4 in the paper)"
+            )
         if nf < 1 or nb < 1 or gc < 1:
             raise ConfigError(f"methods.spsr generator size nf={nf}, nb={nb}, gc={gc}: all must be >= 1")
         self.nf, self.nb, self.gc, self.scale = nf, nb, gc, scale
@@ -110,8 +121,9 @@ class SPSRGenerator(nn.Module):
         self.b_blocks = nn.ModuleList([_basicsr.rrdb_block(2 * nf, gc) for _ in range(4)])
         self.b_concats = nn.ModuleList([nn.Conv2d(2 * nf, nf, 3, 1, 1) for _ in range(4)])
         self.b_LR_conv = nn.Conv2d(nf, nf, 3, 1, 1)
-        self.b_module = nn.Sequential(*[UpConv(nf) for _ in range(n_up)], _conv(nf, nf, act=True),
-                                      _conv(nf, nf, act=False))
+        self.b_module = nn.Sequential(
+            *[UpConv(nf) for _ in range(n_up)], _conv(nf, nf, act=True), _conv(nf, nf, act=False)
+        )
         self.conv_w = nn.Conv2d(nf, out_nc, 1, 1, 0)
 
         # fusion
@@ -164,8 +176,9 @@ class SPSRGenerator(nn.Module):
         return grad_out, sr, lr_grad
 
 
-def build_generator(nf: int, nb: int, gc: int, scale: int = 4, taps: Sequence[int] | None = None,
-                    bicubic_skip: bool = False) -> SPSRGenerator:
+def build_generator(
+    nf: int, nb: int, gc: int, scale: int = 4, taps: Sequence[int] | None = None, bicubic_skip: bool = False
+) -> SPSRGenerator:
     """The generator at a configured size (``configs/methods/spsr.yaml``)."""
     return SPSRGenerator(nf=nf, nb=nb, gc=gc, scale=scale, taps=taps, bicubic_skip=bicubic_skip)
 

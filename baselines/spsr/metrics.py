@@ -43,7 +43,7 @@ def psnr(img: np.ndarray, ref: np.ndarray, crop_border: int = 4, y_channel: bool
     mse = float(np.mean((a - b) ** 2))
     if mse == 0.0:
         return float("inf")
-    return 10.0 * float(np.log10(255.0 ** 2 / mse))
+    return 10.0 * float(np.log10(255.0**2 / mse))
 
 
 def _ssim_channel(a: np.ndarray, b: np.ndarray) -> float:
@@ -53,9 +53,9 @@ def _ssim_channel(a: np.ndarray, b: np.ndarray) -> float:
     window = np.outer(kernel, kernel.transpose())
     mu1 = cv2.filter2D(a, -1, window)[5:-5, 5:-5]
     mu2 = cv2.filter2D(b, -1, window)[5:-5, 5:-5]
-    mu1_sq, mu2_sq, mu1_mu2 = mu1 ** 2, mu2 ** 2, mu1 * mu2
-    sigma1_sq = cv2.filter2D(a ** 2, -1, window)[5:-5, 5:-5] - mu1_sq
-    sigma2_sq = cv2.filter2D(b ** 2, -1, window)[5:-5, 5:-5] - mu2_sq
+    mu1_sq, mu2_sq, mu1_mu2 = mu1**2, mu2**2, mu1 * mu2
+    sigma1_sq = cv2.filter2D(a**2, -1, window)[5:-5, 5:-5] - mu1_sq
+    sigma2_sq = cv2.filter2D(b**2, -1, window)[5:-5, 5:-5] - mu2_sq
     sigma12 = cv2.filter2D(a * b, -1, window)[5:-5, 5:-5] - mu1_mu2
     ssim_map = ((2 * mu1_mu2 + c1) * (2 * sigma12 + c2)) / ((mu1_sq + mu2_sq + c1) * (sigma1_sq + sigma2_sq + c2))
     return float(ssim_map.mean())
@@ -71,7 +71,7 @@ def ssim(img: np.ndarray, ref: np.ndarray, crop_border: int = 4, y_channel: bool
     return float(np.mean([_ssim_channel(a[..., i], b[..., i]) for i in range(a.shape[2])]))
 
 
-def to_uint8_image(tensor_01: "np.ndarray") -> np.ndarray:
+def to_uint8_image(tensor_01: np.ndarray) -> np.ndarray:
     """(3, H, W) float in [0, 1] → (H, W, 3) float64 on the 8-bit grid (round, clip), as basicsr's
     ``tensor2img`` before its metrics."""
     array = np.clip(np.asarray(tensor_01, dtype=np.float64), 0.0, 1.0)

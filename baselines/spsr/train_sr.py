@@ -25,9 +25,10 @@ import io
 import json
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -137,8 +138,9 @@ def degrade(hr: Tensor, scale: int, antialias: bool = True, quantize: bool = Tru
     h, w = hr.shape[-2:]
     if h % scale or w % scale:
         raise ValueError(f"HR size {h}x{w} is not a multiple of the SR scale {scale}")
-    lr = F.interpolate(hr, size=(h // scale, w // scale), mode="bicubic", align_corners=False,
-                       antialias=antialias).clamp(0.0, 1.0)
+    lr = F.interpolate(
+        hr, size=(h // scale, w // scale), mode="bicubic", align_corners=False, antialias=antialias
+    ).clamp(0.0, 1.0)
     if quantize:
         lr = torch.round(lr * 255.0) / 255.0
     return lr
@@ -153,8 +155,9 @@ class SrCropDataset(Dataset):
     are used, so SR and pose training see the same crops.
     """
 
-    def __init__(self, pose_set: PoseDataset, sr: SpsrConfig, *, train: bool, seed: int = 0,
-                 patch_hr: list[int] | None = None) -> None:
+    def __init__(
+        self, pose_set: PoseDataset, sr: SpsrConfig, *, train: bool, seed: int = 0, patch_hr: list[int] | None = None
+    ) -> None:
         self.pose_set = pose_set
         self.sr = sr
         self.train = train
@@ -188,8 +191,8 @@ class SrCropDataset(Dataset):
             h, w = hr.shape[-2:]
             top = int(rng.integers(0, (h - ph) // s + 1))
             left = int(rng.integers(0, (w - pw) // s + 1))
-            hr = hr[:, top * s: top * s + ph, left * s: left * s + pw]
-            lr = lr[:, top: top + ph // s, left: left + pw // s]
+            hr = hr[:, top * s : top * s + ph, left * s : left * s + pw]
+            lr = lr[:, top : top + ph // s, left : left + pw // s]
         return {"hr": hr.contiguous(), "lr": lr.contiguous()}
 
 
@@ -205,7 +208,9 @@ class VGGFeatures(nn.Module):
 
         path = Path(weights_path).expanduser()
         if not path.is_file():
-            raise ConfigError(f"methods.spsr.losses.vgg19_weights: file {path} not found; give a local torchvision VGG19 state dict or null")
+            raise ConfigError(
+                f"methods.spsr.losses.vgg19_weights: file {path} not found; give a local torchvision VGG19 state dict or null"
+            )
         vgg = torchvision.models.vgg19(weights=None)
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
@@ -230,7 +235,9 @@ class SrLoss(nn.Module):
 
     def __init__(self, cfg: SrLossConfig) -> None:
         super().__init__()
-        self.vgg = VGGFeatures(cfg.vgg19_weights, cfg.perceptual_layer) if cfg.vgg19_weights and cfg.perceptual > 0 else None
+        self.vgg = (
+            VGGFeatures(cfg.vgg19_weights, cfg.perceptual_layer) if cfg.vgg19_weights and cfg.perceptual > 0 else None
+        )
         pixel = cfg.pixel if self.vgg is not None else cfg.pixel_without_perceptual
         self.weights = {"pixel_l1": pixel, "gradient_mse": cfg.gradient_pixel, "branch_l1": cfg.branch_pixel}
         if self.vgg is not None:
@@ -247,7 +254,9 @@ class SrLoss(nn.Module):
         if "pixel_l1" in w:
             parts["pixel_l1"] = w["pixel_l1"] * F.l1_loss(sr, hr)
         if "gradient_mse" in w:
-            parts["gradient_mse"] = w["gradient_mse"] * F.mse_loss(gradient_map(sr, padding=2), gradient_map(hr, padding=2))
+            parts["gradient_mse"] = w["gradient_mse"] * F.mse_loss(
+                gradient_map(sr, padding=2), gradient_map(hr, padding=2)
+            )
         if "branch_l1" in w:
             parts["branch_l1"] = w["branch_l1"] * F.l1_loss(grad_out, gradient_map(hr, padding=1))
         if self.vgg is not None and "perceptual_l1" in w:
@@ -262,8 +271,14 @@ def _batches(dataset: SrCropDataset, batch_size: int, seed: int) -> Iterator[dic
     while True:
         dataset.set_epoch(epoch)
         generator = torch.Generator().manual_seed(seed * 100003 + epoch)
-        loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, drop_last=len(dataset) >= batch_size,
-                            generator=generator, num_workers=0)
+        loader = DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=True,
+            drop_last=len(dataset) >= batch_size,
+            generator=generator,
+            num_workers=0,
+        )
         yield from loader
         epoch += 1
 
@@ -274,12 +289,20 @@ def _set_branch_init(generator: SPSRGenerator, fusion_only: bool) -> None:
         param.requires_grad_(name.startswith("f_") or not fusion_only)
 
 
-def train_generator(dataset: SrCropDataset, profile: SrProfileConfig, sr: SpsrConfig, *, device: torch.device,
-                    seed: int = 0, progress: bool = True) -> tuple[SPSRGenerator, dict[str, Any]]:
+def train_generator(
+    dataset: SrCropDataset,
+    profile: SrProfileConfig,
+    sr: SpsrConfig,
+    *,
+    device: torch.device,
+    seed: int = 0,
+    progress: bool = True,
+) -> tuple[SPSRGenerator, dict[str, Any]]:
     """Train a generator from scratch on ``dataset`` (iteration-based, Adam + MultiStepLR)."""
     torch.manual_seed(seed)
-    generator = build_generator(profile.nf, profile.nb, profile.gc, sr.scale, profile.taps,
-                                profile.bicubic_skip).to(device)
+    generator = build_generator(profile.nf, profile.nb, profile.gc, sr.scale, profile.taps, profile.bicubic_skip).to(
+        device
+    )
     criterion = SrLoss(sr.losses).to(device)
     optimizer = torch.optim.Adam(generator.parameters(), lr=profile.lr, betas=(profile.beta1, 0.999))
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, profile.lr_milestones, profile.lr_gamma)
@@ -305,30 +328,46 @@ def train_generator(dataset: SrCropDataset, profile: SrProfileConfig, sr: SpsrCo
             running[key] = running.get(key, 0.0) + float(value.detach())
         if (step + 1) % max(1, profile.log_every) == 0 or step + 1 == profile.iters:
             count = (step % max(1, profile.log_every)) + 1
-            row = {"iter": step + 1, **{k: v / count for k, v in running.items()},
-                   "lr": optimizer.param_groups[0]["lr"]}
+            row = {
+                "iter": step + 1,
+                **{k: v / count for k, v in running.items()},
+                "lr": optimizer.param_groups[0]["lr"],
+            }
             log.append(row)
             running = {}
             bar.set_postfix(loss=f"{row['loss']:.4f}")
     _set_branch_init(generator, False)
     generator.eval()
-    info = {"iters": profile.iters, "batch_size": profile.batch_size, "patch_hr": profile.patch_hr,
-            "train_seconds": round(time.perf_counter() - t0, 2), "losses_used": criterion.used,
-            "gan_terms": "not implemented (reference: 5e-3 RaGAN on image and gradient map)",
-            "log": log}
+    info = {
+        "iters": profile.iters,
+        "batch_size": profile.batch_size,
+        "patch_hr": profile.patch_hr,
+        "train_seconds": round(time.perf_counter() - t0, 2),
+        "losses_used": criterion.used,
+        "gan_terms": "not implemented (reference: 5e-3 RaGAN on image and gradient map)",
+        "log": log,
+    }
     return generator, info
 
 
 @torch.no_grad()
 def super_resolve(generator: SPSRGenerator, lr01: Tensor, chunk: int = 16) -> Tensor:
     """SR images (N, 3, sH, sW) in [0, 1] from LR images in [0, 1], in chunks (memory at 256×192)."""
-    outputs = [generator(lr01[i:i + chunk])[1].clamp(0.0, 1.0) for i in range(0, lr01.shape[0], max(1, chunk))]
+    outputs = [generator(lr01[i : i + chunk])[1].clamp(0.0, 1.0) for i in range(0, lr01.shape[0], max(1, chunk))]
     return torch.cat(outputs)
 
 
 @torch.no_grad()
-def sr_quality(generator: SPSRGenerator | None, dataset: SrCropDataset, sr: SpsrConfig, *, device: torch.device,
-               batch_size: int = 16, max_crops: int | None = None, progress: bool = True) -> dict[str, Any]:
+def sr_quality(
+    generator: SPSRGenerator | None,
+    dataset: SrCropDataset,
+    sr: SpsrConfig,
+    *,
+    device: torch.device,
+    batch_size: int = 16,
+    max_crops: int | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
     """Mean PSNR/SSIM (Y, border = scale) of SPSR and of bicubic ×scale on the validation crops."""
     n = len(dataset) if max_crops is None else min(len(dataset), max_crops)
     scores: dict[str, dict[str, list[float]]] = {"bicubic": {"psnr": [], "ssim": []}}
@@ -349,15 +388,25 @@ def sr_quality(generator: SPSRGenerator | None, dataset: SrCropDataset, sr: Spsr
                 value = psnr(img, ref, crop_border=sr.scale, y_channel=True)
                 scores[name]["psnr"].append(min(value, 100.0))
                 scores[name]["ssim"].append(ssim(img, ref, crop_border=sr.scale, y_channel=True))
-    result: dict[str, Any] = {name: {k: float(np.mean(v)) if v else math.nan for k, v in d.items()}
-                              for name, d in scores.items()}
+    result: dict[str, Any] = {
+        name: {k: float(np.mean(v)) if v else math.nan for k, v in d.items()} for name, d in scores.items()
+    }
     result["num_crops"] = n
     # a records view for the report's generic extras table (``report/tables.py::json_frame``)
-    result["rows"] = [{"upsampler": "SPSR" if name == "spsr" else name, "PSNR_Y_dB": round(d["psnr"], 3),
-                       "SSIM_Y": round(d["ssim"], 4), "crops": n}
-                      for name, d in result.items() if isinstance(d, dict)]
-    result["protocol"] = (f"Y channel (BT.601), {sr.scale}-pixel border cropped, 8-bit images; LR = bicubic x1/{sr.scale} "
-                          "of the HR validation crop (the SR training degradation)")
+    result["rows"] = [
+        {
+            "upsampler": "SPSR" if name == "spsr" else name,
+            "PSNR_Y_dB": round(d["psnr"], 3),
+            "SSIM_Y": round(d["ssim"], 4),
+            "crops": n,
+        }
+        for name, d in result.items()
+        if isinstance(d, dict)
+    ]
+    result["protocol"] = (
+        f"Y channel (BT.601), {sr.scale}-pixel border cropped, 8-bit images; LR = bicubic x1/{sr.scale} "
+        "of the HR validation crop (the SR training degradation)"
+    )
     return result
 
 
@@ -376,8 +425,13 @@ def file_fingerprint(path: str | None) -> dict[str, Any] | None:
 
 def cache_key(sr: SpsrConfig, profile_name: str, data_identity: dict[str, Any]) -> str:
     """Hash of everything that determines the trained generator (not the pose method)."""
-    payload = {"format": SR_FORMAT, "sr": dataclasses.asdict(sr), "profile": profile_name, "data": data_identity,
-               "vgg19": file_fingerprint(sr.losses.vgg19_weights)}
+    payload = {
+        "format": SR_FORMAT,
+        "sr": dataclasses.asdict(sr),
+        "profile": profile_name,
+        "data": data_identity,
+        "vgg19": file_fingerprint(sr.losses.vgg19_weights),
+    }
     payload["sr"].pop("sr_profile", None)
     text = json.dumps(payload, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
@@ -397,14 +451,18 @@ def load_generator(path: Path, profile: SrProfileConfig, sr: SpsrConfig) -> tupl
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
-        raise CheckpointError(f"{path}: cannot read the cached SR checkpoint ({type(error).__name__}); delete it to retrain") from None
+        raise CheckpointError(
+            f"{path}: cannot read the cached SR checkpoint ({type(error).__name__}); delete it to retrain"
+        ) from None
     if not isinstance(payload, dict) or payload.get("format") != SR_FORMAT:
         raise CheckpointError(f"{path}: not an lrpose-bench SPSR checkpoint; delete it to retrain")
     generator = build_generator(profile.nf, profile.nb, profile.gc, sr.scale, profile.taps, profile.bicubic_skip)
     try:
         generator.load_state_dict(payload["state_dict"])
     except RuntimeError:
-        raise CheckpointError(f"{path}: generator size differs from configs/methods/spsr.yaml; delete it to retrain") from None
+        raise CheckpointError(
+            f"{path}: generator size differs from configs/methods/spsr.yaml; delete it to retrain"
+        ) from None
     generator.eval()
     return generator, dict(payload.get("meta") or {})
 
@@ -415,7 +473,21 @@ def write_quality(paths: list[Path], quality: dict[str, Any]) -> None:
 
 
 __all__ = [
-    "SpsrConfig", "SrLossConfig", "SrProfileConfig", "SrCropDataset", "SrLoss", "VGGFeatures", "cache_key",
-    "count_parameters", "degrade", "denormalise", "renormalise", "load_generator", "save_generator",
-    "sr_quality", "super_resolve", "train_generator", "write_quality",
+    "SpsrConfig",
+    "SrLossConfig",
+    "SrProfileConfig",
+    "SrCropDataset",
+    "SrLoss",
+    "VGGFeatures",
+    "cache_key",
+    "count_parameters",
+    "degrade",
+    "denormalise",
+    "renormalise",
+    "load_generator",
+    "save_generator",
+    "sr_quality",
+    "super_resolve",
+    "train_generator",
+    "write_quality",
 ]

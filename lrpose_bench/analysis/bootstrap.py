@@ -24,8 +24,9 @@ from __future__ import annotations
 import contextlib
 import io
 import itertools
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -103,7 +104,7 @@ def evaluate_images(gt: Mapping[str, Any] | Any, results: list[dict[str, Any]]) 
     max_det = params.maxDets[-1]
     num_thr = len(params.iouThrs)
     area_all = 0  # params.areaRng[0] is "all"
-    records = evaluator.evalImgs[area_all * num_images:(area_all + 1) * num_images]  # catIds == [1]
+    records = evaluator.evalImgs[area_all * num_images : (area_all + 1) * num_images]  # catIds == [1]
     scores, tps, fps = [], [], []
     start = np.zeros(num_images, dtype=np.int64)
     count = np.zeros(num_images, dtype=np.int64)
@@ -127,15 +128,24 @@ def evaluate_images(gt: Mapping[str, Any] | Any, results: list[dict[str, Any]]) 
         scores=np.concatenate(scores) if scores else np.zeros(0),
         tp=np.concatenate(tps, axis=1) if tps else np.zeros((num_thr, 0), dtype=bool),
         fp=np.concatenate(fps, axis=1) if fps else np.zeros((num_thr, 0), dtype=bool),
-        start=start, count=count, positives=positives,
+        start=start,
+        count=count,
+        positives=positives,
     )
 
 
 def _empty_evaluation(coco_gt: Any, image_ids: np.ndarray) -> ImageEvaluation:
     """No detections: AP 0 on every resample (evaluate_keypoints scores an empty list 0)."""
     n = image_ids.size
-    return ImageEvaluation(image_ids, np.zeros(0), np.zeros((10, 0), dtype=bool), np.zeros((10, 0), dtype=bool),
-                           np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64))
+    return ImageEvaluation(
+        image_ids,
+        np.zeros(0),
+        np.zeros((10, 0), dtype=bool),
+        np.zeros((10, 0), dtype=bool),
+        np.zeros(n, dtype=np.int64),
+        np.zeros(n, dtype=np.int64),
+        np.zeros(n, dtype=np.int64),
+    )
 
 
 @dataclass(frozen=True)
@@ -171,13 +181,20 @@ def bootstrap_aps(evaluations: Mapping[str, ImageEvaluation], samples: int, seed
     reference = evaluations[names[0]].image_ids
     for name in names[1:]:
         if not np.array_equal(evaluations[name].image_ids, reference):
-            raise ValueError(f"{name} was evaluated on other images than {names[0]}; a paired bootstrap needs the same ground truth")
+            raise ValueError(
+                f"{name} was evaluated on other images than {names[0]}; a paired bootstrap needs the same ground truth"
+            )
     draws = resample_indices(reference.size, samples, seed)
     return {name: np.array([evaluations[name].ap(row) for row in draws]) for name in names}
 
 
-def paired_differences(evaluations: Mapping[str, ImageEvaluation], samples: int, seed: int = 0,
-                       level: float = 0.95, pairs: Sequence[tuple[str, str]] | None = None) -> list[PairedDifference]:
+def paired_differences(
+    evaluations: Mapping[str, ImageEvaluation],
+    samples: int,
+    seed: int = 0,
+    level: float = 0.95,
+    pairs: Sequence[tuple[str, str]] | None = None,
+) -> list[PairedDifference]:
     """Paired bootstrap for every pair (or the given ``pairs``) of methods on the same images."""
     aps = bootstrap_aps(evaluations, samples, seed)
     full = {name: ev.ap() for name, ev in evaluations.items()}
@@ -185,13 +202,14 @@ def paired_differences(evaluations: Mapping[str, ImageEvaluation], samples: int,
     out = []
     for a, b in pairs if pairs is not None else itertools.combinations(list(evaluations), 2):
         diffs = aps[a] - aps[b]
-        low, high = (np.percentile(diffs, [tail, 100.0 - tail]) if diffs.size else (np.nan, np.nan))
+        low, high = np.percentile(diffs, [tail, 100.0 - tail]) if diffs.size else (np.nan, np.nan)
         out.append(PairedDifference(a, b, full[a], full[b], full[a] - full[b], float(low), float(high), samples, level))
     return out
 
 
-def resampled_documents(gt: Mapping[str, Any], results: list[dict[str, Any]],
-                        image_ids: Sequence[int]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def resampled_documents(
+    gt: Mapping[str, Any], results: list[dict[str, Any]], image_ids: Sequence[int]
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Slow reference: GT and results for a drawn id list, each draw renamed ``1..n`` in draw order.
 
     A duplicated draw becomes a separate image with copies of its annotations and results, so it

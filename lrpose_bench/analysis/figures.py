@@ -10,7 +10,7 @@ with the object API (no pyplot state), which the caller saves as PNG/PDF and clo
 from __future__ import annotations
 
 import zlib
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -20,8 +20,14 @@ from lrpose_bench.analysis.displacement import Displacements, bin_labels, bin_sh
 
 #: Okabe–Ito palette
 OKABE_ITO: dict[str, str] = {
-    "black": "#000000", "orange": "#E69F00", "sky_blue": "#56B4E9", "bluish_green": "#009E73",
-    "yellow": "#F0E442", "blue": "#0072B2", "vermillion": "#D55E00", "reddish_purple": "#CC79A7",
+    "black": "#000000",
+    "orange": "#E69F00",
+    "sky_blue": "#56B4E9",
+    "bluish_green": "#009E73",
+    "yellow": "#F0E442",
+    "blue": "#0072B2",
+    "vermillion": "#D55E00",
+    "reddish_purple": "#CC79A7",
 }
 
 #: fixed method → colour map (stable across figures and reports)
@@ -54,13 +60,11 @@ def _style(ax) -> None:
 
 
 # ------------------------------------------------------------------ Fig. 5: displacement panels
-def _panel_row(axes, disp: Displacements, edges: Sequence[float], colour: str, limit: float,
-               title: str) -> None:
+def _panel_row(axes, disp: Displacements, edges: Sequence[float], colour: str, limit: float, title: str) -> None:
     """Scatter, bin shares (coarse vs final) and 2-D histogram of one cell (one row of Fig. 5)."""
     scatter_ax, share_ax, hist_ax = axes
     coarse = disp.coarse
-    scatter_ax.scatter(coarse[:, 0], coarse[:, 1], s=5, alpha=0.4, color=colour, linewidths=0,
-                       rasterized=True)
+    scatter_ax.scatter(coarse[:, 0], coarse[:, 1], s=5, alpha=0.4, color=colour, linewidths=0, rasterized=True)
     scatter_ax.set_xlim(-limit, limit)
     scatter_ax.set_ylim(limit, -limit)  # image convention: y grows downwards
     scatter_ax.set_aspect("equal")
@@ -74,8 +78,17 @@ def _panel_row(axes, disp: Displacements, edges: Sequence[float], colour: str, l
     final_share = bin_shares(disp.distances("final"), edges).to_numpy() * 100
     x = np.arange(len(labels))
     share_ax.bar(x - 0.2, coarse_share, width=0.4, color=colour, label="coarse (arg-max)")
-    share_ax.bar(x + 0.2, final_share, width=0.4, color=colour, alpha=0.45, hatch="//",
-                 edgecolor="#333333", linewidth=0.4, label="final (decoded)")
+    share_ax.bar(
+        x + 0.2,
+        final_share,
+        width=0.4,
+        color=colour,
+        alpha=0.45,
+        hatch="//",
+        edgecolor="#333333",
+        linewidth=0.4,
+        label="final (decoded)",
+    )
     share_ax.set_xticks(x, labels, fontsize=8)
     share_ax.set_xlabel("distance bin (heatmap px)")
     share_ax.set_ylabel("share of joints (%)")
@@ -100,8 +113,9 @@ def _limit(displacements: Sequence[Displacements]) -> float:
     return float(max(3.0, np.ceil(np.percentile(values, 99)) + 0.5))
 
 
-def displacement_figure(rows: Sequence[tuple[str, str, Displacements]], edges: Sequence[float],
-                        title: str | None = None) -> Figure:
+def displacement_figure(
+    rows: Sequence[tuple[str, str, Displacements]], edges: Sequence[float], title: str | None = None
+) -> Figure:
     """Fig. 5 layout: one row per (label, method, displacements); columns scatter / shares / 2-D hist."""
     n = max(1, len(rows))
     height = 3.4 * n + (0.4 if title else 0.0)
@@ -109,9 +123,12 @@ def displacement_figure(rows: Sequence[tuple[str, str, Displacements]], edges: S
     # the layout solver was most of its drawing time
     top = 1.0 - (0.62 + (0.4 if title else 0.0)) / height
     fig = Figure(figsize=(11.0, height))
-    axes = fig.subplots(n, 3, squeeze=False, gridspec_kw={
-        "left": 0.07, "right": 0.96, "top": top, "bottom": 0.55 / height, "wspace": 0.38,
-        "hspace": 0.6})
+    axes = fig.subplots(
+        n,
+        3,
+        squeeze=False,
+        gridspec_kw={"left": 0.07, "right": 0.96, "top": top, "bottom": 0.55 / height, "wspace": 0.38, "hspace": 0.6},
+    )
     limit = _limit([d for _, _, d in rows])
     for row_axes, (label, method, disp) in zip(axes, rows):
         _panel_row(row_axes, disp, edges, method_colour(method), limit, label)
@@ -135,9 +152,16 @@ def bin_share_overview(frame: pd.DataFrame, labels: Sequence[str]) -> Figure:
         x = np.arange(len(labels))
         for i, (_, row) in enumerate(part.iterrows()):
             values = [100 * row[f"coarse_share_{b}"] for b in labels]
-            ax.bar(x - 0.4 + width * (i + 0.5), values, width=width, color=method_colour(row["method"]),
-                   label=row["label"], hatch=None if not row.get("ablated") else "..", edgecolor="white",
-                   linewidth=0.3)
+            ax.bar(
+                x - 0.4 + width * (i + 0.5),
+                values,
+                width=width,
+                color=method_colour(row["method"]),
+                label=row["label"],
+                hatch=None if not row.get("ablated") else "..",
+                edgecolor="white",
+                linewidth=0.3,
+            )
         ax.set_xticks(x, labels, fontsize=8)
         ax.set_title(f"{str(res).replace('x', '×')}: coarse ŷ−y per bin", fontsize=9)
         ax.set_xlabel("distance bin (heatmap px)")
@@ -148,8 +172,9 @@ def bin_share_overview(frame: pd.DataFrame, labels: Sequence[str]) -> Figure:
 
 
 # ---------------------------------------------------------------------------- AP vs resolution
-def ap_vs_resolution(ours: pd.DataFrame, paper: pd.DataFrame | None, ours_label: str,
-                     paper_label: str | None) -> Figure:
+def ap_vs_resolution(
+    ours: pd.DataFrame, paper: pd.DataFrame | None, ours_label: str, paper_label: str | None
+) -> Figure:
     """Paper Fig. 1 style: AP (×100) against input size, one line per method.
 
     ``ours`` columns: ``method, resolution, pixels, AP`` and optional ``sd``; ``paper`` the same
@@ -195,9 +220,14 @@ def training_curves(logs: Mapping[str, tuple[str, str, pd.DataFrame]]) -> Figure
         per_epoch = frame.groupby("epoch", sort=True)["loss"].mean()
         k = used.get((ax_index, method), 0)
         used[(ax_index, method)] = k + 1
-        ax.plot(per_epoch.index, per_epoch.to_numpy(), color=method_colour(method),
-                linestyle=_LINESTYLES[k % len(_LINESTYLES)], marker="." if len(per_epoch) < 30 else None,
-                label=label)
+        ax.plot(
+            per_epoch.index,
+            per_epoch.to_numpy(),
+            color=method_colour(method),
+            linestyle=_LINESTYLES[k % len(_LINESTYLES)],
+            marker="." if len(per_epoch) < 30 else None,
+            label=label,
+        )
     positive = all((frame["loss"] > 0).all() for _, _, frame in logs.values())
     for ax, res in zip(axes, resolutions):
         if positive:

@@ -105,8 +105,10 @@ def unbiased_gaussian_heatmaps(
     maps = np.exp(-((xs - cx) ** 2 + (ys - cy) ** 2) / (2.0 * sigma**2))
     radius = 3.0 * sigma
     inside = (
-        (joints[:, 0] + radius >= 0) & (joints[:, 0] - radius < width)
-        & (joints[:, 1] + radius >= 0) & (joints[:, 1] - radius < height)
+        (joints[:, 0] + radius >= 0)
+        & (joints[:, 0] - radius < width)
+        & (joints[:, 1] + radius >= 0)
+        & (joints[:, 1] - radius < height)
     )
     weight = (np.asarray(visible) > 0) & inside & np.isfinite(joints).all(axis=1)
     maps = np.where(weight[:, None, None], maps, 0.0)

@@ -1,4 +1,4 @@
-"""``lrpose-bench bench``: where the time of a training step goes, per (resolution, method) (issue 9).
+"""``lrpose-bench bench``: where the time of a training step goes, per (resolution, method).
 
 One run measures, on the same device and thread count, and prints as images/s and ratios:
 
@@ -31,8 +31,9 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -45,19 +46,39 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--res", default="64x48,128x96", help="comma-separated input sizes HxW (default 64x48,128x96)")
     parser.add_argument("--methods", default="hrnet,udp,cal", help="comma-separated methods (default hrnet,udp,cal)")
     parser.add_argument("--batch-size", type=int, default=32, help="images per step (default 32)")
-    parser.add_argument("--steps", type=int, default=3, help="timed repetitions per measurement, after one "
-                        "warm-up (default 3; use 20+ on a GPU)")
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: shared CPUs give "
-                        "stable ratios; 0 = PyTorch's default)")
-    parser.add_argument("--eval-instances", type=int, default=64, help="validation instances for the "
-                        "evaluation measurement (default 64)")
-    parser.add_argument("--cuda-graphs", action="store_true", help="capture the training step in a CUDA graph "
-                        "(train.cuda_graphs; CUDA only)")
-    parser.add_argument("--coco-val-estimate", action="store_true", help="also time pycocotools on a COCO-val-sized "
-                        "result set and estimate a full COCO val evaluation")
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=3,
+        help="timed repetitions per measurement, after one warm-up (default 3; use 20+ on a GPU)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads (default 1: shared CPUs give stable ratios; 0 = PyTorch's default)",
+    )
+    parser.add_argument(
+        "--eval-instances",
+        type=int,
+        default=64,
+        help="validation instances for the evaluation measurement (default 64)",
+    )
+    parser.add_argument(
+        "--cuda-graphs",
+        action="store_true",
+        help="capture the training step in a CUDA graph (train.cuda_graphs; CUDA only)",
+    )
+    parser.add_argument(
+        "--coco-val-estimate",
+        action="store_true",
+        help="also time pycocotools on a COCO-val-sized result set and estimate a full COCO val evaluation",
+    )
     parser.add_argument("--out", default=None, metavar="FILE", help="write the numbers as JSON, e.g. RUN/bench.json")
-    parser.epilog = ("example:\n  lrpose-bench bench --res 64x48,128x96 --backbone hrnet-w32 --methods hrnet,udp,cal "
-                     "--device cuda --steps 20 --batch-size 256 --cuda-graphs --coco-val-estimate --out runs/bench.json")
+    parser.epilog = (
+        "example:\n  lrpose-bench bench --res 64x48,128x96 --backbone hrnet-w32 --methods hrnet,udp,cal "
+        "--device cuda --steps 20 --batch-size 256 --cuda-graphs --coco-val-estimate --out runs/bench.json"
+    )
 
 
 # ------------------------------------------------------------------------------- timing
@@ -85,8 +106,17 @@ def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
 
 
 # -------------------------------------------------------------------------- one cell
-def bench_cell(method_name: str, res: Any, cfg: Any, bundle: Any, store: Any, device: torch.device,
-               batch_size: int, steps: int, eval_instances: int) -> dict[str, Any]:
+def bench_cell(
+    method_name: str,
+    res: Any,
+    cfg: Any,
+    bundle: Any,
+    store: Any,
+    device: torch.device,
+    batch_size: int,
+    steps: int,
+    eval_instances: int,
+) -> dict[str, Any]:
     """Every measurement of one (resolution, method); images/s and ratios."""
     from torch.utils.data import DataLoader, default_collate
 
@@ -99,8 +129,10 @@ def bench_cell(method_name: str, res: Any, cfg: Any, bundle: Any, store: Any, de
     spec = CellSpec(method_name, cfg.model.backbone, res, cfg.seed)
     method = build_method(spec, cfg)
     if method.train_resolution() != res:
-        raise ConfigError(f"bench: method {method_name!r} trains at {method.train_resolution()}, not {res}; "
-                          "leave it out of --methods (its pose network is benchmarked at that resolution)")
+        raise ConfigError(
+            f"bench: method {method_name!r} trains at {method.train_resolution()}, not {res}; "
+            "leave it out of --methods (its pose network is benchmarked at that resolution)"
+        )
     torch.manual_seed(cfg.seed)
     model = build_cell_model(method, spec, cfg).to(device)
     use_cuda = device.type == "cuda"
@@ -121,8 +153,16 @@ def bench_cell(method_name: str, res: Any, cfg: Any, bundle: Any, store: Any, de
 
     # model only: one fixed batch on the device (synthetic images, targets encoded from real joints)
     cache = ImageCache(cfg.data.image_cache_mb)
-    train_set = PoseDataset(bundle.train, method, res, train=True, augment=cfg.augment,
-                            box_padding=cfg.data.box_padding, seed=cfg.seed, image_cache=cache)
+    train_set = PoseDataset(
+        bundle.train,
+        method,
+        res,
+        train=True,
+        augment=cfg.augment,
+        box_padding=cfg.data.box_padding,
+        seed=cfg.seed,
+        image_cache=cache,
+    )
     fixed = _to_device(default_collate([train_set[i % len(train_set)] for i in range(n)]), device)
     synthetic = torch.randn(n, 3, res.height, res.width, device=device)
     fixed_batch = {**fixed, "image": synthetic}
@@ -135,8 +175,16 @@ def bench_cell(method_name: str, res: Any, cfg: Any, bundle: Any, store: Any, de
 
     def cpu_batch() -> dict[str, Any]:
         if loader_iter["it"] is None:
-            loader_iter["it"] = iter(DataLoader(train_set, batch_size=n, shuffle=False, drop_last=True,
-                                                num_workers=cfg.train.num_workers, pin_memory=use_cuda))
+            loader_iter["it"] = iter(
+                DataLoader(
+                    train_set,
+                    batch_size=n,
+                    shuffle=False,
+                    drop_last=True,
+                    num_workers=cfg.train.num_workers,
+                    pin_memory=use_cuda,
+                )
+            )
         try:
             batch = next(loader_iter["it"])
         except StopIteration:
@@ -182,12 +230,14 @@ def bench_cell(method_name: str, res: Any, cfg: Any, bundle: Any, store: Any, de
     subset = KeypointSplit(val.name, val.annotation_file, val.image_root, val.gt, val.instances[:eval_instances])
     eval_set = PoseDataset(subset, method, res, train=False, box_padding=cfg.data.box_padding, image_cache=cache)
     model.eval()
-    eval_kwargs = dict(batch_size=min(cfg.eval.batch_size, len(eval_set)), flip_test=cfg.eval.flip_test,
-                       device=device, progress=False)
+    eval_kwargs = dict(
+        batch_size=min(cfg.eval.batch_size, len(eval_set)), flip_test=cfg.eval.flip_test, device=device, progress=False
+    )
     t_eval = median_seconds(lambda: predict(model, method, eval_set, **eval_kwargs), max(1, steps // 2), device)
 
     row: dict[str, Any] = {
-        "res": str(res), "method": method_name,
+        "res": str(res),
+        "method": method_name,
         "model_img_s": n / t_model,
         "step_cpu_img_s": n / t_step_cpu,
         "step_fast_img_s": n / t_step_fast,
@@ -209,8 +259,9 @@ COCO_VAL_INSTANCES = 6352
 COCO_VAL_IMAGES = 5000
 
 
-def synthetic_coco_val(seed: int = 0, instances: int = COCO_VAL_INSTANCES, images: int = COCO_VAL_IMAGES
-                       ) -> tuple[dict[str, Any], Any]:
+def synthetic_coco_val(
+    seed: int = 0, instances: int = COCO_VAL_INSTANCES, images: int = COCO_VAL_IMAGES
+) -> tuple[dict[str, Any], Any]:
     """A ground-truth document shaped like COCO val (person boxes, 17 keypoints, areas) and the
     arrays ``build_results`` takes, with predictions = ground truth + 2-px noise: what the scoring
     half of an evaluation costs does not depend on the pixels."""
@@ -218,19 +269,37 @@ def synthetic_coco_val(seed: int = 0, instances: int = COCO_VAL_INSTANCES, image
 
     rng = np.random.default_rng(seed)
     image_ids = np.sort(rng.integers(1, images + 1, instances))
-    boxes = np.column_stack([rng.uniform(0, 400, instances), rng.uniform(0, 300, instances),
-                             rng.uniform(20, 240, instances), rng.uniform(40, 320, instances)])
+    boxes = np.column_stack(
+        [
+            rng.uniform(0, 400, instances),
+            rng.uniform(0, 300, instances),
+            rng.uniform(20, 240, instances),
+            rng.uniform(40, 320, instances),
+        ]
+    )
     joints = boxes[:, None, :2] + rng.uniform(0, 1, (instances, 17, 2)) * boxes[:, None, 2:]
     visible = rng.random((instances, 17)) > 0.3
     visible[:, 0] = True
-    gt: dict[str, Any] = {"images": [{"id": i, "width": 640, "height": 480} for i in range(1, images + 1)],
-                          "categories": [{"id": 1, "name": "person"}], "annotations": []}
+    gt: dict[str, Any] = {
+        "images": [{"id": i, "width": 640, "height": 480} for i in range(1, images + 1)],
+        "categories": [{"id": 1, "name": "person"}],
+        "annotations": [],
+    }
     for i in range(instances):
         kps = np.column_stack([joints[i], np.where(visible[i], 2, 0)]).ravel()
         kps[np.repeat(~visible[i], 3)] = 0
-        gt["annotations"].append({"id": i + 1, "image_id": int(image_ids[i]), "category_id": 1, "iscrowd": 0,
-                                  "bbox": [float(v) for v in boxes[i]], "area": float(boxes[i, 2] * boxes[i, 3]),
-                                  "num_keypoints": int(visible[i].sum()), "keypoints": [float(v) for v in kps]})
+        gt["annotations"].append(
+            {
+                "id": i + 1,
+                "image_id": int(image_ids[i]),
+                "category_id": 1,
+                "iscrowd": 0,
+                "bbox": [float(v) for v in boxes[i]],
+                "area": float(boxes[i, 2] * boxes[i, 3]),
+                "num_keypoints": int(visible[i].sum()),
+                "keypoints": [float(v) for v in kps],
+            }
+        )
     predicted = joints + rng.normal(0, 2.0, joints.shape)
     confidences = rng.uniform(0.1, 1.0, (instances, 17))
     arrays = (image_ids, predicted, confidences, np.ones(instances), boxes[:, 2] * boxes[:, 3])
@@ -249,11 +318,18 @@ def coco_val_estimate(rows: list[dict[str, Any]], cfg: Any, seed: int = 0) -> di
     scoring = time.perf_counter() - start
     eval_rate = min(r["eval_img_s"] for r in rows)
     network = COCO_VAL_INSTANCES / eval_rate
-    return {"instances": COCO_VAL_INSTANCES, "images": COCO_VAL_IMAGES, "scoring_s": scoring,
-            "eval_img_s": eval_rate, "network_s": network, "total_s": scoring + network,
-            "sanity_ap": metrics.get("AP"), "flip_test": cfg.eval.flip_test,
-            "note": "SynthPose-scaled estimate: network time from the measured eval rate (SynthPose crops, "
-                    "flip test as configured); COCO JPEG decoding of ~5,000 images not included"}
+    return {
+        "instances": COCO_VAL_INSTANCES,
+        "images": COCO_VAL_IMAGES,
+        "scoring_s": scoring,
+        "eval_img_s": eval_rate,
+        "network_s": network,
+        "total_s": scoring + network,
+        "sanity_ap": metrics.get("AP"),
+        "flip_test": cfg.eval.flip_test,
+        "note": "SynthPose-scaled estimate: network time from the measured eval rate (SynthPose crops, "
+        "flip test as configured); COCO JPEG decoding of ~5,000 images not included",
+    }
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
@@ -301,8 +377,10 @@ def run(args: argparse.Namespace) -> int:
     try:
         bundle = load_data(cfg.data, progress=not args.no_progress)
         if len(bundle.train.instances) < args.batch_size:
-            raise ConfigError(f"bench: the training split has {len(bundle.train.instances)} instances, "
-                              f"fewer than --batch-size {args.batch_size}")
+            raise ConfigError(
+                f"bench: the training split has {len(bundle.train.instances)} instances, "
+                f"fewer than --batch-size {args.batch_size}"
+            )
         store_root = Path(cfg.data.cache_dir).expanduser() / "crop_store"
         rows: list[dict[str, Any]] = []
         stores: dict[str, dict[str, Any]] = {}
@@ -311,47 +389,80 @@ def run(args: argparse.Namespace) -> int:
             by_aspect.setdefault(round(res.width / res.height, 9), []).append(res)
         for group in by_aspect.values():
             t0 = time.perf_counter()
-            store = build_crop_store(bundle.train, group, cfg.augment, cfg.data.box_padding, store_root,
-                                     config=CropStoreConfig(workers=max(1, args.threads)))
+            store = build_crop_store(
+                bundle.train,
+                group,
+                cfg.augment,
+                cfg.data.box_padding,
+                store_root,
+                config=CropStoreConfig(workers=max(1, args.threads)),
+            )
             seconds = time.perf_counter() - t0
             stores[",".join(map(str, group))] = {
-                "path": str(store.path), "crop_size": list(store.size), "instances": len(store),
-                "megabytes": store.nbytes / 2**20, "open_or_build_seconds": seconds,
+                "path": str(store.path),
+                "crop_size": list(store.size),
+                "instances": len(store),
+                "megabytes": store.nbytes / 2**20,
+                "open_or_build_seconds": seconds,
                 "built_now": hasattr(store, "build_seconds"),
                 "build_img_s": len(store) / seconds if hasattr(store, "build_seconds") else None,
             }
             for res in group:
                 for name in methods:
                     print(f"bench: {res} {name} ...", flush=True)
-                    rows.append(bench_cell(name, res, cfg, bundle, store, device, args.batch_size, args.steps,
-                                           args.eval_instances))
+                    rows.append(
+                        bench_cell(
+                            name, res, cfg, bundle, store, device, args.batch_size, args.steps, args.eval_instances
+                        )
+                    )
         coco = coco_val_estimate(rows, cfg, seed=cfg.seed) if args.coco_val_estimate else None
     finally:
         torch.set_num_threads(previous_threads)
     elapsed = time.perf_counter() - started
     threads = args.threads if args.threads > 0 else previous_threads
     print()
-    print(f"Throughput in images/s on {device} ({threads} CPU thread(s)), backbone {cfg.model.backbone}, "
-          f"batch {args.batch_size}, median of {args.steps} step(s):")
+    print(
+        f"Throughput in images/s on {device} ({threads} CPU thread(s)), backbone {cfg.model.backbone}, "
+        f"batch {args.batch_size}, median of {args.steps} step(s):"
+    )
     print(format_table(rows))
-    print("model: train step (fwd, loss, bwd, Adam) on one fixed device batch; step_cpu/step_fast: the same step fed "
-          "by the CPU reference / crop-store + device pipeline; data_*: pipeline only; plan: host-side epoch planning "
-          "(runs an epoch ahead in a thread); mgm_share: CAL stage-2 MGM / model step.")
+    print(
+        "model: train step (fwd, loss, bwd, Adam) on one fixed device batch; step_cpu/step_fast: the same step fed "
+        "by the CPU reference / crop-store + device pipeline; data_*: pipeline only; plan: host-side epoch planning "
+        "(runs an epoch ahead in a thread); mgm_share: CAL stage-2 MGM / model step."
+    )
     for key, info in stores.items():
         built = f"built at {info['build_img_s']:.0f} instances/s" if info["built_now"] else "reused"
-        print(f"crop store {key}: {info['instances']} crops of {info['crop_size'][0]}x{info['crop_size'][1]} "
-              f"({info['megabytes']:.1f} MB), {built}")
+        print(
+            f"crop store {key}: {info['instances']} crops of {info['crop_size'][0]}x{info['crop_size'][1]} "
+            f"({info['megabytes']:.1f} MB), {built}"
+        )
     if coco is not None:
-        print(f"COCO val estimate ({coco['instances']} instances, {coco['images']} images): pycocotools scoring "
-              f"{coco['scoring_s']:.1f} s (rescoring + OKS-NMS + COCOeval, measured); network evaluation at the "
-              f"slowest measured eval rate {coco['eval_img_s']:,.0f} img/s: {coco['network_s']:.1f} s; total "
-              f"~{coco['total_s']:.1f} s (SynthPose-scaled estimate: COCO JPEG decoding not included)")
+        print(
+            f"COCO val estimate ({coco['instances']} instances, {coco['images']} images): pycocotools scoring "
+            f"{coco['scoring_s']:.1f} s (rescoring + OKS-NMS + COCOeval, measured); network evaluation at the "
+            f"slowest measured eval rate {coco['eval_img_s']:,.0f} img/s: {coco['network_s']:.1f} s; total "
+            f"~{coco['total_s']:.1f} s (SynthPose-scaled estimate: COCO JPEG decoding not included)"
+        )
     print(f"bench took {elapsed:.1f} s")
     if args.out:
         out = Path(args.out)
-        write_json(out, {"device": str(device), "device_name": torch.cuda.get_device_name(device) if device.type == "cuda"
-                         else "cpu", "threads": threads, "backbone": cfg.model.backbone, "batch_size": args.batch_size,
-                         "steps": args.steps, "amp": device.type == "cuda" and cfg.train.amp,
-                         "rows": rows, "crop_stores": stores, "coco_val_estimate": coco, "seconds": elapsed, "environment": environment()})
+        write_json(
+            out,
+            {
+                "device": str(device),
+                "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+                "threads": threads,
+                "backbone": cfg.model.backbone,
+                "batch_size": args.batch_size,
+                "steps": args.steps,
+                "amp": device.type == "cuda" and cfg.train.amp,
+                "rows": rows,
+                "crop_stores": stores,
+                "coco_val_estimate": coco,
+                "seconds": elapsed,
+                "environment": environment(),
+            },
+        )
         print(f"wrote {out}")
     return 0

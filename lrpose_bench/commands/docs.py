@@ -17,12 +17,21 @@ HELP = "generate the documentation that is derived from the code (docs config: t
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("what", choices=["config"], help="which document: config (the configuration reference)")
-    parser.add_argument("--out", default=None, metavar="FILE",
-                        help="file to write, e.g. docs/configuration.md (default: print to standard output)")
-    parser.add_argument("--check", action="store_true",
-                        help="write nothing; exit 1 (with a diff) when FILE is not what would be generated now")
-    parser.epilog = ("examples:\n  lrpose-bench docs config --out docs/configuration.md\n"
-                     "  lrpose-bench docs config --out docs/configuration.md --check")
+    parser.add_argument(
+        "--out",
+        default=None,
+        metavar="FILE",
+        help="file to write, e.g. docs/configuration.md (default: print to standard output)",
+    )
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="write nothing; exit 1 (with a diff) when FILE is not what would be generated now",
+    )
+    parser.epilog = (
+        "examples:\n  lrpose-bench docs config --out docs/configuration.md\n"
+        "  lrpose-bench docs config --out docs/configuration.md --check"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -39,11 +48,11 @@ def run(args: argparse.Namespace) -> int:
         if current == text:
             print(f"{path} is up to date")
             return 0
-        diff = difflib.unified_diff(current.splitlines(), text.splitlines(), f"{path} (committed)",
-                                    f"{path} (generated)", lineterm="", n=1)
+        diff = difflib.unified_diff(
+            current.splitlines(), text.splitlines(), f"{path} (committed)", f"{path} (generated)", lineterm="", n=1
+        )
         sys.stdout.write("\n".join(list(diff)[:60]) + "\n")
-        print(f"{path} is stale: run 'lrpose-bench docs config --out {path}' and commit the result",
-              file=sys.stderr)
+        print(f"{path} is stale: run 'lrpose-bench docs config --out {path}' and commit the result", file=sys.stderr)
         return 1
     if not args.out:
         sys.stdout.write(text)

@@ -11,9 +11,14 @@ HELP = "build the report (HTML, LaTeX, CSV, JSON and figures) of a run folder"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run_dir", metavar="RUN_DIR", help="run folder written by 'lrpose-bench run --out RUN_DIR'")
-    parser.add_argument("--format", default=None, dest="formats", metavar="LIST",
-                        help="comma-separated formats among html,latex,csv,json (default: report.formats of the "
-                             "run's config, normally all four)")
+    parser.add_argument(
+        "--format",
+        default=None,
+        dest="formats",
+        metavar="LIST",
+        help="comma-separated formats among html,latex,csv,json (default: report.formats of the "
+        "run's config, normally all four)",
+    )
     parser.add_argument("--out", default=None, metavar="DIR", help="output folder (default RUN_DIR/report)")
 
 

@@ -1,4 +1,4 @@
-"""Cached, memory-mapped instance crops: decode every training instance once (issue 9).
+"""Cached, memory-mapped instance crops: decode every training instance once.
 
 Why: decoding a JPEG costs ~430 img/s per core, an affine warp to 64×48 ~100k/s, a batched
 ``grid_sample`` of uint8 crops on a GPU ~2.5M/s. At low resolution a training step is faster than
@@ -36,10 +36,10 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -85,8 +85,9 @@ def rotated_extent(width: float, height: float, max_degrees: float) -> tuple[flo
     return extent(width, height), extent(height, width)
 
 
-def store_geometry(resolutions: Sequence[Resolution], augment: AugmentConfig, oversample: float = 1.0,
-                   margin_px: int = 2) -> StoreGeometry:
+def store_geometry(
+    resolutions: Sequence[Resolution], augment: AugmentConfig, oversample: float = 1.0, margin_px: int = 2
+) -> StoreGeometry:
     """Fixed store crop size for the run's resolutions (one aspect) and augmentation range."""
     if not resolutions:
         raise DataError("crop store: no input resolution given")
@@ -126,8 +127,15 @@ def _instances_digest(split: KeypointSplit) -> str:
 
 def store_key(split: KeypointSplit, geometry: StoreGeometry, box_padding: float) -> str:
     """Digest naming a store: instances + geometry + padding + layout version."""
-    payload = json.dumps({"v": STORE_VERSION, "instances": _instances_digest(split), "geometry": asdict(geometry),
-                          "padding": box_padding}, sort_keys=True)
+    payload = json.dumps(
+        {
+            "v": STORE_VERSION,
+            "instances": _instances_digest(split),
+            "geometry": asdict(geometry),
+            "padding": box_padding,
+        },
+        sort_keys=True,
+    )
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
@@ -141,14 +149,21 @@ class CropStore:
             meta = np.load(self.path / "meta.npz")
             self.crops = np.load(self.path / "crops.npy", mmap_mode="r")
         except (OSError, ValueError, KeyError) as error:
-            raise DataError(f"crop store {self.path} is unreadable ({error}); delete the folder to rebuild it") from None
+            raise DataError(
+                f"crop store {self.path} is unreadable ({error}); delete the folder to rebuild it"
+            ) from None
         self.centers = meta["centers"]  # (N, 2) padded box centre, image px
         self.box_sizes = meta["box_sizes"]  # (N, 2) padded box (w, h), image px
         self.store_matrices = meta["store_matrices"]  # (N, 2, 3) image -> store crop
         self.joints = meta["joints"]  # (N, K, 2) image px
         self.visibility = meta["visibility"]  # (N, K) COCO flags
-        self.geometry = StoreGeometry(tuple(self.info["size"]), tuple(self.info["box_factor"]),
-                                      self.info["aspect"], self.info["max_scale"], self.info["max_rotation"])
+        self.geometry = StoreGeometry(
+            tuple(self.info["size"]),
+            tuple(self.info["box_factor"]),
+            self.info["aspect"],
+            self.info["max_scale"],
+            self.info["max_rotation"],
+        )
         self.box_padding = float(self.info["box_padding"])
         if self.crops.shape[0] != self.centers.shape[0] or tuple(self.crops.shape[1:3]) != self.geometry.size:
             raise DataError(f"crop store {self.path} is inconsistent (crops {self.crops.shape}); delete it to rebuild")
@@ -169,10 +184,12 @@ class CropStore:
     def covers(self, resolution: Resolution, augment: AugmentConfig, box_padding: float) -> bool:
         """Whether augmented crops at ``resolution`` stay inside the store crops (same box, range)."""
         max_rotation = 2.0 * abs(augment.rotation_factor) if augment.rotation_prob > 0 else 0.0
-        return (abs(resolution.width / resolution.height - self.geometry.aspect) < 1e-9
-                and abs(box_padding - self.box_padding) < 1e-12
-                and 1.0 + augment.scale_factor <= self.geometry.max_scale + 1e-12
-                and max_rotation <= self.geometry.max_rotation + 1e-12)
+        return (
+            abs(resolution.width / resolution.height - self.geometry.aspect) < 1e-9
+            and abs(box_padding - self.box_padding) < 1e-12
+            and 1.0 + augment.scale_factor <= self.geometry.max_scale + 1e-12
+            and max_rotation <= self.geometry.max_rotation + 1e-12
+        )
 
     def gather(self, indices: Sequence[int] | np.ndarray) -> np.ndarray:
         """Crops of ``indices`` copied out of the memory map: (B, Sh, Sw, 3) uint8."""
@@ -188,8 +205,15 @@ class CropStore:
         return tensor
 
 
-def _build_into(folder: Path, split: KeypointSplit, geometry: StoreGeometry, box_padding: float,
-                read_image: Callable[[Path], np.ndarray], workers: int, progress: bool) -> None:
+def _build_into(
+    folder: Path,
+    split: KeypointSplit,
+    geometry: StoreGeometry,
+    box_padding: float,
+    read_image: Callable[[Path], np.ndarray],
+    workers: int,
+    progress: bool,
+) -> None:
     n = len(split.instances)
     sh, sw = geometry.size
     centers = np.zeros((n, 2), np.float64)
@@ -212,12 +236,25 @@ def _build_into(folder: Path, split: KeypointSplit, geometry: StoreGeometry, box
         for i in order:
             one(i)
     crops.flush()
-    np.savez(folder / "meta.npz", centers=centers, box_sizes=box_sizes, store_matrices=matrices,
-             joints=np.stack([np.asarray(inst.joints, np.float64) for inst in split.instances]),
-             visibility=np.stack([np.asarray(inst.visibility, np.float64) for inst in split.instances]))
-    info = {"version": STORE_VERSION, "split": split.name, "instances": n, "size": [sh, sw],
-            "box_factor": list(geometry.box_factor), "aspect": geometry.aspect, "max_scale": geometry.max_scale,
-            "max_rotation": geometry.max_rotation, "box_padding": box_padding}
+    np.savez(
+        folder / "meta.npz",
+        centers=centers,
+        box_sizes=box_sizes,
+        store_matrices=matrices,
+        joints=np.stack([np.asarray(inst.joints, np.float64) for inst in split.instances]),
+        visibility=np.stack([np.asarray(inst.visibility, np.float64) for inst in split.instances]),
+    )
+    info = {
+        "version": STORE_VERSION,
+        "split": split.name,
+        "instances": n,
+        "size": [sh, sw],
+        "box_factor": list(geometry.box_factor),
+        "aspect": geometry.aspect,
+        "max_scale": geometry.max_scale,
+        "max_rotation": geometry.max_rotation,
+        "box_padding": box_padding,
+    }
     (folder / "store.json").write_text(json.dumps(info, indent=1))
 
 
@@ -249,7 +286,9 @@ def build_crop_store(
         root.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=".building-", dir=root))
     except OSError as error:
-        raise DataError(f"crop store folder {root} is not writable ({error.strerror}); set data.crop_store.root") from None
+        raise DataError(
+            f"crop store folder {root} is not writable ({error.strerror}); set data.crop_store.root"
+        ) from None
     if read_image is None:
         from lrpose_bench.data.dataset import ImageCache
 

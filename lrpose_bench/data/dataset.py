@@ -6,8 +6,9 @@ loader workers and resumes mid-run with identical augmentation.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import cv2
 import numpy as np
@@ -123,7 +124,12 @@ class PoseDataset(Dataset):
         if flip:
             joints, visible = flip_joints(joints, visible, self.flip_index)
         hm_h, hm_w = self.resolution.heatmap
-        inside = (joints[:, 0] >= -0.5) & (joints[:, 0] <= hm_w - 0.5) & (joints[:, 1] >= -0.5) & (joints[:, 1] <= hm_h - 0.5)
+        inside = (
+            (joints[:, 0] >= -0.5)
+            & (joints[:, 0] <= hm_w - 0.5)
+            & (joints[:, 1] >= -0.5)
+            & (joints[:, 1] <= hm_h - 0.5)
+        )
         return joints.astype(np.float32), (visible * inside).astype(np.float32)
 
     def __getitem__(self, index: int) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Source-image degradations: named, versioned low-resolution protocols (issue 11).
+"""Source-image degradations: named, versioned low-resolution protocols.
 
 The paper models "low resolution" only as a small network input: the crop is resized to 64×48.
 Real low-resolution imagery is also blurred, noisy and compressed. A *preset* (``configs/degrade.yaml``)
@@ -42,9 +42,10 @@ from __future__ import annotations
 
 import io
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import cv2
 import numpy as np
@@ -258,15 +259,26 @@ class Preset:
         if self.blur is not None:
             steps["blur"] = {"p": self.blur.p, "sigma": self.blur.sigma.as_list()}
         if self.downsample is not None:
-            steps["downsample"] = {"p": self.downsample.p, "factor": self.downsample.factor.as_list(),
-                                   "kernel": list(self.downsample.kernels), "upsample": self.downsample.upsample}
+            steps["downsample"] = {
+                "p": self.downsample.p,
+                "factor": self.downsample.factor.as_list(),
+                "kernel": list(self.downsample.kernels),
+                "upsample": self.downsample.upsample,
+            }
         if self.noise is not None:
             steps["noise"] = {"p": self.noise.p, "sigma": self.noise.sigma.as_list()}
         if self.jpeg is not None:
             steps["jpeg"] = {"p": self.jpeg.p, "quality": [int(v) for v in self.jpeg.quality.as_list()]}
-        return {"name": self.name, "version": self.version, "label": self.label, "description": self.description,
-                "train": self.train, "eval": self.eval, "steps": steps,
-                "order": "blur -> downsample -> noise -> jpeg -> upsample"}
+        return {
+            "name": self.name,
+            "version": self.version,
+            "label": self.label,
+            "description": self.description,
+            "train": self.train,
+            "eval": self.eval,
+            "steps": steps,
+            "order": "blur -> downsample -> noise -> jpeg -> upsample",
+        }
 
 
 def apply_params(image: np.ndarray, params: DegradationParams, rng: np.random.Generator) -> np.ndarray:
@@ -290,8 +302,12 @@ def apply_params(image: np.ndarray, params: DegradationParams, rng: np.random.Ge
 
 # ---------------------------------------------------------------------------- YAML loading
 _PRESET_KEYS = {"version", "description", "train", "eval", "extends", "blur", "downsample", "noise", "jpeg"}
-_STEP_KEYS = {"blur": {"p", "sigma"}, "downsample": {"p", "factor", "kernel", "upsample"},
-              "noise": {"p", "sigma"}, "jpeg": {"p", "quality"}}
+_STEP_KEYS = {
+    "blur": {"p", "sigma"},
+    "downsample": {"p", "factor", "kernel", "upsample"},
+    "noise": {"p", "sigma"},
+    "jpeg": {"p", "quality"},
+}
 
 
 def _number(value: Any, where: str) -> float:
@@ -385,10 +401,17 @@ def parse_presets(data: Mapping[str, Any], path: Path) -> dict[str, Preset]:
             if not isinstance(value, bool):
                 raise ConfigError(f"{where}.{phase}: expected true or false, got {value!r}")
             phases[phase] = value
-        steps = {kind: _step(kind, entry[kind], f"{where}.{kind}")
-                 for kind in _STEP_KEYS if entry.get(kind) is not None}
-        preset = Preset(name=str(name), version=version, description=str(entry.get("description", "")),
-                        extends=raw[name].get("extends"), **phases, **steps)
+        steps = {
+            kind: _step(kind, entry[kind], f"{where}.{kind}") for kind in _STEP_KEYS if entry.get(kind) is not None
+        }
+        preset = Preset(
+            name=str(name),
+            version=version,
+            description=str(entry.get("description", "")),
+            extends=raw[name].get("extends"),
+            **phases,
+            **steps,
+        )
         if name == "clean" and not preset.is_identity:
             raise ConfigError(f"{where}: the 'clean' preset must not degrade anything (it is the paper's protocol)")
         presets[str(name)] = preset
@@ -411,8 +434,10 @@ def get_preset(name: str) -> Preset:
     """The preset called ``name``; :class:`ConfigError` naming the known presets otherwise."""
     preset = PRESETS.get(name)
     if preset is None:
-        raise ConfigError(f"unknown degradation preset {name!r} (--degrade / config key 'degrade'); "
-                          f"known presets: {', '.join(PRESETS)} (configs/degrade.yaml)")
+        raise ConfigError(
+            f"unknown degradation preset {name!r} (--degrade / config key 'degrade'); "
+            f"known presets: {', '.join(PRESETS)} (configs/degrade.yaml)"
+        )
     return preset
 
 
@@ -461,7 +486,23 @@ def source_transform(name: str, train: bool, seed: int) -> SourceTransform | Non
 
 
 __all__ = [
-    "PRESETS", "Preset", "DegradationParams", "SourceTransform", "source_transform", "describe_preset",
-    "get_preset", "load_presets", "parse_presets", "apply_params", "gaussian_blur", "resize", "down_up",
-    "reduced_size", "add_gaussian_noise", "jpeg_bytes", "jpeg_compress", "DOWN_KERNELS", "UP_KERNELS",
+    "PRESETS",
+    "Preset",
+    "DegradationParams",
+    "SourceTransform",
+    "source_transform",
+    "describe_preset",
+    "get_preset",
+    "load_presets",
+    "parse_presets",
+    "apply_params",
+    "gaussian_blur",
+    "resize",
+    "down_up",
+    "reduced_size",
+    "add_gaussian_noise",
+    "jpeg_bytes",
+    "jpeg_compress",
+    "DOWN_KERNELS",
+    "UP_KERNELS",
 ]

@@ -1,4 +1,4 @@
-"""Batched augmentation on the training device: the fast path of the input pipeline (issue 9).
+"""Batched augmentation on the training device: the fast path of the input pipeline.
 
 The CPU path (:class:`~lrpose_bench.data.dataset.PoseDataset`) warps the decoded image with
 ``A = crop_matrix(params)`` (image → input, UDP-unbiased). The fast path samples the *store crop*
@@ -42,9 +42,10 @@ a method without a twin falls back to ``encode`` per instance on the host.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -62,10 +63,16 @@ from lrpose_bench.resolution import Resolution
 
 
 # ------------------------------------------------------------------------------ parameters
-def augmentation_params(seed: int, epoch: int, indices: Sequence[int], augment: AugmentConfig, *,
-                        joints: np.ndarray | None = None, visibility: np.ndarray | None = None,
-                        aspect: float | None = None
-                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def augmentation_params(
+    seed: int,
+    epoch: int,
+    indices: Sequence[int],
+    augment: AugmentConfig,
+    *,
+    joints: np.ndarray | None = None,
+    visibility: np.ndarray | None = None,
+    aspect: float | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Per-index augmentation from the generator ``PoseDataset`` uses (``[seed, epoch, index]``), drawn
     in the same order as ``PoseDataset.crop_params``: the half-body draw first (HRNet
     ``half_body_transform``, :func:`~lrpose_bench.data.transforms.sample_half_body`; no draw at all
@@ -84,8 +91,10 @@ def augmentation_params(seed: int, epoch: int, indices: Sequence[int], augment: 
     half_sizes = np.full((n, 2), np.nan)
     half_body = augment.half_body_prob > 0
     if half_body and (joints is None or visibility is None or aspect is None):
-        raise DataError("augmentation_params: augment.half_body_prob > 0 needs the instances' joints, visibility "
-                        "and the input aspect (the half-body draw depends on them)")
+        raise DataError(
+            "augmentation_params: augment.half_body_prob > 0 needs the instances' joints, visibility "
+            "and the input aspect (the half-body draw depends on them)"
+        )
     for i, index in enumerate(indices):
         rng = np.random.default_rng([seed, epoch, int(index)])
         if half_body:
@@ -96,8 +105,9 @@ def augmentation_params(seed: int, epoch: int, indices: Sequence[int], augment: 
     return scales, rotations, flips, half_centers, half_sizes
 
 
-def crop_matrices(centers: np.ndarray, sizes: np.ndarray, rotations: np.ndarray, flips: np.ndarray,
-                  input_size: tuple[int, int]) -> np.ndarray:
+def crop_matrices(
+    centers: np.ndarray, sizes: np.ndarray, rotations: np.ndarray, flips: np.ndarray, input_size: tuple[int, int]
+) -> np.ndarray:
     """Vectorised :func:`~lrpose_bench.data.transforms.crop_matrix` for B crops → (B, 2, 3) float64."""
     in_h, in_w = input_size
     sx = (in_w - 1.0) / sizes[:, 0]
@@ -133,8 +143,9 @@ def _normaliser(size: tuple[int, int]) -> np.ndarray:
     return np.array([[2.0 / (w - 1.0), 0.0, -1.0], [0.0, 2.0 / (h - 1.0), -1.0], [0.0, 0.0, 1.0]])
 
 
-def affine_grid_theta(store_to_input_matrices: np.ndarray, store_size: tuple[int, int],
-                      input_size: tuple[int, int]) -> np.ndarray:
+def affine_grid_theta(
+    store_to_input_matrices: np.ndarray, store_size: tuple[int, int], input_size: tuple[int, int]
+) -> np.ndarray:
     """``affine_grid`` matrices (B, 2, 3): normalised input coords → normalised store coords."""
     inverse = np.linalg.inv(_homogeneous(store_to_input_matrices))  # input px -> store px
     theta = _normaliser(store_size) @ inverse @ np.linalg.inv(_normaliser(input_size))
@@ -157,9 +168,15 @@ def normalise_batch(images: Tensor) -> Tensor:
 
 
 # ----------------------------------------------------------------------------------- joints
-def joints_in_heatmap_batch(joints: np.ndarray, visibility: np.ndarray, aug_matrices: np.ndarray, flips: np.ndarray,
-                            hm_scale: np.ndarray, heatmap_size: tuple[int, int], flip_idx: np.ndarray
-                            ) -> tuple[np.ndarray, np.ndarray]:
+def joints_in_heatmap_batch(
+    joints: np.ndarray,
+    visibility: np.ndarray,
+    aug_matrices: np.ndarray,
+    flips: np.ndarray,
+    hm_scale: np.ndarray,
+    heatmap_size: tuple[int, int],
+    flip_idx: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
     """Batched ``PoseDataset.joints_in_heatmap``: (B, K, 2) heatmap px and (B, K) visibility inside the map."""
     out = (np.einsum("bkj,bij->bki", joints, aug_matrices[:, :, :2]) + aug_matrices[:, None, :, 2]) * hm_scale
     vis = (visibility > 0).astype(np.float32)
@@ -235,9 +252,18 @@ class DeviceAugmentPipeline:
     batch's crops are gathered from the memory map and copied over (pinned, asynchronous).
     """
 
-    def __init__(self, store: CropStore, method: Method, resolution: Resolution, augment: AugmentConfig, *,
-                 seed: int = 0, device: torch.device | str = "cpu", store_on_device: bool | None = None,
-                 box_padding: float | None = None) -> None:
+    def __init__(
+        self,
+        store: CropStore,
+        method: Method,
+        resolution: Resolution,
+        augment: AugmentConfig,
+        *,
+        seed: int = 0,
+        device: torch.device | str = "cpu",
+        store_on_device: bool | None = None,
+        box_padding: float | None = None,
+    ) -> None:
         padding = store.box_padding if box_padding is None else box_padding
         if not store.covers(resolution, augment, padding):
             raise DataError(
@@ -273,8 +299,14 @@ class DeviceAugmentPipeline:
         """
         idx = np.asarray(indices, dtype=np.int64)
         scales, rotations, flips, half_centers, half_sizes = augmentation_params(
-            self.seed, self.epoch if epoch is None else epoch, idx, self.augment, joints=self.store.joints[idx],
-            visibility=self.store.visibility[idx], aspect=self.resolution.width / self.resolution.height)
+            self.seed,
+            self.epoch if epoch is None else epoch,
+            idx,
+            self.augment,
+            joints=self.store.joints[idx],
+            visibility=self.store.visibility[idx],
+            aspect=self.resolution.width / self.resolution.height,
+        )
         half = ~np.isnan(half_centers[:, 0])
         centers = np.where(half[:, None], half_centers, self.store.centers[idx])
         sizes = np.where(half[:, None], half_sizes, self.store.box_sizes[idx]) * scales[:, None]
@@ -287,8 +319,15 @@ class DeviceAugmentPipeline:
         """The host half of a plan (numpy only: safe in a worker thread)."""
         geo = self.geometry(order, epoch)
         theta = affine_grid_theta(geo["composed"], self.store.size, self.resolution.size).astype(np.float32)
-        joints, visible = joints_in_heatmap_batch(self.store.joints[order], self.store.visibility[order], geo["aug"],
-                                                  geo["flips"], self.hm_scale, self.resolution.heatmap, self.flip_idx)
+        joints, visible = joints_in_heatmap_batch(
+            self.store.joints[order],
+            self.store.visibility[order],
+            geo["aug"],
+            geo["flips"],
+            self.hm_scale,
+            self.resolution.heatmap,
+            self.flip_idx,
+        )
         return {"theta": theta, "joints": joints, "visible": visible}
 
     def prefetch(self, epoch: int, order: Sequence[int]) -> None:
@@ -310,8 +349,14 @@ class DeviceAugmentPipeline:
         idx = np.asarray(order, dtype=np.int64)
         future = self._prefetched.pop((epoch, idx.tobytes()), None)
         host = future.result() if future is not None else self._host_plan(epoch, idx)
-        return EpochPlan(epoch, idx, _to_device(idx, self.device), _to_device(host["theta"], self.device),
-                         _to_device(host["joints"], self.device), _to_device(host["visible"], self.device))
+        return EpochPlan(
+            epoch,
+            idx,
+            _to_device(idx, self.device),
+            _to_device(host["theta"], self.device),
+            _to_device(host["joints"], self.device),
+            _to_device(host["visible"], self.device),
+        )
 
     def crops(self, indices: np.ndarray, device_indices: Tensor | None = None) -> Tensor:
         if self.store_tensor is not None:
@@ -325,8 +370,12 @@ class DeviceAugmentPipeline:
         crops = self.crops(plan.order[start:stop], plan.indices[start:stop])
         images = normalise_batch(warp_crops(crops, plan.theta[start:stop], self.resolution.size))
         joints, visible = plan.joints[start:stop], plan.visible[start:stop]
-        out: dict[str, Any] = {"image": images, "joints": joints, "visible": visible,
-                               "index": torch.from_numpy(plan.order[start:stop])}
+        out: dict[str, Any] = {
+            "image": images,
+            "joints": joints,
+            "visible": visible,
+            "index": torch.from_numpy(plan.order[start:stop]),
+        }
         out.update(encode_targets(self.method, joints, visible))
         return out
 

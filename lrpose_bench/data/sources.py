@@ -31,10 +31,20 @@ def synth_source(cfg: DataConfig, progress: bool = True) -> DataBundle:
     from lrpose_bench.data.synthetic import ensure_synthpose
 
     paths = ensure_synthpose(Path(cfg.cache_dir).expanduser(), cfg.synth, progress=progress)
-    train = load_split("SynthPose train", paths.train_annotations, paths.train_images,
-                       min_keypoints=cfg.min_keypoints, max_instances=cfg.max_train_instances)
-    val = load_split("SynthPose val", paths.val_annotations, paths.val_images,
-                     min_keypoints=cfg.min_keypoints, max_instances=cfg.max_val_instances)
+    train = load_split(
+        "SynthPose train",
+        paths.train_annotations,
+        paths.train_images,
+        min_keypoints=cfg.min_keypoints,
+        max_instances=cfg.max_train_instances,
+    )
+    val = load_split(
+        "SynthPose val",
+        paths.val_annotations,
+        paths.val_images,
+        min_keypoints=cfg.min_keypoints,
+        max_instances=cfg.max_val_instances,
+    )
     return DataBundle("SynthPose", train, val)
 
 
@@ -46,12 +56,23 @@ def coco_source(cfg: DataConfig, progress: bool = True) -> DataBundle:
     root = Path(cfg.coco_root).expanduser()
     if not root.is_dir():
         raise DataError(f"COCO root {root} does not exist; pass the folder with annotations/, train2017/, val2017/")
-    train = load_split("COCO train2017", root / cfg.train_annotations, root / cfg.train_images,
-                       min_keypoints=cfg.min_keypoints, max_instances=cfg.max_train_instances)
+    train = load_split(
+        "COCO train2017",
+        root / cfg.train_annotations,
+        root / cfg.train_images,
+        min_keypoints=cfg.min_keypoints,
+        max_instances=cfg.max_train_instances,
+    )
     boxes = Path(cfg.person_boxes).expanduser() if cfg.person_boxes else None
-    val = load_split("COCO val2017", root / cfg.val_annotations, root / cfg.val_images,
-                     min_keypoints=cfg.min_keypoints, person_boxes=boxes,
-                     box_score_threshold=cfg.box_score_threshold, max_instances=cfg.max_val_instances)
+    val = load_split(
+        "COCO val2017",
+        root / cfg.val_annotations,
+        root / cfg.val_images,
+        min_keypoints=cfg.min_keypoints,
+        person_boxes=boxes,
+        box_score_threshold=cfg.box_score_threshold,
+        max_instances=cfg.max_val_instances,
+    )
     return DataBundle("COCO", train, val)
 
 

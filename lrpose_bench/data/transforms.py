@@ -30,7 +30,9 @@ class CropParams:
     flip: bool = False
 
 
-def box_to_center_size(bbox: np.ndarray, aspect: float, padding: float) -> tuple[tuple[float, float], tuple[float, float]]:
+def box_to_center_size(
+    bbox: np.ndarray, aspect: float, padding: float
+) -> tuple[tuple[float, float], tuple[float, float]]:
     """COCO box → centre and padded size with the input's aspect ratio (w/h), as HRNet's ``_xywh2cs``."""
     x, y, w, h = (float(v) for v in bbox)
     center = (x + 0.5 * w, y + 0.5 * h)

@@ -1,4 +1,4 @@
-"""GPU fast-path helpers for the training step (issue 9), each with a CPU fallback.
+"""GPU fast-path helpers for the training step, each with a CPU fallback.
 
 At 64×48 a step of a W32-class network is launch-overhead-bound (the issue measured 942 img/s eager
 at batch 128 on an H200), so the wins are fewer launches and no host synchronisation:
@@ -19,7 +19,8 @@ Not yet measured on a GPU in this repository (written device-agnostic; CPU tests
 from __future__ import annotations
 
 import warnings
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -56,17 +57,20 @@ def maybe_compile(model: nn.Module, enabled: bool, *, mode: str | None = None, b
     try:
         return compile_fn(model, **kwargs)
     except Exception as error:  # compile is an optimisation: never fail a run for it
-        warnings.warn(f"train.compile: torch.compile failed ({type(error).__name__}: {error}); training eagerly",
-                      stacklevel=2)
+        warnings.warn(
+            f"train.compile: torch.compile failed ({type(error).__name__}: {error}); training eagerly", stacklevel=2
+        )
         return model
 
 
-def adam_for(model: nn.Module, lr: float, weight_decay: float, device: torch.device, graphed: bool = False
-             ) -> torch.optim.Optimizer:
+def adam_for(
+    model: nn.Module, lr: float, weight_decay: float, device: torch.device, graphed: bool = False
+) -> torch.optim.Optimizer:
     """Adam as the trainer builds it (fused on CUDA); ``graphed`` makes it capturable with a tensor lr."""
     if device.type == "cuda" and graphed:
-        return torch.optim.Adam(model.parameters(), lr=torch.tensor(lr, device=device), weight_decay=weight_decay,
-                                capturable=True)
+        return torch.optim.Adam(
+            model.parameters(), lr=torch.tensor(lr, device=device), weight_decay=weight_decay, capturable=True
+        )
     kwargs = {"fused": True} if device.type == "cuda" else {}
     return torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay, **kwargs)
 
@@ -101,9 +105,18 @@ class TrainStep:
     next step. On a CPU, or with ``graphed=False``, the same step runs eagerly: one code path.
     """
 
-    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: LossFn, *,
-                 device: torch.device, amp: bool = False, channels_last: bool = False, graphed: bool = False,
-                 warmup: int = 3) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        loss_fn: LossFn,
+        *,
+        device: torch.device,
+        amp: bool = False,
+        channels_last: bool = False,
+        graphed: bool = False,
+        warmup: int = 3,
+    ) -> None:
         self.model = model
         self.optimizer = optimizer
         self.loss_fn = loss_fn
@@ -135,7 +148,9 @@ class TrainStep:
     def _snapshot(self) -> tuple[list[Tensor], list[Tensor], dict[int, dict[str, Tensor]]]:
         params = [p.detach().clone() for p in self.model.parameters()]
         buffers = [b.detach().clone() for b in self.model.buffers()]
-        state = {id(p): {k: v.clone() for k, v in s.items() if torch.is_tensor(v)} for p, s in self.optimizer.state.items()}
+        state = {
+            id(p): {k: v.clone() for k, v in s.items() if torch.is_tensor(v)} for p, s in self.optimizer.state.items()
+        }
         return params, buffers, state
 
     def _restore(self, snapshot: tuple[list[Tensor], list[Tensor], dict[int, dict[str, Tensor]]]) -> None:

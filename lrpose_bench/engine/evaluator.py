@@ -6,8 +6,8 @@ the final errors after each decoder's refinement, in heatmap pixels, for visible
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import torch
@@ -46,8 +46,14 @@ class Predictions:
         }
 
 
-def model_outputs(model: nn.Module, method: Method, images: Tensor, flip_test: bool, flip_idx: Tensor,
-                  input_transform: Callable[[Tensor], Tensor] | None = None) -> Tensor:
+def model_outputs(
+    model: nn.Module,
+    method: Method,
+    images: Tensor,
+    flip_test: bool,
+    flip_idx: Tensor,
+    input_transform: Callable[[Tensor], Tensor] | None = None,
+) -> Tensor:
     """Network outputs, averaged with the flip-test outputs mapped back (HRNet/UDP flip test)."""
     if input_transform is not None:
         images = input_transform(images)
@@ -58,8 +64,9 @@ def model_outputs(model: nn.Module, method: Method, images: Tensor, flip_test: b
     return outputs
 
 
-def heatmap_to_image(coords_hm: np.ndarray, matrices: np.ndarray, input_size: tuple[int, int],
-                     heatmap_size: tuple[int, int]) -> np.ndarray:
+def heatmap_to_image(
+    coords_hm: np.ndarray, matrices: np.ndarray, input_size: tuple[int, int], heatmap_size: tuple[int, int]
+) -> np.ndarray:
     """Exact inverse of the unbiased crop: heatmap px → input px → image px."""
     scale = input_to_heatmap_scale(input_size, heatmap_size)
     input_coords = coords_hm / scale
@@ -87,8 +94,9 @@ def predict(
     model.eval()
     device = torch.device(device)
     flip_idx = torch.as_tensor(flip_index(method.context.num_joints), device=device)
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
-                        pin_memory=device.type == "cuda")
+    loader = DataLoader(
+        dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, pin_memory=device.type == "cuda"
+    )
     parts: dict[str, list[np.ndarray]] = {k: [] for k in ("coords", "scores", "coarse", "matrix", "gt", "vis", "index")}
     for batch in tqdm(loader, desc="evaluate", disable=not progress, leave=False):
         images = batch["image"].to(device, non_blocking=True)

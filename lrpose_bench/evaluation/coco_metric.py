@@ -10,7 +10,8 @@ from __future__ import annotations
 import contextlib
 import io
 from collections import defaultdict
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -20,8 +21,9 @@ from lrpose_bench.keypoints import OKS_SIGMAS
 METRIC_NAMES: tuple[str, ...] = ("AP", "AP50", "AP75", "APM", "APL", "AR", "AR50", "AR75", "ARM", "ARL")
 
 
-def oks_iou(reference: np.ndarray, others: np.ndarray, ref_area: float, other_areas: np.ndarray,
-            sigmas: np.ndarray = OKS_SIGMAS) -> np.ndarray:
+def oks_iou(
+    reference: np.ndarray, others: np.ndarray, ref_area: float, other_areas: np.ndarray, sigmas: np.ndarray = OKS_SIGMAS
+) -> np.ndarray:
     """OKS between one pose (K,3) and others (M,K,3), as HRNet ``nms.oks_iou`` (all joints count)."""
     variances = (sigmas * 2) ** 2
     dx = others[:, :, 0] - reference[None, :, 0]
@@ -82,8 +84,9 @@ def build_results(
     return results
 
 
-def evaluate_keypoints(gt: dict[str, Any], results: list[dict[str, Any]],
-                       image_ids: Sequence[int] | None = None) -> dict[str, float]:
+def evaluate_keypoints(
+    gt: dict[str, Any], results: list[dict[str, Any]], image_ids: Sequence[int] | None = None
+) -> dict[str, float]:
     """COCO OKS AP/AR of ``results`` against ground truth ``gt`` (pycocotools ``COCOeval``).
 
     ``image_ids`` restricts the evaluation (used by the paired bootstrap, which passes resampled
@@ -113,5 +116,7 @@ def ground_truth_as_results(gt: dict[str, Any]) -> list[dict[str, Any]]:
     for ann in gt["annotations"]:
         if ann.get("iscrowd", 0) or ann.get("num_keypoints", 0) == 0:
             continue
-        results.append({"image_id": ann["image_id"], "category_id": 1, "keypoints": list(ann["keypoints"]), "score": 1.0})
+        results.append(
+            {"image_id": ann["image_id"], "category_id": 1, "keypoints": list(ann["keypoints"]), "score": 1.0}
+        )
     return results

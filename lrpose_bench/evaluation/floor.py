@@ -33,8 +33,9 @@ def mean_pose(split: KeypointSplit, resolution: Resolution, padding: float) -> n
     return total / counts[:, None]
 
 
-def mean_pose_predictions(split: KeypointSplit, pose: np.ndarray, resolution: Resolution,
-                          padding: float) -> tuple[np.ndarray, np.ndarray]:
+def mean_pose_predictions(
+    split: KeypointSplit, pose: np.ndarray, resolution: Resolution, padding: float
+) -> tuple[np.ndarray, np.ndarray]:
     """Image-space keypoints (N, K, 2) and unit confidences (N, K) of the mean-pose predictor."""
     aspect = resolution.width / resolution.height
     keypoints = np.empty((len(split.instances), pose.shape[0], 2))

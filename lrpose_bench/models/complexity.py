@@ -70,9 +70,7 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def measure_macs(
-    model: nn.Module, resolution: Resolution, *, deconv_per_output_pixel: bool | None = None
-) -> float:
+def measure_macs(model: nn.Module, resolution: Resolution, *, deconv_per_output_pixel: bool | None = None) -> float:
     """Multiply-adds of one forward pass of a 1x3xHxW input (FlopCounterMode FLOPs / 2).
 
     ``deconv_per_output_pixel`` defaults to the ``complexity:`` config (the official convention, see
@@ -95,7 +93,7 @@ def measure_macs(
     return counter.get_total_flops() / FLOPS_PER_MAC
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _meta_model(backbone: str, out_channels: int) -> nn.Module:
     """The backbone built on the ``meta`` device (shapes only: no memory, no arithmetic)."""
     from lrpose_bench.models import build_model
@@ -104,7 +102,7 @@ def _meta_model(backbone: str, out_channels: int) -> nn.Module:
         return build_model(backbone, out_channels)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _complexity(backbone: str, resolution: Resolution | None, out_channels: int) -> float:
     """Cached per (backbone, resolution, out_channels); ``resolution=None`` gives the parameters."""
     model = _meta_model(backbone, out_channels)
@@ -128,9 +126,7 @@ def macs_column(resolution: Resolution) -> str:
     return f"GMACs@{resolution}"
 
 
-def models_table(
-    resolutions: list[Resolution], names: list[str] | None = None, out_channels: int = 17
-) -> pd.DataFrame:
+def models_table(resolutions: list[Resolution], names: list[str] | None = None, out_channels: int = 17) -> pd.DataFrame:
     """One row per backbone: ``backbone``, ``params_M`` and ``GMACs@HxW`` for each resolution.
 
     ``names`` defaults to every registered backbone. GMACs use the ``complexity.giga`` unit

@@ -5,7 +5,7 @@ Matches leoxiaobin/deep-high-resolution-net.pytorch ``lib/models/pose_hrnet.py``
 2–4 of 2/3/4 parallel branches of basic blocks joined by exchange units (``fuse_layers``), new
 branches made by ``transition1..3``; the last stage-4 module outputs only the highest-resolution
 branch, and ``final_layer`` is a 1x1 convolution on it. Parameter names are the official
-state-dict keys, so an official (or, renamed, an mmpose) checkpoint loads with ``--pretrained``.
+state-dict keys, so an official (or, renamed, an mmpose) checkpoint loads with ``model.pretrained``.
 
 One deliberate difference: the official exchange unit upsamples with
 ``nn.Upsample(scale_factor=2**(j-i))``, which fails when a branch has a fractional size (at 64x48
@@ -161,9 +161,7 @@ class HighResolutionModule(nn.Module):
                         if k == i - j - 1:
                             steps.append(nn.Sequential(_conv3x3(ch[j], ch[i], 2), _bn(ch[i])))
                         else:
-                            steps.append(
-                                nn.Sequential(_conv3x3(ch[j], ch[j], 2), _bn(ch[j]), nn.ReLU(inplace=False))
-                            )
+                            steps.append(nn.Sequential(_conv3x3(ch[j], ch[j], 2), _bn(ch[j]), nn.ReLU(inplace=False)))
                     row.append(nn.Sequential(*steps))
             fuse_layers.append(nn.ModuleList(row))
         return fuse_layers
@@ -241,9 +239,7 @@ class PoseHighResolutionNet(nn.Module):
         for i, c in enumerate(cur):
             if i < len(pre):
                 layers.append(
-                    None
-                    if c == pre[i]
-                    else nn.Sequential(_conv3x3(pre[i], c), _bn(c), nn.ReLU(inplace=True))
+                    None if c == pre[i] else nn.Sequential(_conv3x3(pre[i], c), _bn(c), nn.ReLU(inplace=True))
                 )
             else:
                 steps = []
@@ -307,8 +303,12 @@ class PoseHighResolutionNet(nn.Module):
 
 def build_hrnet(name: str, out_channels: int, pretrained: str | None = None) -> PoseHighResolutionNet:
     """Build HRNet variant ``name`` of ``configs/models.yaml``; load ``pretrained`` if given."""
-    return with_pretrained(PoseHighResolutionNet(model_config("hrnet", name), out_channels, name=name), pretrained,
-                           head_prefixes=HEAD_PREFIXES, ignorable=IGNORABLE_KEYS)
+    return with_pretrained(
+        PoseHighResolutionNet(model_config("hrnet", name), out_channels, name=name),
+        pretrained,
+        head_prefixes=HEAD_PREFIXES,
+        ignorable=IGNORABLE_KEYS,
+    )
 
 
 # hrnet-w8 first: the small CPU variant the end-to-end pipeline uses.

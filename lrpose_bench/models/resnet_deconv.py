@@ -7,7 +7,7 @@ Bottleneck has the stride on the 3x3 convolution, like pose_resnet's), then ``de
 ``deconv_layers.{0,1,3,4,6,7}``) and ``final_layer`` = Conv2d(filters → out_channels, 1x1).
 Trunk keys are torchvision's and the official ones (``conv1``, ``bn1``, ``layer1..4``), so an official
 COCO checkpoint, an mmpose one (renamed) or a torchvision ImageNet file (``fc.*`` skipped) loads
-with ``--pretrained``; with only a trunk file the head keeps its fresh initialisation (reported).
+with ``model.pretrained``; with only a trunk file the head keeps its fresh initialisation (reported).
 
 Initialisation: trunk as torchvision (Kaiming) when no file is given — the official code requires
 ImageNet weights and nothing is downloaded here; head as the official ``init_weights``
@@ -22,7 +22,8 @@ h/4 x w/4 (see ``PoseResNet.forward``); the official code would return 16x16 at 
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -115,8 +116,12 @@ class PoseResNet(nn.Module):
 
 def build_simplebaseline(name: str, out_channels: int, pretrained: str | None = None) -> PoseResNet:
     """Build SimpleBaseline variant ``name`` of ``configs/models.yaml``; load ``pretrained`` if given."""
-    return with_pretrained(PoseResNet(model_config("simplebaseline", name), out_channels, name=name), pretrained,
-                           head_prefixes=HEAD_PREFIXES, ignorable=IGNORABLE_KEYS)
+    return with_pretrained(
+        PoseResNet(model_config("simplebaseline", name), out_channels, name=name),
+        pretrained,
+        head_prefixes=HEAD_PREFIXES,
+        ignorable=IGNORABLE_KEYS,
+    )
 
 
 @register_backbone("simplebaseline-r18")

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import base64
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import jinja2
 import numpy as np
@@ -61,7 +62,10 @@ def _env() -> jinja2.Environment:
     return jinja2.Environment(
         loader=jinja2.PackageLoader("lrpose_bench.report", "templates"),
         autoescape=jinja2.select_autoescape(enabled_extensions=("html.j2",), default_for_string=False),
-        undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
     )
 
 
@@ -116,9 +120,13 @@ def table_html(table: Table) -> str:
     """One ``<table>`` (pandas Styler), bold best values, failed rows in red."""
     shown = display_frame(table, latex=False)
     css = _css(table, latex=False)
-    styler = (shown.style.hide(axis="index").apply(lambda _: css, axis=None)
-              .format(escape="html").format_index(escape="html", axis=1)
-              .set_table_attributes('class="results"'))
+    styler = (
+        shown.style.hide(axis="index")
+        .apply(lambda _: css, axis=None)
+        .format(escape="html")
+        .format_index(escape="html", axis=1)
+        .set_table_attributes('class="results"')
+    )
     return styler.to_html(table_uuid=_file_key(table.key))
 
 
@@ -156,13 +164,38 @@ def _add_cmidrules(text: str, groups: Sequence[str]) -> str:
 
 
 _LATEX_SPECIAL = {
-    "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
-    "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
 }
 _LATEX_UNICODE = {
-    "—": "--", "–": "--", "−": "$-$", "×": r"$\times$", "±": r"$\pm$", "†": r"$^\dagger$", "Δ": r"$\Delta$",
-    "ŷ": r"$\hat{y}$", "≤": r"$\leq$", "≥": r"$\geq$", "…": "...", "→": r"$\rightarrow$", "·": r"$\cdot$",
-    "’": "'", "‘": "`", "“": "``", "”": "''", "²": r"$^2$", "α": r"$\alpha$", "σ": r"$\sigma$",
+    "—": "--",
+    "–": "--",
+    "−": "$-$",
+    "×": r"$\times$",
+    "±": r"$\pm$",
+    "†": r"$^\dagger$",
+    "Δ": r"$\Delta$",
+    "ŷ": r"$\hat{y}$",
+    "≤": r"$\leq$",
+    "≥": r"$\geq$",
+    "…": "...",
+    "→": r"$\rightarrow$",
+    "·": r"$\cdot$",
+    "’": "'",
+    "‘": "`",
+    "“": "``",
+    "”": "''",
+    "²": r"$^2$",
+    "α": r"$\alpha$",
+    "σ": r"$\sigma$",
 }
 
 
@@ -185,13 +218,20 @@ def latex_escape(text: str) -> str:
 def render_html(content: ReportContent, path: Path) -> Path:
     """Write the self-contained HTML page."""
     template = _env().get_template("report.html.j2")
-    sections = {name: [f for f in content.figures if f.section == name] for name in ("figures", "displacement", "training")}
+    sections = {
+        name: [f for f in content.figures if f.section == name] for name in ("figures", "displacement", "training")
+    }
     html = template.render(
-        title=content.title, summary=content.summary, notes=content.notes,
+        title=content.title,
+        summary=content.summary,
+        notes=content.notes,
         tables=[{"key": t.key, "title": t.title, "notes": t.notes, "html": table_html(t)} for t in content.tables],
-        figures=sections["figures"], displacement_figures=sections["displacement"],
-        training_figures=sections["training"], config_yaml=content.config_yaml,
-        environment=content.environment, cells=_cell_rows(content.cells),
+        figures=sections["figures"],
+        displacement_figures=sections["displacement"],
+        training_figures=sections["training"],
+        config_yaml=content.config_yaml,
+        environment=content.environment,
+        cells=_cell_rows(content.cells),
     )
     write_text(path, html)
     return path
@@ -201,10 +241,15 @@ def _cell_rows(cells: pd.DataFrame) -> list[dict[str, str]]:
     rows = []
     for record in cells.to_dict("records"):
         ap, train_s = record.get("AP"), record.get("timing_train_s")
-        rows.append({"cell": str(record.get("cell", "")), "state": str(record.get("state", "")),
-                     "reason": str(record.get("reason") or ""),
-                     "ap": f"{100 * float(ap):.1f}" if _finite(ap) else MISSING_HTML,
-                     "train_s": f"{float(train_s):.0f}" if _finite(train_s) else MISSING_HTML})
+        rows.append(
+            {
+                "cell": str(record.get("cell", "")),
+                "state": str(record.get("state", "")),
+                "reason": str(record.get("reason") or ""),
+                "ap": f"{100 * float(ap):.1f}" if _finite(ap) else MISSING_HTML,
+                "train_s": f"{float(train_s):.0f}" if _finite(train_s) else MISSING_HTML,
+            }
+        )
     return rows
 
 
@@ -220,18 +265,35 @@ def render_latex(content: ReportContent, folder: Path) -> Path:
     for table in content.tables:
         key = _file_key(table.key)
         # shrink a table wider than the text, never enlarge a narrow one (graphicx's \width idiom)
-        tabular = ("\\resizebox{\\ifdim\\width>\\linewidth\\linewidth\\else\\width\\fi}{!}{%\n"
-                   + table_latex(table).rstrip("\n") + "}")
-        text = table_template.render(title=latex_escape(table.title), label=f"tab:{key}", tabular=tabular,
-                                     notes=[latex_escape(n) for n in table.notes])
+        tabular = (
+            "\\resizebox{\\ifdim\\width>\\linewidth\\linewidth\\else\\width\\fi}{!}{%\n"
+            + table_latex(table).rstrip("\n")
+            + "}"
+        )
+        text = table_template.render(
+            title=latex_escape(table.title),
+            label=f"tab:{key}",
+            tabular=tabular,
+            notes=[latex_escape(n) for n in table.notes],
+        )
         write_text(folder / "tables" / f"{key}.tex", text)
         keys.append(key)
-    figures = [{"path": f"figures/{f.pdf.name}", "caption": latex_escape(f.caption or f.title),
-                "label": f"fig:{_file_key(f.key)}"}
-               for f in content.figures if f.pdf is not None]
+    figures = [
+        {
+            "path": f"figures/{f.pdf.name}",
+            "caption": latex_escape(f.caption or f.title),
+            "label": f"fig:{_file_key(f.key)}",
+        }
+        for f in content.figures
+        if f.pdf is not None
+    ]
     report = env.get_template("report.tex.j2").render(
-        title=latex_escape(content.title), summary=[(latex_escape(k), latex_escape(v)) for k, v in content.summary],
-        notes=[latex_escape(n) for n in content.notes], tables=keys, figures=figures)
+        title=latex_escape(content.title),
+        summary=[(latex_escape(k), latex_escape(v)) for k, v in content.summary],
+        notes=[latex_escape(n) for n in content.notes],
+        tables=keys,
+        figures=figures,
+    )
     path = folder / "report.tex"
     write_text(path, report)
     return path
@@ -254,9 +316,18 @@ def render_json(content: ReportContent, path: Path) -> Path:
     """``report.json``: summary, cells (one record per cell, every metric) and every table's rows."""
     cells = json_records(content.cells)
     tables = {t.key: {"title": t.title, "notes": t.notes, "rows": json_records(t.flat())} for t in content.tables}
-    write_json(path, {"title": content.title, "summary": dict(content.summary), "notes": content.notes,
-                      "units": "cells: metrics are fractions 0..1 as in metrics.json; tables: ×100",
-                      "cells": cells, "tables": tables, **content.records})
+    write_json(
+        path,
+        {
+            "title": content.title,
+            "summary": dict(content.summary),
+            "notes": content.notes,
+            "units": "cells: metrics are fractions 0..1 as in metrics.json; tables: ×100",
+            "cells": cells,
+            "tables": tables,
+            **content.records,
+        },
+    )
     return path
 
 

@@ -121,8 +121,13 @@ def parse_cell_id(cell_id: str) -> dict[str, Any]:
     for pair in pairs:
         key, _, value = pair.partition("=")
         ablation[key] = _scalar(value)
-    return {"method": method, "backbone": backbone, "resolution": resolution, "seed": int(seed[1:]),
-            "ablation": ablation}
+    return {
+        "method": method,
+        "backbone": backbone,
+        "resolution": resolution,
+        "seed": int(seed[1:]),
+        "ablation": ablation,
+    }
 
 
 def _scalar(text: str) -> Any:
@@ -175,13 +180,17 @@ def load_run(run_dir: Path | str) -> RunData:
         try:
             run = read_json(run_path)
         except (OSError, json.JSONDecodeError) as error:
-            raise UserError(f"{run_path} is not valid JSON ({error}); re-run 'lrpose-bench run' on this folder") from None
+            raise UserError(
+                f"{run_path} is not valid JSON ({error}); re-run 'lrpose-bench run' on this folder"
+            ) from None
     listed = [str(c) for c in run.get("cells") or []]
     found = sorted(p.name for p in folder.iterdir() if p.is_dir() and _looks_like_cell(p))
     names = listed + [n for n in found if n not in listed]
     if not run and not found:
-        raise UserError(f"{folder} is not a run folder (no run.json and no cell folders with metrics.json); "
-                        "pass the --out folder of 'lrpose-bench run'")
+        raise UserError(
+            f"{folder} is not a run folder (no run.json and no cell folders with metrics.json); "
+            "pass the --out folder of 'lrpose-bench run'"
+        )
     cells = [_read_cell(folder / name) for name in names]
     extras: dict[str, Any] = {}
     for name in EXTRA_FILES:

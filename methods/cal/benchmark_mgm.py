@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import statistics
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -31,9 +32,15 @@ class _SmallStride4Net(nn.Module):
     def __init__(self, out_channels: int, width: int = 32) -> None:
         super().__init__()
         self.body = nn.Sequential(
-            nn.Conv2d(3, width, 3, 2, 1), nn.BatchNorm2d(width), nn.ReLU(inplace=True),
-            nn.Conv2d(width, width, 3, 2, 1), nn.BatchNorm2d(width), nn.ReLU(inplace=True),
-            nn.Conv2d(width, width, 3, 1, 1), nn.BatchNorm2d(width), nn.ReLU(inplace=True),
+            nn.Conv2d(3, width, 3, 2, 1),
+            nn.BatchNorm2d(width),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(width, width, 3, 2, 1),
+            nn.BatchNorm2d(width),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(width, width, 3, 1, 1),
+            nn.BatchNorm2d(width),
+            nn.ReLU(inplace=True),
             nn.Conv2d(width, out_channels, 1),
         )
 
@@ -43,9 +50,8 @@ class _SmallStride4Net(nn.Module):
 
 def _build_model(backbone: str, out_channels: int) -> tuple[nn.Module, str]:
     try:
-        from lrpose_bench.registry import BACKBONES
-
         import lrpose_bench.models.hrnet  # noqa: F401  (registers hrnet-*)
+        from lrpose_bench.registry import BACKBONES
 
         factory = BACKBONES.items.get(backbone)
         if factory is not None:

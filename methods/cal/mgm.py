@@ -40,8 +40,8 @@ Choices the paper leaves open (documented here and in ``configs/methods/cal.yaml
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -241,9 +241,7 @@ def grid_offsets(radius: float, device: torch.device | None = None, dtype: torch
     return torch.stack([gx, gy], dim=-1)
 
 
-def mixed_gaussian_mask(
-    gmm: GaussianMixture2D, joints: Tensor, heatmap_size: tuple[int, int], radius: float
-) -> Tensor:
+def mixed_gaussian_mask(gmm: GaussianMixture2D, joints: Tensor, heatmap_size: tuple[int, int], radius: float) -> Tensor:
     """Eq. 13: MGMs (N, K, H, W) from a fitted mixture, shifted to joints (N, K, 2).
 
     ``M`` = the mixture density on Z, min-max normalised (Algorithm 1 steps 4-5); the mask at pixel
@@ -310,7 +308,7 @@ def mgm_from_predictions(
     heat = pred_heatmaps.detach()
     n, k, h, w = heat.shape
     disp = argmax_displacements(heat, joints).reshape(n * k, 2)
-    valid = (visible.reshape(n * k) > 0)
+    valid = visible.reshape(n * k) > 0
     if gather is not None:
         disp = gather(disp.contiguous())
         valid = gather(valid.to(disp.dtype).contiguous()) > 0  # gloo has no bool all_gather

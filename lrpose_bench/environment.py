@@ -1,7 +1,8 @@
-"""Environment facts recorded with every result (versions, device, threads)."""
+"""Environment facts recorded with every result (versions, device, threads, CPU kernels)."""
 
 from __future__ import annotations
 
+import os
 import platform
 import sys
 from typing import Any
@@ -35,4 +36,27 @@ def environment() -> dict[str, Any]:
         info["device"] = torch.cuda.get_device_name(0)
     else:
         info["device"] = f"cpu ({platform.processor() or platform.machine()})"
+    info.update(cpu_kernels())
     return info
+
+
+#: environment variables that choose the CPU kernels (and so a training's float summation order)
+KERNEL_VARIABLES = ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY", "NPY_DISABLE_CPU_FEATURES", "OMP_NUM_THREADS")
+
+
+def cpu_kernels() -> dict[str, Any]:
+    """The CPU model and the kernel family torch dispatches to: two machines (or two settings of
+    ``KERNEL_VARIABLES``) differ here exactly when CPU training may follow another trajectory."""
+    import torch
+
+    model = None
+    try:
+        for line in open("/proc/cpuinfo", encoding="utf-8"):
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:  # not Linux
+        model = platform.processor() or None
+    capability = getattr(getattr(torch.backends, "cpu", None), "get_cpu_capability", lambda: None)()
+    return {"cpu_model": model, "cpu_capability": capability,
+            "kernel_env": {k: os.environ[k] for k in KERNEL_VARIABLES if k in os.environ}}

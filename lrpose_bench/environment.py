@@ -58,5 +58,8 @@ def cpu_kernels() -> dict[str, Any]:
     except OSError:  # not Linux
         model = platform.processor() or None
     capability = getattr(getattr(torch.backends, "cpu", None), "get_cpu_capability", lambda: None)()
-    return {"cpu_model": model, "cpu_capability": capability,
-            "kernel_env": {k: os.environ[k] for k in KERNEL_VARIABLES if k in os.environ}}
+    return {
+        "cpu_model": model,
+        "cpu_capability": capability,
+        "kernel_env": {k: os.environ[k] for k in KERNEL_VARIABLES if k in os.environ},
+    }

@@ -96,6 +96,8 @@ class GaussianHeatmapMethod(Method):
     description = "Gaussian heatmap (Eq. 2), L2 loss, arg-max + quarter-pixel decode (HRNet, SimpleBaseline)"
     codec_name = "gaussian-heatmap (integer centre)"
     loss_name = "MSE"
+    #: arg-max (≤ 0.5 px) plus HRNet's quarter-pixel shift (≤ 0.25 px), per axis
+    codec_bound_px = 0.75
     Params = HeatmapParams
 
     def head_channels(self) -> int:

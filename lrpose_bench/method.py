@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -70,6 +70,9 @@ class Method(abc.ABC):
     loss_name: ClassVar[str] = ""
     #: dataclass type holding the method's constants
     Params: ClassVar[type] = type("NoParams", (), {})
+    #: the codec's stated round-trip bound in heatmap px per axis, away from borders (``None``:
+    #: none stated); the codec-oracle tests hold every method to it (``tests/test_oracle.py``)
+    codec_bound_px: float | None = None
 
     def __init__(self, params: Any, context: MethodContext) -> None:
         self.params = params
@@ -164,10 +167,54 @@ class Method(abc.ABC):
         """Training stages; one by default. CAL overrides this (stage 1 + stage 2)."""
         return [TrainingStage("train", total_epochs, 0)]
 
+    def uses_mgm(self, stage: TrainingStage) -> bool:
+        """Whether ``stage``'s loss weights its offsets with a mask fitted to the predictions (CAL's
+        MGM, Alg. 1); ``lrpose-bench bench`` then times :meth:`offset_weight`. Default: no."""
+        return False
+
+    def offset_weight(self, heatmaps: Tensor, batch: Mapping[str, Tensor], stage: TrainingStage) -> Tensor:
+        """The per-pixel offset-loss weight of a stage where :meth:`uses_mgm` is true (CAL: the MGM
+        sampled on the grid around each joint, Eq. 13). Only methods with an MGM define it."""
+        raise NotImplementedError(f"method {self.name!r} has no prediction-dependent offset weight (uses_mgm)")
+
+    # ------------------------------------------------------------------------- codec oracle
+    def oracle_outputs(self, targets: Mapping[str, Tensor]) -> Tensor:
+        """The output of a network that fits the stacked training ``targets`` exactly (the codec
+        oracle, ``lrpose_bench/oracle.py``): what ``decode`` of a perfect network sees. Default: a
+        ``heatmap`` target with :meth:`head_channels` channels is that output; other codecs override."""
+        heatmap = targets.get("heatmap")
+        if heatmap is not None and heatmap.ndim == 4 and heatmap.shape[1] == self.head_channels():
+            return heatmap.float()
+        from lrpose_bench.errors import UserError
+
+        raise UserError(
+            f"method {self.name!r} has no codec oracle: give it an oracle_outputs(targets) method "
+            "or a 'heatmap' target with head_channels() channels"
+        )
+
     # ------------------------------------------------------------------- pipeline hooks (SPSR)
     def train_resolution(self) -> Resolution:
         """Input resolution the pose network is trained at (SPSR+pose trains at 256×192)."""
         return self.context.resolution
+
+    def prepare(  # noqa: B027  (an optional hook: doing nothing is the default, not abstract)
+        self,
+        *,
+        bundle: Any,
+        cfg: Any,
+        run_dir: Any,
+        cell_dir: Any,
+        device: torch.device,
+        progress: bool = True,
+        image_cache: Any = None,
+    ) -> None:
+        """A pre-stage the engine runs once per cell before pose training, on the cell's data and
+        device (SPSR+pose trains or reuses its super-resolution network here). Default: nothing."""
+
+    def eval_input_transform(self) -> Callable[[Tensor], Tensor] | None:
+        """A transform of the evaluation input batch before the network (SPSR+pose: super-resolve
+        the low-resolution crop); ``None`` (the default) feeds the crop as it is."""
+        return None
 
     def describe_params(self) -> dict[str, Any]:
         """Constants as a plain dict, for reports and resolved configs."""

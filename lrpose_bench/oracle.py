@@ -18,22 +18,13 @@ import torch
 from torch import Tensor
 
 from lrpose_bench.errors import UserError
-
-#: stated decode bound (heatmap px per axis) of codecs that do not carry ``codec_bound_px``;
-#: hrnet: arg-max (≤ 0.5) plus the quarter-pixel shift (≤ 0.25)
-KNOWN_BOUNDS_PX: dict[str, float] = {"hrnet": 0.75}
+from lrpose_bench.method import Method
 
 
-def codec_bound(method: Any) -> float | None:
-    """The codec's stated round-trip bound in heatmap px per axis (away from borders), if known."""
-    bound = getattr(method, "codec_bound_px", None)
-    if bound is not None:
-        return float(bound)
-    known = KNOWN_BOUNDS_PX.get(getattr(method, "name", ""))
-    inner = getattr(method, "inner", None)  # pipeline methods (SR+pose) delegate their codec
-    if known is None and inner is not None and inner is not method:
-        return codec_bound(inner)
-    return known
+def codec_bound(method: Method) -> float | None:
+    """The codec's stated round-trip bound in heatmap px per axis (away from borders), if known
+    (:attr:`Method.codec_bound_px`; pipeline methods report their pose codec's)."""
+    return None if method.codec_bound_px is None else float(method.codec_bound_px)
 
 
 def encode_batch(method: Any, joints: np.ndarray, visible: np.ndarray) -> dict[str, Tensor]:
@@ -51,18 +42,9 @@ def encode_batch(method: Any, joints: np.ndarray, visible: np.ndarray) -> dict[s
     return batch
 
 
-def oracle_from_targets(method: Any, targets: Mapping[str, Tensor]) -> Tensor:
-    """Convert stacked targets into the perfect output (N, head_channels, H, W)."""
-    convert = getattr(method, "oracle_outputs", None)
-    if callable(convert):
-        return convert(targets)
-    heatmap = targets.get("heatmap")
-    if heatmap is not None and heatmap.ndim == 4 and heatmap.shape[1] == method.head_channels():
-        return heatmap.float()
-    raise UserError(
-        f"method {getattr(method, 'name', method)!r} has no codec oracle: "
-        "give it an oracle_outputs(targets) method or a 'heatmap' target with head_channels() channels"
-    )
+def oracle_from_targets(method: Method, targets: Mapping[str, Tensor]) -> Tensor:
+    """Convert stacked targets into the perfect output (:meth:`Method.oracle_outputs`)."""
+    return method.oracle_outputs(targets)
 
 
 def oracle_outputs(method: Any, joints: np.ndarray | Tensor, visible: np.ndarray | Tensor) -> Tensor:

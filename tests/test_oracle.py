@@ -108,14 +108,16 @@ def test_malformed_input_raises_user_error() -> None:
 
 
 def test_method_without_oracle_raises_user_error() -> None:
-    class Opaque:
-        name = "opaque"
+    """A method whose target is not a heatmap and that declares no ``oracle_outputs`` is named."""
+    from lrpose_bench.baselines.heatmap import GaussianHeatmapMethod
 
-        def head_channels(self) -> int:
-            return 3
+    class Opaque(GaussianHeatmapMethod):
+        name = "opaque"
 
         def encode(self, joints, visible):
             return {"blob": np.zeros((2, 2), np.float32)}
 
+    res = Resolution(64, 48)
+    opaque = Opaque(resolve_method_params(GaussianHeatmapMethod.Params, "hrnet", res), MethodContext(res))
     with pytest.raises(UserError, match="no codec oracle"):
-        oracle_outputs(Opaque(), np.zeros((1, K, 2)), np.ones((1, K)))
+        oracle_outputs(opaque, np.zeros((1, K, 2)), np.ones((1, K)))

@@ -128,12 +128,22 @@ class SrPoseMethod(Method):
     def stages(self, total_epochs: int) -> list[TrainingStage]:
         return self.inner.stages(total_epochs)
 
-    def loss_label(self) -> str:
-        label = getattr(self.inner, "loss_label", None)
-        return label() if callable(label) else self.inner.loss_name
+    # the pose codec's declared hooks are the inner method's
+    @property
+    def codec_bound_px(self) -> float | None:  # type: ignore[override]
+        return self.inner.codec_bound_px
+
+    def oracle_outputs(self, targets: Mapping[str, Tensor]) -> Tensor:
+        return self.inner.oracle_outputs(targets)
+
+    def uses_mgm(self, stage: TrainingStage) -> bool:
+        return self.inner.uses_mgm(stage)
+
+    def offset_weight(self, heatmaps: Tensor, batch: Mapping[str, Tensor], stage: TrainingStage) -> Tensor:
+        return self.inner.offset_weight(heatmaps, batch, stage)
 
     def __getattr__(self, name: str) -> Any:
-        # codec extras of the inner method (e.g. ``codec_bound_px``, ``oracle_outputs``)
+        # other attributes of the inner method (e.g. its codec constants such as ``sigma``)
         if name.startswith("_") or name == "inner":
             raise AttributeError(name)
         return getattr(self.inner, name)

@@ -216,8 +216,8 @@ def bench_cell(
 
     # MGM share (methods whose later stage computes an MGM from the predicted heatmaps)
     mgm_share = None
-    later = [s for s in method.stages(10) if getattr(method, "uses_mgm", lambda s: False)(s)]
-    if later and hasattr(method, "offset_weight"):
+    later = [s for s in method.stages(10) if method.uses_mgm(s)]
+    if later:
         with torch.no_grad():
             heatmaps = method.heatmaps(step.forward(synthetic)).float()
         t_mgm = median_seconds(lambda: method.offset_weight(heatmaps, fixed, later[0]), steps * 4, device)

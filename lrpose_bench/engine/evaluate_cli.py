@@ -124,7 +124,7 @@ def evaluate_cell(
             source_transform=source,
         )
         transform = resample_transform(test_res, train_res) if train_res == spec.resolution else None
-        method_transform = getattr(method, "eval_input_transform", lambda: None)()
+        method_transform = method.eval_input_transform()
         if transform is not None and method_transform is not None:
             transform = lambda x, first=transform, second=method_transform: second(first(x))  # noqa: E731
         elif method_transform is not None:

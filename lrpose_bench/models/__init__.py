@@ -89,8 +89,7 @@ def build_method_model(backbone: str, method: Any, pretrained: str | None = None
     checkpoints and key names are unchanged.
     """
     net = build_model(backbone, method.head_channels(), pretrained)
-    build_head = getattr(method, "build_head", None)
-    head = build_head() if callable(build_head) else None
+    head = method.build_head()
     if head is None:
         return net
     model = MethodHeadModel(net, head)

@@ -34,7 +34,6 @@ from lrpose_bench.resolution import Resolution
 #: metric columns of the paper's tables (OKS AP/AR ×100)
 PAPER_METRICS: tuple[str, ...] = ("AP", "AP50", "AP75", "APM", "APL", "AR")
 #: display names of the metric columns
-METRIC_LABELS: dict[str, str] = {"AP": "AP", "AP50": "AP50", "AP75": "AP75", "APM": "APM", "APL": "APL", "AR": "AR"}
 PARAMS, GFLOPS, SOURCE = "#Params (M)", "GFLOPs", "Source"
 LABEL = ""  # top level of the label columns
 

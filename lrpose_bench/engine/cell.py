@@ -298,17 +298,16 @@ def _run_cell_locked(
         "head_channels": method.head_channels(),
     }
 
-    prepare = getattr(method, "prepare", None)
-    if callable(prepare):  # e.g. SPSR+pose trains (or reuses) its super-resolution network
-        prepare(
-            bundle=bundle,
-            cfg=cfg,
-            run_dir=cell_dir.parent,
-            cell_dir=cell_dir,
-            device=device,
-            progress=progress,
-            image_cache=cache,
-        )
+    # the method's pre-stage (a no-op by default; SPSR+pose trains or reuses its SR network)
+    method.prepare(
+        bundle=bundle,
+        cfg=cfg,
+        run_dir=cell_dir.parent,
+        cell_dir=cell_dir,
+        device=device,
+        progress=progress,
+        image_cache=cache,
+    )
 
     train_set = PoseDataset(
         bundle.train,
@@ -362,7 +361,7 @@ def _run_cell_locked(
         device=device,
         progress=progress,
         num_workers=cfg.train.num_workers,
-        input_transform=getattr(method, "eval_input_transform", lambda: None)(),
+        input_transform=method.eval_input_transform(),
     )
     if preds is None:  # rank > 0: its share went to rank 0, which scores and writes
         return CellResult(spec, "complete", {})
@@ -403,7 +402,7 @@ def _run_cell_locked(
             "eval_images_per_s": round(len(eval_set) / max(eval_seconds, 1e-9), 1),
             "resumed_from_epoch": trained.resumed_from,
             "world_size": ctx.world_size,
-            "global_batch": cfg.train.batch_size * ctx.world_size,
+            "global_batch": trained.global_batch or cfg.train.batch_size * ctx.world_size,
             "input_pipeline": "crop_store" if pipeline is not None else "reference",
         },
         "gt_annotations": str(bundle.val.annotation_file),

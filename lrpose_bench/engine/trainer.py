@@ -61,6 +61,8 @@ class TrainResult:
     images_per_second: float
     resumed_from: int | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
+    #: the batch over all processes that trained (train.batch_size x world, unless clamped)
+    global_batch: int | None = None
 
 
 def resolve_device(name: str) -> torch.device:
@@ -92,6 +94,28 @@ def resolve_device(name: str) -> torch.device:
         return torch.device(name)
     except RuntimeError:
         raise ConfigError(f"train.device {name!r} (--device) is not a device; use auto, cpu, cuda or cuda:N") from None
+
+
+def effective_batch_size(requested: int, instances: int, world_size: int = 1) -> int:
+    """The per-process batch: ``train.batch_size``, clamped (with a one-line warning) when the
+    training set holds fewer instances than one global batch, so a small private set fine-tunes
+    instead of being refused; every epoch then takes one step of the whole set (``drop_last`` keeps
+    every rank's batch the same size). A set smaller than the number of processes cannot train."""
+    if instances >= requested * world_size:
+        return requested
+    clamped = instances // world_size
+    if clamped == 0:
+        raise TrainingDiverged(
+            f"training set has {instances} instances, fewer than the {world_size} processes "
+            "training it; train with fewer processes (--gpus)"
+        )
+    warnings.warn(
+        f"train.batch_size {requested} is more than the training set holds ({instances} instances"
+        f"{f' over {world_size} processes' if world_size > 1 else ''}); training with batch "
+        f"{clamped} per process, one step per epoch",
+        stacklevel=2,
+    )
+    return clamped
 
 
 def _write_log(path: Path, rows: list[dict[str, Any]]) -> None:
@@ -283,10 +307,9 @@ def train(
     train_model = maybe_compile(distributed.wrap_model(model, ctx, device), cfg.compile)
     # a seeded permutation per epoch (world 1: all of it; N ranks: strided shards of the same one)
     sampler = distributed.ShardedEpochSampler(len(dataset), seed, ctx.rank, ctx.world_size)
-    global_batch = cfg.batch_size * ctx.world_size  # train.batch_size is per process (per GPU)
+    batch_size = effective_batch_size(cfg.batch_size, len(dataset), ctx.world_size)
+    global_batch = batch_size * ctx.world_size  # train.batch_size is per process (per GPU)
     steps_per_epoch = len(dataset) // global_batch
-    if steps_per_epoch == 0:
-        raise TrainingDiverged(f"training set has {len(dataset)} instances, fewer than one batch of {global_batch}")
     sync_every = _sync_every(cfg, device)
 
     sampler_now = {"seed": seed, "size": len(dataset), "batch_size": global_batch}
@@ -312,7 +335,7 @@ def train(
                     "evaluating from its checkpoint",
                     flush=True,
                 )
-            return TrainResult(total_epochs, 0, 0.0, 0.0, resumed_from, history)
+            return TrainResult(total_epochs, 0, 0.0, 0.0, resumed_from, history, global_batch)
         if ctx.is_writer:
             where = f", iteration {start_iter + 1} of {steps_per_epoch}" if start_iter else ""
             print(
@@ -370,7 +393,7 @@ def train(
         sampler.set_position(epoch, first * global_batch)
         if pipeline is not None:
             pipeline.set_epoch(epoch)
-            batches: Iterator[Any] = pipeline.batches(sampler.indices(), cfg.batch_size)
+            batches: Iterator[Any] = pipeline.batches(sampler.indices(), batch_size)
             if epoch + 1 < total_epochs:  # plan the next epoch's augmentation while this one trains
                 upcoming = distributed.ShardedEpochSampler(len(dataset), seed, ctx.rank, ctx.world_size)
                 upcoming.set_position(epoch + 1, 0)
@@ -380,7 +403,7 @@ def train(
             batches = _batches(
                 DataLoader(
                     dataset,
-                    batch_size=cfg.batch_size,
+                    batch_size=batch_size,
                     sampler=sampler,
                     drop_last=True,
                     num_workers=cfg.num_workers,
@@ -433,4 +456,6 @@ def train(
         if ctx.is_writer:
             _write_log(log_path, history)
     elapsed = time.perf_counter() - started
-    return TrainResult(total_epochs, iterations, elapsed, images_seen / max(elapsed, 1e-9), resumed_from, history)
+    return TrainResult(
+        total_epochs, iterations, elapsed, images_seen / max(elapsed, 1e-9), resumed_from, history, global_batch
+    )

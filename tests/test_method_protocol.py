@@ -5,6 +5,7 @@ codec's."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from lrpose_bench.config import load_config
+from lrpose_bench.config import config_dir, load_config, read_yaml
 from lrpose_bench.engine.cell import CellSpec, build_method
 from lrpose_bench.method import Method
 from lrpose_bench.oracle import codec_bound, oracle_outputs
@@ -60,3 +61,19 @@ def test_pipeline_methods_answer_with_their_pose_codec():
         assert method.codec_bound_px == method.inner.codec_bound_px is not None
     hrnet = build_method(CellSpec("hrnet", "hrnet-w8", Resolution(64, 48)), cfg)
     assert hrnet.codec_bound_px == 0.75  # arg-max + quarter-pixel shift
+
+
+@pytest.mark.parametrize("name", [n for n in METHODS.names() if (config_dir() / "methods" / f"{n}.yaml").is_file()])
+def test_params_defaults_equal_the_yaml_defaults(name):
+    """A `Params` default that disagrees with `configs/methods/<name>.yaml`'s `defaults:` misleads
+    whoever reads the code (the YAML wins at run time); they must be one number."""
+    cls = METHODS.get(name)
+    yaml_defaults = read_yaml(config_dir() / "methods" / f"{name}.yaml").get("defaults") or {}
+    for f in dataclasses.fields(cls.Params):
+        if f.name not in yaml_defaults:
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        same = default == yaml_defaults[f.name] or (
+            isinstance(default, tuple) and list(default) == yaml_defaults[f.name]
+        )
+        assert same, (name, f.name, default, yaml_defaults[f.name])

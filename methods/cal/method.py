@@ -60,7 +60,7 @@ class CalParams:
     alpha: float = 1.0
     cls_blur_kernel: int = 15
     offset_blur_kernel: int = 7
-    gmm_components: int = 1
+    gmm_components: int = 2
     em_iterations: int = 20
     reg_covar: float = 1.0e-3
     stage2_ratio: float = 40.0 / 210.0

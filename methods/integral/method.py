@@ -57,7 +57,7 @@ class IntegralParams:
     #: σ (heatmap px) of the regulariser's Gaussian target
     sigma: float = 2.0
     #: confidence = probability mass in this odd window around the mode
-    score_window: int = 3
+    score_window: int = 5
 
     def __post_init__(self) -> None:
         if not self.beta > 0:

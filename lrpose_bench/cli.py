@@ -257,6 +257,7 @@ def _run_cells_in(
     from lrpose_bench.engine import distributed
     from lrpose_bench.engine.cell import CellSpec, build_method, run_cell
     from lrpose_bench.environment import environment
+    from lrpose_bench.report.tables import percent
     from lrpose_bench.store import now, write_json
 
     specs = []
@@ -308,7 +309,7 @@ def _run_cells_in(
             {
                 "cell": spec.cell_id,
                 "state": result.state,
-                **{k: _percent(metrics.get(k)) for k in ("AP", "AP50", "AP75", "APM", "APL", "AR")},
+                **{k: round(percent(metrics.get(k)), 1) for k in ("AP", "AP50", "AP75", "APM", "APL", "AR")},
             }
         )
     table = pd.DataFrame(rows)
@@ -357,30 +358,22 @@ def _previous_run(out: Path) -> dict[str, Any]:
     return previous if isinstance(previous, dict) else {}
 
 
-def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(data, dict):
-        flat: dict[str, Any] = {}
-        for key, value in data.items():
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        return flat
-    return {prefix.rstrip("."): data}
-
-
 def _check_same_configuration(out: Path, cfg: Any, force: bool) -> None:
     """Refuse to mix configurations in one output folder: finished cells would be skipped silently
     and the report would put numbers from different protocols (e.g. --degrade) side by side."""
+    from lrpose_bench.config import flatten
     from lrpose_bench.store import read_json
 
     previous_path = out / "run.json"
     if force or not previous_path.is_file():
         return
     try:
-        previous = _flatten(read_json(previous_path).get("config", {}))
+        previous = flatten(read_json(previous_path).get("config", {}))
     except (OSError, ValueError):
         return
-    current = _flatten(cfg.to_dict())
+    current = flatten(cfg.to_dict())
     # a key added to the schema after the run was made is "unchanged" while it holds its default
-    defaults = _flatten(type(cfg)().to_dict())
+    defaults = flatten(type(cfg)().to_dict())
     ignored = (
         "train.device",
         "train.num_workers",
@@ -413,13 +406,6 @@ def _init_distributed(cfg) -> None:
 
     if not init_from_env(cfg.train.device).is_writer:
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - rank 0 prints tables and progress
-
-
-def _percent(value: Any) -> float:
-    """Metric fraction → percent with one decimal; missing (None/NaN) stays NaN."""
-    if value is None or value != value:
-        return float("nan")
-    return round(100.0 * float(value), 1)
 
 
 def cmd_train(args: argparse.Namespace) -> int:

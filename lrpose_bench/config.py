@@ -22,7 +22,7 @@ import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, get_args, get_origin, get_type_hints
+from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 import yaml
 
@@ -339,17 +339,36 @@ class BenchConfig:
 
 
 # ------------------------------------------------------------------------------ validation
-def _type_name(tp: Any) -> str:
+def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested mapping → ``{"a.b": value}`` (lists stay values)."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(flatten(value, dotted + "."))
+        else:
+            out[dotted] = value
+    return out
+
+
+def type_name(tp: Any) -> str:
+    """Readable type of a schema field: ``float``, ``str or null``, ``list of int``, ``one of a, b``."""
     origin = get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        return " or ".join(_type_name(a) for a in get_args(tp))
-    if origin is list:
-        (inner,) = get_args(tp) or (Any,)
-        return f"list of {_type_name(inner)}"
-    if origin is dict:
-        return "mapping"
+    if tp is Any:
+        return "any"
     if tp is type(None):
         return "null"
+    if origin is Literal:
+        return "one of " + ", ".join(str(a) for a in get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(type_name(a) for a in get_args(tp))
+    if origin in (list, tuple):
+        args = [a for a in get_args(tp) if a is not Ellipsis]
+        return f"list of {type_name(args[0])}" if args else "list"
+    if origin is dict:
+        return "mapping"
+    if dataclasses.is_dataclass(tp):
+        return "mapping"
     return getattr(tp, "__name__", str(tp))
 
 
@@ -365,7 +384,7 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
                 return _coerce(value, option, path)
             except ConfigError as error:
                 errors.append(error)
-        raise ConfigError(f"config key {path}: expected {_type_name(tp)}, got {value!r}")
+        raise ConfigError(f"config key {path}: expected {type_name(tp)}, got {value!r}")
     if tp is type(None):
         if value is None:
             return None
@@ -377,12 +396,12 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
     if origin is list:
         (inner,) = get_args(tp) or (Any,)
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"config key {path}: expected {_type_name(tp)}, got {value!r}")
+            raise ConfigError(f"config key {path}: expected {type_name(tp)}, got {value!r}")
         return [_coerce(v, inner, f"{path}[{i}]") for i, v in enumerate(value)]
     if origin is tuple:
         args = get_args(tp)
         if not isinstance(value, (list, tuple)) or (args and args[-1] is not Ellipsis and len(value) != len(args)):
-            raise ConfigError(f"config key {path}: expected {_type_name(tp)}, got {value!r}")
+            raise ConfigError(f"config key {path}: expected {type_name(tp)}, got {value!r}")
         inner_types = [args[0]] * len(value) if args and args[-1] is Ellipsis else list(args)
         return tuple(_coerce(v, t, f"{path}[{i}]") for i, (v, t) in enumerate(zip(value, inner_types)))
     if origin is dict:

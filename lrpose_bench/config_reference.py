@@ -24,14 +24,21 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import re
-import types
-import typing
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, get_args, get_origin, get_type_hints
+from typing import Any, get_type_hints
 
-from lrpose_bench.config import BenchConfig, config_dir, field_rule, from_mapping, method_param_data, read_yaml
+from lrpose_bench.config import (
+    BenchConfig,
+    config_dir,
+    field_rule,
+    flatten,
+    from_mapping,
+    method_param_data,
+    read_yaml,
+    type_name,
+)
 from lrpose_bench.resolution import Resolution
 
 #: YAML files under ``configs/methods/`` that are not named after a registered method:
@@ -122,27 +129,6 @@ def yaml_comments(text: str) -> YamlComments:
 
 
 # ------------------------------------------------------------------------------ rendering
-def type_name(tp: Any) -> str:
-    """Readable type of a schema field: ``float``, ``str or null``, ``list of int``, ``one of a, b``."""
-    origin = get_origin(tp)
-    if tp is Any:
-        return "any"
-    if tp is type(None):
-        return "null"
-    if origin is Literal:
-        return "one of " + ", ".join(str(a) for a in get_args(tp))
-    if origin in (typing.Union, types.UnionType):
-        return " or ".join(type_name(a) for a in get_args(tp))
-    if origin in (list, tuple):
-        args = [a for a in get_args(tp) if a is not Ellipsis]
-        return f"list of {type_name(args[0])}" if args else "list"
-    if origin is dict:
-        return "mapping"
-    if dataclasses.is_dataclass(tp):
-        return "mapping"
-    return getattr(tp, "__name__", str(tp))
-
-
 def format_value(value: Any) -> str:
     """A value as it would be written in YAML, in backticks (empty stays empty)."""
     if value is None:
@@ -190,18 +176,6 @@ def _table(header: list[str], rows: Iterable[list[str]]) -> list[str]:
 def _doc(obj: Any) -> str:
     text = (getattr(obj, "__doc__", None) or "").strip()
     return " ".join(text.split("\n\n")[0].split())
-
-
-def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested mapping → ``{"a.b": value}`` (lists stay values)."""
-    out: dict[str, Any] = {}
-    for key, value in data.items():
-        dotted = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            out.update(flatten(value, dotted + "."))
-        else:
-            out[dotted] = value
-    return out
 
 
 def schema_fields(cls: type, prefix: str = "") -> list[tuple[str, Any, Any]]:

@@ -40,6 +40,7 @@ from torch import Tensor, nn
 from lrpose_bench.baselines.spsr import _basicsr
 from lrpose_bench.baselines.spsr.gradient import GradientMap
 from lrpose_bench.errors import ConfigError
+from lrpose_bench.models.complexity import count_parameters  # noqa: F401  (re-exported for the SR code)
 
 #: SPSR / ESRGAN leaky-ReLU slope
 LRELU_SLOPE = 0.2
@@ -181,10 +182,6 @@ def build_generator(
 ) -> SPSRGenerator:
     """The generator at a configured size (``configs/methods/spsr.yaml``)."""
     return SPSRGenerator(nf=nf, nb=nb, gc=gc, scale=scale, taps=taps, bicubic_skip=bicubic_skip)
-
-
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
 
 
 def bicubic_upsample(lr: Tensor, scale: int) -> Tensor:

@@ -195,7 +195,8 @@ def _opt_float(value: Any) -> float | None:
 
 
 # ------------------------------------------------------------------------------------ cell rows
-def _pct(value: Any) -> float:
+def percent(value: Any) -> float:
+    """Metric fraction → percent; missing or non-numeric (None, NaN, text) is NaN."""
     try:
         number = float(value)
     except (TypeError, ValueError):
@@ -252,7 +253,7 @@ class _Group:
         return [c for c in self.cells if c.complete]
 
     def mean_sd(self, metric: str) -> tuple[float, float, int]:
-        return seed_summary([_pct(c.metrics.get(metric)) for c in self.complete])
+        return seed_summary([percent(c.metrics.get(metric)) for c in self.complete])
 
     def model_value(self, key: str) -> float:
         values = [(c.info.get("model") or {}).get(key) for c in self.complete]
@@ -448,7 +449,7 @@ def _floor_ap(cells: Sequence[Cell]) -> float | None:
     for cell in cells:
         floor = cell.info.get("floor") or {}
         if "AP" in floor:
-            return _pct(floor["AP"])
+            return percent(floor["AP"])
     return None
 
 

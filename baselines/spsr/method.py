@@ -45,6 +45,7 @@ from lrpose_bench.baselines.spsr.train_sr import (
     write_quality,
 )
 from lrpose_bench.config import resolve_method_params
+from lrpose_bench.data.degrade import run_source_transform
 from lrpose_bench.errors import ConfigError
 from lrpose_bench.method import Method, MethodContext, TrainingStage
 from lrpose_bench.registry import METHODS, register_method
@@ -233,7 +234,7 @@ class SrPoseMethod(Method):
                 train=False,
                 box_padding=cfg.data.box_padding,
                 image_cache=image_cache,
-                source_transform=_source_transform(cfg, train=False),
+                source_transform=run_source_transform(cfg, train=False),
             )
             val_set = SrCropDataset(val_pose, self.sr, train=False)
             quality = sr_quality(
@@ -283,7 +284,7 @@ class SrPoseMethod(Method):
             box_padding=cfg.data.box_padding,
             seed=cfg.seed,
             image_cache=image_cache,
-            source_transform=_source_transform(cfg, train=True),
+            source_transform=run_source_transform(cfg, train=True),
         )
         train_set = SrCropDataset(train_pose, self.sr, train=True, seed=cfg.seed, patch_hr=profile.patch_hr)
         generator, meta = train_generator(
@@ -328,15 +329,6 @@ class SrPoseMethod(Method):
             return renormalise(up).to(images.dtype)
 
         return transform
-
-
-def _source_transform(cfg: Any, train: bool) -> Callable[[np.ndarray, int], np.ndarray] | None:
-    """The run's source-image degradation, as the engine applies it to pose crops (``cell.py``)."""
-    if getattr(cfg, "degrade", "clean") == "clean":
-        return None
-    from lrpose_bench.data.degrade import source_transform
-
-    return source_transform(cfg.degrade, train=train, seed=cfg.seed)
 
 
 @register_method

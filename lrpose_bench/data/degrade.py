@@ -485,8 +485,19 @@ def source_transform(name: str, train: bool, seed: int) -> SourceTransform | Non
     return SourceTransform(preset, bool(train), int(seed))
 
 
+def run_source_transform(cfg: Any, train: bool, seed: int | None = None) -> SourceTransform | None:
+    """The run's degradation hook (``cfg.degrade``) for one phase; ``None`` for ``clean``.
+
+    Training draws from the cell's ``seed``; evaluation from the run's (``cfg.seed``, the default),
+    so every seed of a method — and SR+pose's SR stage — is scored on the same degraded images."""
+    if getattr(cfg, "degrade", "clean") == "clean":
+        return None
+    return source_transform(cfg.degrade, train=train, seed=cfg.seed if seed is None else seed)
+
+
 __all__ = [
     "PRESETS",
+    "run_source_transform",
     "Preset",
     "DegradationParams",
     "SourceTransform",

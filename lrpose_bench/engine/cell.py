@@ -511,15 +511,10 @@ def decoder_errors(preds: Predictions) -> dict[str, float]:
 
 
 def _source_transform(cfg: BenchConfig, train: bool, seed: int | None = None):
-    """Degradation of the source image (low-resolution protocols); ``None`` for ``clean``.
+    """See :func:`lrpose_bench.data.degrade.run_source_transform` (one implementation, shared with SR+pose)."""
+    from lrpose_bench.data.degrade import run_source_transform
 
-    Training draws from the cell's seed; evaluation always from the run's seed, so every seed of a
-    method is scored on the same degraded validation images."""
-    if cfg.degrade == "clean":
-        return None
-    from lrpose_bench.data.degrade import source_transform
-
-    return source_transform(cfg.degrade, train=train, seed=cfg.seed if seed is None else seed)
+    return run_source_transform(cfg, train, seed)
 
 
 def _protocol(cfg: BenchConfig) -> dict[str, Any]:

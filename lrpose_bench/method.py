@@ -209,7 +209,9 @@ class Method(abc.ABC):
         image_cache: Any = None,
     ) -> None:
         """A pre-stage the engine runs once per cell before pose training, on the cell's data and
-        device (SPSR+pose trains or reuses its super-resolution network here). Default: nothing."""
+        device (``engine/cell.py::run_pre_stage``). It runs on the one method instance that then
+        trains and is evaluated, so what it prepares (SPSR+pose: the super-resolution network it
+        trains or reuses) is what :meth:`eval_input_transform` uses. Default: nothing."""
 
     def eval_input_transform(self) -> Callable[[Tensor], Tensor] | None:
         """A transform of the evaluation input batch before the network (SPSR+pose: super-resolve

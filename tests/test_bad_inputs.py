@@ -26,7 +26,7 @@ import torch
 from _train_child import annotation_path, load_doc, make_coco_layout, save_doc
 from lrpose_bench.cli import main
 from lrpose_bench.engine.cell import CellSpec
-from lrpose_bench.engine.checkpoint import save_checkpoint
+from lrpose_bench.engine.train_state import save_checkpoint
 from lrpose_bench.errors import DataError
 from lrpose_bench.resolution import Resolution
 from lrpose_bench.store import read_status

@@ -275,8 +275,8 @@ def test_out_of_range_values_in_a_config_file_and_in_seeds(tmp_path, capsys):
 def test_every_numeric_key_of_the_schema_has_a_range_and_the_defaults_satisfy_it():
     import dataclasses
 
+    from lrpose_bench.commands.docs_reference import _section_class, schema_fields
     from lrpose_bench.config import BenchConfig, check_rules, field_rule, load_config
-    from lrpose_bench.config_reference import _section_class, schema_fields
 
     for dotted, tp, _ in schema_fields(BenchConfig):
         text = str(tp)

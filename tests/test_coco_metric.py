@@ -87,7 +87,6 @@ def test_synthpose_ground_truth_scores_ap_one(tmp_path):
     """The same path on the embedded data set: SynthPose ground truth as predictions gives AP = 1,
     also after going through the crop, the heatmap frame and the inverse affine."""
     from lrpose_bench.config import SynthConfig
-    from lrpose_bench.data.synthetic import ensure_synthpose
     from lrpose_bench.data.transforms import (
         CropParams,
         apply_affine,
@@ -97,8 +96,9 @@ def test_synthpose_ground_truth_scores_ap_one(tmp_path):
     )
     from lrpose_bench.engine.evaluator import heatmap_to_image
     from lrpose_bench.resolution import Resolution
+    from lrpose_bench.synthpose import ensure_synthpose
 
-    cfg = SynthConfig(num_train_images=2, num_val_images=6, image_height=128, image_width=128)
+    cfg = SynthConfig(num_train_images=2, num_val_images=6, num_tune_images=1, image_height=128, image_width=128)
     paths = ensure_synthpose(tmp_path, cfg, progress=False)
     split = load_split("SynthPose val", paths.val_annotations, paths.val_images)
     assert abs(evaluate_keypoints(split.gt, ground_truth_as_results(split.gt))["AP"] - 1.0) < 1e-9

@@ -16,16 +16,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lrpose_bench.cli import build_parser, main
-from lrpose_bench.config import BenchConfig, config_dir, read_yaml
-from lrpose_bench.config_reference import (
+from lrpose_bench.commands.docs_reference import (
     DEFAULT_OUTPUT,
     EXTRA_SCHEMAS,
     check_reference,
-    flatten,
     generate_reference,
     schema_fields,
     yaml_comments,
 )
+from lrpose_bench.config import BenchConfig, config_dir, flatten, read_yaml
 from lrpose_bench.registry import METHODS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -98,7 +97,7 @@ def test_reference_values_follow_the_yaml(reference):
 
 
 def test_extra_schemas_import():
-    from lrpose_bench.config_reference import _load_schema
+    from lrpose_bench.commands.docs_reference import _load_schema
 
     for spec in EXTRA_SCHEMAS.values():
         assert dataclasses.is_dataclass(_load_schema(spec))

@@ -21,7 +21,7 @@ from lrpose_bench.data.dataset import PoseDataset
 from lrpose_bench.data.gpu_augment import DeviceAugmentPipeline
 from lrpose_bench.engine.accelerate import TrainStep, adam_for
 from lrpose_bench.engine.cell import CellSpec, build_cell_model, build_method, use_crop_store
-from lrpose_bench.engine.checkpoint import load_checkpoint
+from lrpose_bench.engine.train_state import load_checkpoint
 from lrpose_bench.engine.trainer import train
 from lrpose_bench.errors import ConfigError
 from lrpose_bench.resolution import Resolution

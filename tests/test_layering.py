@@ -1,6 +1,7 @@
 """The layering of docs/architecture.md, checked on the import graph (static, every module's
 ``import`` statements, function-level imports included): methods and baselines are numbers in,
-numbers out and never import the engine; data knows no network; reports read run folders only."""
+numbers out and never import the engine; data and synthpose (the SynthPose generator) know no network,
+and synthpose no engine either; reports read run folders only."""
 
 from __future__ import annotations
 
@@ -31,6 +32,8 @@ RULES = [
     ("lrpose_bench.methods", "lrpose_bench.engine"),
     ("lrpose_bench.baselines", "lrpose_bench.engine"),
     ("lrpose_bench.data", "lrpose_bench.models"),
+    ("lrpose_bench.synthpose", "lrpose_bench.models"),
+    ("lrpose_bench.synthpose", "lrpose_bench.engine"),
     ("lrpose_bench.report", "lrpose_bench.engine"),
     ("lrpose_bench.codecs", "lrpose_bench.engine"),
     ("lrpose_bench.codecs", "lrpose_bench.baselines"),

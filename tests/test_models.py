@@ -20,7 +20,6 @@ from hypothesis import strategies as st
 from lrpose_bench import registry
 from lrpose_bench.errors import CheckpointError, ConfigError
 from lrpose_bench.models import build_model, complexity, hrnet, resnet_deconv
-from lrpose_bench.models.checkpoint import load_pretrained, read_state_dict
 from lrpose_bench.models.complexity import (
     backbone_macs,
     backbone_parameters,
@@ -28,6 +27,7 @@ from lrpose_bench.models.complexity import (
     measure_macs,
     models_table,
 )
+from lrpose_bench.models.pretrained import load_pretrained, read_state_dict
 from lrpose_bench.resolution import Resolution
 
 RESOLUTIONS = [Resolution(64, 48), Resolution(128, 96), Resolution(256, 192), Resolution(384, 288)]

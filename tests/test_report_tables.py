@@ -11,6 +11,7 @@ import pytest
 from test_report_factory import CellSpec, make_run, standard_specs
 
 from lrpose_bench.errors import ConfigError, UserError
+from lrpose_bench.report import paper_reference
 from lrpose_bench.report import tables as tbl
 from lrpose_bench.report.run_folder import load_run, parse_cell_id
 
@@ -25,8 +26,8 @@ def run_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def ref() -> tbl.PaperReference:
-    return tbl.load_reference()
+def ref() -> paper_reference.PaperReference:
+    return paper_reference.load_reference()
 
 
 def _metric(run_dir: Path, cell_id: str, name: str = "AP") -> float:
@@ -192,7 +193,7 @@ def test_reference_yaml_errors_name_the_field(tmp_path: Path) -> None:
         "backbone: W32, input: 64x48, metrics: [1, 2, 3, 4, 5, 6]}\n"
     )
     with pytest.raises(ConfigError, match=re.escape("entries[0]")):
-        tbl.load_reference(bad)
+        paper_reference.load_reference(bad)
 
 
 def test_extra_files_become_tables(tmp_path: Path) -> None:

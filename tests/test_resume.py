@@ -21,7 +21,7 @@ import torch
 from _train_child import KILL_ENV, make_coco_layout, poison_heatmap_loss
 from lrpose_bench.cli import main
 from lrpose_bench.engine.cell import CellSpec
-from lrpose_bench.engine.checkpoint import load_checkpoint
+from lrpose_bench.engine.train_state import load_checkpoint
 from lrpose_bench.resolution import Resolution
 from lrpose_bench.store import read_status
 

@@ -238,9 +238,10 @@ def test_competitors_published_numbers_sit_in_their_own_table(tmp_path) -> None:
     from test_report_factory import CellSpec, make_run
 
     from lrpose_bench.report import tables as tbl
+    from lrpose_bench.report.paper_reference import load_reference
     from lrpose_bench.report.run_folder import load_run
 
-    ref = tbl.load_reference()
+    ref = load_reference()
     assert ref.paper_method("simcc", "hrnet-w32") == "SimCC" and ref.paper_method("integral", "hrnet-w8") == "IPR"
     simcc = {e.input: e for e in ref.entries if e.method == "SimCC"}
     assert simcc["64x64"].metrics["AP"] == 56.4 and simcc["128x128"].metrics["AP"] == 70.7

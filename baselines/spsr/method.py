@@ -2,15 +2,16 @@
 then a pose model trained at 256×192 estimates pose on it.
 
 How this plugs into the engine (``lrpose_bench/engine/cell.py``): the cell's resolution is 64×48;
-:meth:`SrPoseMethod.train_resolution` returns 256×192, so the engine builds a second instance at
-256×192 for training/decoding, and both instances delegate ``encode``/``loss``/``decode``/flip to
-the inner method (``hrnet`` or ``udp``, built at 256×192 with its constants from
-``configs/methods/<inner>.yaml``). The engine evaluates at 256×192 (crops with exact
-back-projection) and applies :meth:`eval_input_transform` to every batch: the HR crop is reduced
-bicubic ×4 to 64×48 (the LR crop *is* this reduction: the same degradation SPSR was trained on)
-and then super-resolved (SPSR) or bicubic-upsampled back. The SR output lives in the HR crop's
-frame, so back-projection stays exact. :meth:`prepare` trains the generator before pose training
-(or reuses ``run_dir/_sr/<key>/sr.pt``) and writes ``run_dir/sr_quality.json``.
+:meth:`SrPoseMethod.train_resolution` returns 256×192, the size the engine crops at for training and
+evaluation. The cell builds ONE instance (at 64×48), which delegates ``encode``/``loss``/``decode``/
+flip to the inner method (``hrnet`` or ``udp``, built at 256×192 with its constants from
+``configs/methods/<inner>.yaml``). The engine's pre-stage (``cell.py::run_pre_stage``) calls
+:meth:`prepare` on that instance before pose training: it trains the generator (or reuses
+``run_dir/_sr/<key>/sr.pt``) and writes ``run_dir/sr_quality.json``. The engine then evaluates at
+256×192 (crops with exact back-projection) and applies :meth:`eval_input_transform` of the same
+instance to every batch: the HR crop is reduced bicubic ×4 to 64×48 (the LR crop *is* this
+reduction: the same degradation SPSR was trained on) and then super-resolved (SPSR) or
+bicubic-upsampled back. The SR output lives in the HR crop's frame, so back-projection stays exact.
 
 SR constants: ``configs/methods/spsr.yaml`` (``sr_config`` names another file in
 ``configs/methods/`` for an ablation).
@@ -184,7 +185,8 @@ class SrPoseMethod(Method):
         progress: bool = True,
         image_cache: Any = None,
     ) -> None:
-        """Train (or reuse) the SR generator; write SR quality (SPSR and bicubic) as JSON."""
+        """The engine's pre-stage: train (or reuse) the SR generator that this instance's
+        :meth:`eval_input_transform` applies; write SR quality (SPSR and bicubic) as JSON."""
         self.device = torch.device(device)
         if self.upsampler != "spsr":
             return

@@ -352,7 +352,7 @@ def run(args: argparse.Namespace) -> int:
     from lrpose_bench.data.crop_store import CropStoreConfig, build_crop_store
     from lrpose_bench.data.sources import load_data
     from lrpose_bench.engine.cell import seed_everything
-    from lrpose_bench.engine.trainer import resolve_device
+    from lrpose_bench.engine.distributed import resolve_device
     from lrpose_bench.environment import environment
     from lrpose_bench.resolution import parse_resolution_list
     from lrpose_bench.store import write_json

@@ -1,7 +1,7 @@
 """``lrpose-bench docs config``: write (or check) the generated configuration reference.
 
 ``docs/configuration.md`` is generated from the config dataclasses and the YAML files
-(:mod:`lrpose_bench.config_reference`), so it cannot drift from the code: ``--check`` exits with
+(:mod:`lrpose_bench.commands.docs_reference`), so it cannot drift from the code: ``--check`` exits with
 status 1 when the file differs from what would be generated now (the test suite runs it).
 """
 
@@ -35,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lrpose_bench.config_reference import generate_reference
+    from lrpose_bench.commands.docs_reference import generate_reference
     from lrpose_bench.errors import ConfigError
     from lrpose_bench.store import atomic_write
 

@@ -3,6 +3,11 @@
 Writes a self-describing folder: ``config.yaml`` (resolved), ``train_log.csv``, ``checkpoint.pt``,
 ``predictions.json`` (COCO results), ``metrics.json``, ``displacements.npz`` and ``status.json``.
 A complete cell is skipped when the run is invoked again; an interrupted one resumes.
+
+:func:`run_cell` decides whether the cell runs (skip, resume, ``--force``) and records its state;
+the cell itself reads build → pre-stage → train → evaluate → write (:func:`build_cell`,
+:func:`run_pre_stage`, :func:`train_cell`, :func:`evaluate_trained`, :func:`write_cell_results`),
+with one method instance throughout.
 """
 
 from __future__ import annotations
@@ -23,8 +28,9 @@ from lrpose_bench.config import PIPELINES, BenchConfig, DataConfig, check_value,
 from lrpose_bench.data.dataset import ImageCache, PoseDataset
 from lrpose_bench.data.sources import DataBundle
 from lrpose_bench.engine import distributed
-from lrpose_bench.engine.evaluator import Predictions
-from lrpose_bench.engine.trainer import resolve_device, train
+from lrpose_bench.engine.distributed import resolve_device
+from lrpose_bench.engine.evaluator import Predictions, build_eval_dataset
+from lrpose_bench.engine.trainer import TrainResult, train
 from lrpose_bench.environment import environment
 from lrpose_bench.errors import ConfigError, TrainingDiverged, UserError
 from lrpose_bench.evaluation.coco_metric import build_results, evaluate_keypoints
@@ -269,36 +275,64 @@ def _try_status(cell_dir: Path, state: str, reason: str) -> None:
         pass
 
 
-def _run_cell_locked(
-    spec: CellSpec, cfg: BenchConfig, bundle: DataBundle, cell_dir: Path, progress: bool, image_cache: ImageCache | None
-) -> CellResult:
+@dataclass
+class BuiltCell:
+    """What :func:`build_cell` makes: the ONE method instance that runs the pre-stage, trains and
+    is evaluated (so what the pre-stage prepares is what evaluation uses), its network, the device
+    and the image cache the cell's data sets share."""
+
+    method: Method
+    train_res: Resolution  # the network's input size, for training and evaluation (SPSR+pose: 256x192)
+    model: torch.nn.Module
+    device: torch.device
+    ctx: distributed.DistContext
+    cache: ImageCache
+
+
+def build_cell(
+    spec: CellSpec, cfg: BenchConfig, bundle: DataBundle, cell_dir: Path, image_cache: ImageCache | None
+) -> BuiltCell:
+    """Seed, then build the cell's method, network and device; rank 0 writes ``config.yaml``."""
     seed_everything(spec.seed, cfg.train.deterministic)
     if cfg.train.threads > 0:
         torch.set_num_threads(cfg.train.threads)
     method = build_method(spec, cfg)
     train_res = method.train_resolution()
-    train_method = method if train_res == spec.resolution else build_method(spec, cfg, train_res)
-    model = build_cell_model(train_method, spec, cfg)
+    model = build_cell_model(method, spec, cfg)
     ctx = distributed.context()
-    device = distributed.device_for(ctx, cfg.train.device) if ctx.is_distributed else resolve_device(cfg.train.device)
+    device = resolve_device(cfg.train.device, ctx)
     cache = image_cache or ImageCache(cfg.data.image_cache_mb)
+    if ctx.is_writer:
+        write_resolved_config(cell_dir, spec, cfg, bundle, method)
+    return BuiltCell(method, train_res, model, device, ctx, cache)
+
+
+def write_resolved_config(cell_dir: Path, spec: CellSpec, cfg: BenchConfig, bundle: DataBundle, method: Method) -> None:
+    """``config.yaml``: the resolved configuration and method constants the cell runs with (a rerun
+    compares them before it skips or resumes the cell; ``evaluate --checkpoint`` rebuilds from it)."""
     resolved = {
         "cell": spec.describe(),
         "config": cfg.to_dict(),
         "method_params": method.describe_params(),
         "dataset": bundle.name,
     }
-    if ctx.is_writer:
-        write_text(cell_dir / "config.yaml", yaml.safe_dump(resolved, sort_keys=False))
-    meta = {
-        "method": spec.method,
-        "backbone": spec.backbone,
-        "resolution": str(spec.resolution),
-        "ablation": dict(spec.ablation),
-        "head_channels": method.head_channels(),
-    }
+    write_text(cell_dir / "config.yaml", yaml.safe_dump(resolved, sort_keys=False))
 
-    # the method's pre-stage (a no-op by default; SPSR+pose trains or reuses its SR network)
+
+def run_pre_stage(
+    method: Method,
+    *,
+    bundle: DataBundle,
+    cfg: BenchConfig,
+    cell_dir: Path,
+    device: torch.device,
+    progress: bool,
+    image_cache: ImageCache,
+) -> None:
+    """The method's pre-stage (:meth:`~lrpose_bench.method.Method.prepare`), once per cell before
+    pose training, on the same instance that then trains and is evaluated: SPSR+pose trains (or
+    reuses, from ``run_dir/_sr/``) its SR network here, which its ``eval_input_transform`` applies.
+    A no-op for every other built-in method."""
     method.prepare(
         bundle=bundle,
         cfg=cfg,
@@ -306,72 +340,141 @@ def _run_cell_locked(
         cell_dir=cell_dir,
         device=device,
         progress=progress,
-        image_cache=cache,
+        image_cache=image_cache,
     )
 
+
+def checkpoint_meta(spec: CellSpec, method: Method) -> dict[str, Any]:
+    """The identity a training checkpoint carries: resuming refuses another cell's checkpoint."""
+    return {
+        "method": spec.method,
+        "backbone": spec.backbone,
+        "resolution": str(spec.resolution),
+        "ablation": dict(spec.ablation),
+        "head_channels": method.head_channels(),
+    }
+
+
+@dataclass
+class TrainedCell:
+    """Outcome of :func:`train_cell`."""
+
+    result: TrainResult
+    seconds: float  # wall time of training, the fast pipeline's shutdown included
+    input_pipeline: str  # "crop_store" (fast path) or "reference"
+
+
+def train_cell(
+    built: BuiltCell, spec: CellSpec, cfg: BenchConfig, bundle: DataBundle, cell_dir: Path, progress: bool
+) -> TrainedCell:
+    """Train (or resume, or find finished) the cell's network on the training split, through the
+    crop store when :func:`use_crop_store` picks it."""
     train_set = PoseDataset(
         bundle.train,
-        train_method,
-        train_res,
+        built.method,
+        built.train_res,
         train=True,
         augment=cfg.augment,
         box_padding=cfg.data.box_padding,
         seed=spec.seed,
-        image_cache=cache,
+        image_cache=built.cache,
         source_transform=_source_transform(cfg, train=True, seed=spec.seed),
     )
     pipeline = fast_pipeline(
-        cfg, bundle, train_method, train_res, device, seed=spec.seed, progress=progress, image_cache=cache
+        cfg,
+        bundle,
+        built.method,
+        built.train_res,
+        built.device,
+        seed=spec.seed,
+        progress=progress,
+        image_cache=built.cache,
     )
     t0 = time.perf_counter()
-    trained = train(
-        model,
-        train_method,
+    result = train(
+        built.model,
+        built.method,
         train_set,
         cfg.train,
         cell_dir=cell_dir,
-        meta=meta,
+        meta=checkpoint_meta(spec, built.method),
         seed=spec.seed,
-        device=device,
+        device=built.device,
         progress=progress,
         pipeline=pipeline,
     )
     if pipeline is not None:
         pipeline.close()
-    train_seconds = time.perf_counter() - t0
+    return TrainedCell(result, time.perf_counter() - t0, "crop_store" if pipeline is not None else "reference")
 
-    eval_res = spec.resolution if train_res == spec.resolution else train_res
-    eval_set = PoseDataset(
-        bundle.val,
-        train_method,
-        eval_res,
-        train=False,
-        box_padding=cfg.data.box_padding,
-        image_cache=cache,
-        source_transform=_source_transform(cfg, train=False, seed=cfg.seed),
-    )
+
+@dataclass
+class CellEvaluation:
+    """Outcome of :func:`evaluate_trained` (rank 0)."""
+
+    preds: Predictions
+    metrics: dict[str, float]  # OKS AP/AR
+    results: list[dict[str, Any]]  # COCO results (predictions.json)
+    floor: dict[str, Any]  # the mean-pose floor
+    seconds: float  # prediction + scoring
+    instances: int  # evaluation instances
+
+
+def evaluate_trained(built: BuiltCell, cfg: BenchConfig, bundle: DataBundle, progress: bool) -> CellEvaluation | None:
+    """Predict the evaluation split (each DDP rank its share), score it and the mean-pose floor;
+    ``None`` on ranks > 0, whose share went to rank 0."""
+    eval_set = build_eval_dataset(bundle.val, built.method, built.train_res, cfg, built.cache)
     t1 = time.perf_counter()
     preds = distributed.predict_sharded(
-        model,
-        train_method,
+        built.model,
+        built.method,
         eval_set,
-        ctx,
+        built.ctx,
         batch_size=cfg.eval.batch_size,
         flip_test=cfg.eval.flip_test,
-        device=device,
+        device=built.device,
         progress=progress,
         num_workers=cfg.train.num_workers,
-        input_transform=method.eval_input_transform(),
+        input_transform=built.method.eval_input_transform(),
     )
-    if preds is None:  # rank > 0: its share went to rank 0, which scores and writes
-        return CellResult(spec, "complete", {})
+    if preds is None:
+        return None
     metrics, results = score_predictions(bundle, preds, cfg)
-    eval_seconds = time.perf_counter() - t1
-    floor = floor_metrics(bundle, preds, eval_res, cfg)
+    seconds = time.perf_counter() - t1
+    floor = floor_metrics(bundle, preds, built.train_res, cfg)
+    return CellEvaluation(preds, metrics, results, floor, seconds, len(eval_set))
 
-    write_json(cell_dir / "predictions.json", results)
-    write_npz(cell_dir / "displacements.npz", **preds.displacement_arrays(), heatmap_size=np.array(eval_res.heatmap))
-    info = {
+
+def write_cell_results(
+    cell_dir: Path,
+    spec: CellSpec,
+    cfg: BenchConfig,
+    bundle: DataBundle,
+    built: BuiltCell,
+    trained: TrainedCell,
+    evaluation: CellEvaluation,
+) -> dict[str, Any]:
+    """``predictions.json``, ``displacements.npz`` and ``metrics.json`` (returned): the files the
+    report reads, so a cell folder describes itself."""
+    write_json(cell_dir / "predictions.json", evaluation.results)
+    heatmap_size = np.array(built.train_res.heatmap)
+    write_npz(cell_dir / "displacements.npz", **evaluation.preds.displacement_arrays(), heatmap_size=heatmap_size)
+    info = cell_record(spec, cfg, bundle, built, trained, evaluation)
+    write_json(cell_dir / "metrics.json", info)
+    return info
+
+
+def cell_record(
+    spec: CellSpec,
+    cfg: BenchConfig,
+    bundle: DataBundle,
+    built: BuiltCell,
+    trained: TrainedCell,
+    evaluation: CellEvaluation,
+) -> dict[str, Any]:
+    """The content of ``metrics.json``: what was run, its scores, the network and the timing."""
+    method = built.method
+    return {
         "cell": {
             **spec.describe(),
             "dataset": bundle.name,
@@ -380,13 +483,13 @@ def _run_cell_locked(
             "degrade": cfg.degrade,
         },
         "protocol": _protocol(cfg),
-        "metrics": metrics,
-        "floor": floor,
-        "errors": decoder_errors(preds),
+        "metrics": evaluation.metrics,
+        "floor": evaluation.floor,
+        "errors": decoder_errors(evaluation.preds),
         "model": {
-            **model_complexity(model.cpu(), train_res),
+            **model_complexity(built.model.cpu(), built.train_res),
             "head_channels": method.head_channels(),
-            "train_resolution": str(train_res),
+            "train_resolution": str(built.train_res),
         },
         "method": {
             "codec": method.codec_name,
@@ -395,22 +498,48 @@ def _run_cell_locked(
             "params": method.describe_params(),
             "stages": [dataclasses.asdict(s) for s in method.stages(cfg.train.epochs)],
         },
-        "timing": {
-            "train_s": round(train_seconds, 2),
-            "eval_s": round(eval_seconds, 2),
-            "train_images_per_s": round(trained.images_per_second, 1),
-            "eval_images_per_s": round(len(eval_set) / max(eval_seconds, 1e-9), 1),
-            "resumed_from_epoch": trained.resumed_from,
-            "world_size": ctx.world_size,
-            "global_batch": trained.global_batch or cfg.train.batch_size * ctx.world_size,
-            "input_pipeline": "crop_store" if pipeline is not None else "reference",
-        },
+        "timing": _timing_record(cfg, built.ctx, trained, evaluation),
         "gt_annotations": str(bundle.val.annotation_file),
-        "num_instances": len(eval_set),
+        "num_instances": evaluation.instances,
         "environment": environment(),
     }
-    write_json(cell_dir / "metrics.json", info)
-    return CellResult(spec, "complete", info)
+
+
+def _timing_record(
+    cfg: BenchConfig, ctx: distributed.DistContext, trained: TrainedCell, evaluation: CellEvaluation
+) -> dict[str, Any]:
+    """``metrics.json`` ``timing``: speeds, the resume point, and how the batches were made."""
+    return {
+        "train_s": round(trained.seconds, 2),
+        "eval_s": round(evaluation.seconds, 2),
+        "train_images_per_s": round(trained.result.images_per_second, 1),
+        "eval_images_per_s": round(evaluation.instances / max(evaluation.seconds, 1e-9), 1),
+        "resumed_from_epoch": trained.result.resumed_from,
+        "world_size": ctx.world_size,
+        "global_batch": trained.result.global_batch or cfg.train.batch_size * ctx.world_size,
+        "input_pipeline": trained.input_pipeline,
+    }
+
+
+def _run_cell_locked(
+    spec: CellSpec, cfg: BenchConfig, bundle: DataBundle, cell_dir: Path, progress: bool, image_cache: ImageCache | None
+) -> CellResult:
+    """One cell, in order: build → pre-stage → train → evaluate → write (rank 0 holds the cell lock)."""
+    built = build_cell(spec, cfg, bundle, cell_dir, image_cache)
+    run_pre_stage(
+        built.method,
+        bundle=bundle,
+        cfg=cfg,
+        cell_dir=cell_dir,
+        device=built.device,
+        progress=progress,
+        image_cache=built.cache,
+    )
+    trained = train_cell(built, spec, cfg, bundle, cell_dir, progress)
+    evaluation = evaluate_trained(built, cfg, bundle, progress)
+    if evaluation is None:  # rank > 0: its share went to rank 0, which scores and writes
+        return CellResult(spec, "complete", {})
+    return CellResult(spec, "complete", write_cell_results(cell_dir, spec, cfg, bundle, built, trained, evaluation))
 
 
 def use_crop_store(cfg: BenchConfig, device: torch.device) -> bool:
@@ -447,27 +576,48 @@ def fast_pipeline(
     """The fast input path for this cell (crop store + device augmentation), or ``None``.
 
     The store is built once per (training split, resolution, augmentation range) under
-    ``data.crop_store.root`` and reused by every later cell and run. Under DDP rank 0 builds it while
-    the others wait at a barrier, then every rank opens it (a rank on another node without a shared
-    cache folder builds its own copy: the build is atomic, so concurrent builders cannot collide).
+    ``data.crop_store.root`` and reused by every later cell and run (:func:`_open_crop_store`).
     """
-    if not use_crop_store(cfg, device):
+    if not use_crop_store(cfg, device) or not _crop_store_fits(cfg, bundle, resolution):
         return None
-    from lrpose_bench.data.crop_store import build_crop_store, store_geometry
     from lrpose_bench.data.gpu_augment import DeviceAugmentPipeline
+
+    store = _open_crop_store(cfg, bundle, resolution, progress=progress, image_cache=image_cache)
+    return DeviceAugmentPipeline(
+        store, method, resolution, cfg.augment, seed=seed, device=device, box_padding=cfg.data.box_padding
+    )
+
+
+def _crop_store_fits(cfg: BenchConfig, bundle: DataBundle, resolution: Resolution) -> bool:
+    """Whether the store stays within ``data.crop_store.max_gb``. Past it ``auto`` falls back to the
+    reference path (a high resolution, where decoding is not the bottleneck); an explicit
+    ``crop_store`` is a :class:`ConfigError` that says what to change."""
+    from lrpose_bench.data.crop_store import store_geometry
 
     settings = cfg.data.crop_store
     height, width = store_geometry([resolution], cfg.augment, settings.oversample, settings.margin_px).size
     size_gb = len(bundle.train.instances) * height * width * 3 / 2**30
-    if size_gb > settings.max_gb:
-        if cfg.data.pipeline == "auto":  # high resolution: decoding is not the bottleneck there
-            return None
-        raise ConfigError(
-            f"data.pipeline: the crop store for {resolution} would take {size_gb:.1f} GB "
-            f"({len(bundle.train.instances)} crops of {height}x{width}), more than "
-            f"data.crop_store.max_gb = {settings.max_gb:g}; raise it, lower "
-            "data.crop_store.oversample, or use data.pipeline=reference"
-        )
+    if size_gb <= settings.max_gb:
+        return True
+    if cfg.data.pipeline == "auto":
+        return False
+    raise ConfigError(
+        f"data.pipeline: the crop store for {resolution} would take {size_gb:.1f} GB "
+        f"({len(bundle.train.instances)} crops of {height}x{width}), more than "
+        f"data.crop_store.max_gb = {settings.max_gb:g}; raise it, lower "
+        "data.crop_store.oversample, or use data.pipeline=reference"
+    )
+
+
+def _open_crop_store(
+    cfg: BenchConfig, bundle: DataBundle, resolution: Resolution, *, progress: bool, image_cache: ImageCache | None
+) -> Any:
+    """Build the crop store if it is not there yet, and open it. Under DDP rank 0 builds it while
+    the others wait at a barrier, then every rank opens it (a rank on another node without a shared
+    cache folder builds its own copy: the build is atomic, so concurrent builders cannot collide)."""
+    from lrpose_bench.data.crop_store import build_crop_store
+
+    settings = cfg.data.crop_store
     root = Path(settings.root).expanduser() if settings.root else Path(cfg.data.cache_dir).expanduser() / "crop_store"
     read = image_cache.read if image_cache is not None else None
 
@@ -489,9 +639,7 @@ def fast_pipeline(
     else:
         distributed.barrier()
         store = open_store()
-    return DeviceAugmentPipeline(
-        store, method, resolution, cfg.augment, seed=seed, device=device, box_padding=cfg.data.box_padding
-    )
+    return store
 
 
 def decoder_errors(preds: Predictions) -> dict[str, float]:

@@ -5,6 +5,8 @@ What the trainer needs, as small pieces (integration: a few lines in ``trainer.t
 * :func:`init_from_env` / :func:`context`: rank and world size from ``torchrun``'s environment
   (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``/``MASTER_PORT``); NCCL on CUDA, gloo
   on CPU. A plain ``python -m lrpose_bench`` is world size 1 and none of this changes anything.
+* :func:`resolve_device`: the device ``train.device`` names (checked against this machine), or
+  this rank's ``cuda:LOCAL_RANK`` under DDP; the one device resolver of the engine and the CLI.
 * :class:`ShardedEpochSampler`: every rank draws the *same* seeded permutation of (seed, epoch)
   as a single process would and takes a
   strided slice ``perm[start:][rank::world]``; with a per-rank batch ``b`` the union of the ranks'
@@ -96,10 +98,44 @@ def init_from_env(device: str = "auto", timeout_s: float = 1800.0, init_method: 
     return context()
 
 
-def device_for(ctx: DistContext, device: str = "auto") -> torch.device:
-    """The training device of this rank: ``cuda:LOCAL_RANK`` on GPUs, else the CPU."""
-    use_cuda = torch.cuda.is_available() if device == "auto" else device.startswith("cuda")
-    return torch.device(f"cuda:{ctx.local_rank}") if use_cuda else torch.device("cpu")
+def resolve_device(name: str, ctx: DistContext | None = None) -> torch.device:
+    """The torch device for ``train.device`` (``--device``), the one place a device name is read.
+
+    Under DDP (``ctx`` distributed) each rank trains on ``cuda:LOCAL_RANK`` (or the CPU), whatever
+    index the name carries. Otherwise a device this machine lacks is one :class:`ConfigError` line,
+    raised when the run starts (the CLI asks before any work) rather than a torch traceback from
+    inside a cell. The schema has already checked the name's form."""
+    if ctx is not None and ctx.is_distributed:
+        use_cuda = torch.cuda.is_available() if name == "auto" else name.startswith("cuda")
+        return torch.device(f"cuda:{ctx.local_rank}") if use_cuda else torch.device("cpu")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda"):
+        _check_cuda_device(name)
+    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ConfigError(
+            f"train.device {name!r} (--device): Apple's MPS is not available on this machine; use --device cpu or auto"
+        )
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"train.device {name!r} (--device) is not a device; use auto, cpu, cuda or cuda:N") from None
+
+
+def _check_cuda_device(name: str) -> None:
+    """Refuse ``cuda``/``cuda:N`` where no such GPU is visible (why, in the message)."""
+    if not torch.cuda.is_available():
+        why = "this PyTorch is built without CUDA" if torch.version.cuda is None else "no NVIDIA GPU or driver found"
+        raise ConfigError(
+            f"train.device {name!r} (--device): no CUDA GPU is usable on this machine ({why}); "
+            "use --device cpu, or --device auto to take a GPU when there is one"
+        )
+    index = int(name.split(":", 1)[1]) if ":" in name else 0
+    if index >= torch.cuda.device_count():
+        raise ConfigError(
+            f"train.device {name!r} (--device): only {torch.cuda.device_count()} CUDA GPU(s) are "
+            f"visible (cuda:0 to cuda:{torch.cuda.device_count() - 1}); pick one of them"
+        )
 
 
 def shutdown() -> None:

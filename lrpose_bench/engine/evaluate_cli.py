@@ -15,19 +15,21 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import torch
 import torch.nn.functional as F
 import yaml
 from torch import Tensor
 
 from lrpose_bench.config import BenchConfig, from_mapping
-from lrpose_bench.data.dataset import ImageCache, PoseDataset
+from lrpose_bench.data.dataset import ImageCache
 from lrpose_bench.data.degrade import describe_preset
 from lrpose_bench.data.sources import load_data
-from lrpose_bench.engine.cell import CellSpec, _source_transform, build_cell_model, build_method, score_predictions
-from lrpose_bench.engine.checkpoint import load_checkpoint
-from lrpose_bench.engine.evaluator import predict
-from lrpose_bench.engine.trainer import resolve_device
+from lrpose_bench.engine.cell import CellSpec, build_cell_model, build_method, score_predictions
+from lrpose_bench.engine.distributed import resolve_device
+from lrpose_bench.engine.evaluator import build_eval_dataset, predict
+from lrpose_bench.engine.train_state import load_checkpoint
 from lrpose_bench.errors import CheckpointError, UserError
+from lrpose_bench.method import Method
 from lrpose_bench.resolution import Resolution, parse_resolution_list
 from lrpose_bench.store import read_json, write_json
 
@@ -78,13 +80,43 @@ def load_cell(cell_dir: Path) -> tuple[CellSpec, BenchConfig, dict[str, Any]]:
 def evaluate_cell(
     cell_dir: Path, resolutions: list[Resolution] | None, progress: bool = True, cfg_override: BenchConfig | None = None
 ) -> list[dict[str, Any]]:
-    """Evaluate a trained cell at each resolution; returns one metrics row per test resolution."""
+    """Evaluate a trained cell at each resolution; returns one metrics row per test resolution.
+
+    One method instance decodes and transforms, as in the cell that trained it; its network works at
+    ``method.train_resolution()`` (SR+pose: the pose network's size)."""
     spec, cfg, _ = load_cell(cell_dir)
     train_degrade = cfg.degrade
     cfg = cfg_override or cfg
     method = build_method(spec, cfg)
     train_res = method.train_resolution()
-    model = build_cell_model(method if train_res == spec.resolution else build_method(spec, cfg, train_res), spec, cfg)
+    model = build_cell_model(method, spec, cfg)
+    load_trained_weights(model, cell_dir, spec)
+    device = resolve_device(cfg.train.device)
+    model.to(device)
+    bundle = load_data(cfg.data, progress=progress)
+    cache = ImageCache(cfg.data.image_cache_mb)
+    _refuse_pipeline_cross_resolution(spec, train_res, resolutions)
+    rows = []
+    for test_res in resolutions or [spec.resolution]:
+        dataset = build_eval_dataset(bundle.val, method, train_res, cfg, cache)
+        preds = predict(
+            model,
+            method,
+            dataset,
+            batch_size=cfg.eval.batch_size,
+            flip_test=cfg.eval.flip_test,
+            device=device,
+            progress=progress,
+            input_transform=eval_transform(method, test_res, train_res, spec.resolution),
+        )
+        metrics, _ = score_predictions(bundle, preds, cfg)
+        rows.append(_evaluation_row(spec, test_res, bundle.eval_label, cfg, train_degrade, metrics))
+    return rows
+
+
+def load_trained_weights(model: torch.nn.Module, cell_dir: Path, spec: CellSpec) -> None:
+    """Load the cell's finished ``checkpoint.pt`` into ``model``; an unfinished training, another
+    cell's checkpoint or one that does not fit is a :class:`CheckpointError` line."""
     payload = load_checkpoint(
         cell_dir / "checkpoint.pt",
         expect={"method": spec.method, "backbone": spec.backbone, "resolution": str(spec.resolution)},
@@ -100,61 +132,56 @@ def evaluate_cell(
         raise CheckpointError(
             f"checkpoint in {cell_dir} does not fit the cell's model ({first}); it was written by another configuration"
         ) from None
-    device = resolve_device(cfg.train.device)
-    model.to(device)
-    bundle = load_data(cfg.data, progress=progress)
-    cache = ImageCache(cfg.data.image_cache_mb)
-    inner = method if train_res == spec.resolution else build_method(spec, cfg, train_res)
+
+
+def _refuse_pipeline_cross_resolution(
+    spec: CellSpec, train_res: Resolution, resolutions: list[Resolution] | None
+) -> None:
+    """A pipeline method (its network trains at another size than the cell's, behind a fixed
+    reconstruction) has no cross-resolution protocol: refuse a test size other than the cell's."""
     if train_res != spec.resolution and any(r != spec.resolution for r in resolutions or []):
         raise UserError(
             f"cross-resolution evaluation is not defined for {spec.method!r} (its pose network works at "
             f"{train_res} behind a fixed x{train_res.height // spec.resolution.height} reconstruction); "
             f"evaluate it at {spec.resolution} only"
         )
-    source = _source_transform(cfg, train=False)
-    rows = []
-    for test_res in resolutions or [spec.resolution]:
-        dataset = PoseDataset(
-            bundle.val,
-            inner,
-            train_res,
-            train=False,
-            box_padding=cfg.data.box_padding,
-            image_cache=cache,
-            source_transform=source,
-        )
-        transform = resample_transform(test_res, train_res) if train_res == spec.resolution else None
-        method_transform = method.eval_input_transform()
-        if transform is not None and method_transform is not None:
-            transform = lambda x, first=transform, second=method_transform: second(first(x))  # noqa: E731
-        elif method_transform is not None:
-            transform = method_transform
-        preds = predict(
-            model,
-            inner,
-            dataset,
-            batch_size=cfg.eval.batch_size,
-            flip_test=cfg.eval.flip_test,
-            device=device,
-            progress=progress,
-            input_transform=transform,
-        )
-        metrics, _ = score_predictions(bundle, preds, cfg)
-        rows.append(
-            {
-                "cell": spec.cell_id,
-                "method": spec.method,
-                "backbone": spec.backbone,
-                "train_resolution": str(spec.resolution),
-                "test_resolution": str(test_res),
-                "eval_split": bundle.eval_label,
-                "degrade": cfg.degrade,
-                "degrade_version": describe_preset(cfg.degrade)["version"],
-                "train_degrade": train_degrade,
-                **metrics,
-            }
-        )
-    return rows
+
+
+def eval_transform(
+    method: Method, test_res: Resolution, train_res: Resolution, cell_res: Resolution
+) -> Callable[[Tensor], Tensor] | None:
+    """The batch transform before the network: the cross-resolution resample (test size ≠ training
+    size, plain methods only), then the method's own (SR+pose: super-resolution); ``None`` if neither."""
+    resample = resample_transform(test_res, train_res) if train_res == cell_res else None
+    method_transform = method.eval_input_transform()
+    if resample is not None and method_transform is not None:
+        return lambda x, first=resample, second=method_transform: second(first(x))
+    if method_transform is not None:
+        return method_transform
+    return resample
+
+
+def _evaluation_row(
+    spec: CellSpec,
+    test_res: Resolution,
+    eval_label: str,
+    cfg: BenchConfig,
+    train_degrade: str,
+    metrics: dict[str, float],
+) -> dict[str, Any]:
+    """One ``evaluation.json`` row: the cell, the test resolution and protocol, and its metrics."""
+    return {
+        "cell": spec.cell_id,
+        "method": spec.method,
+        "backbone": spec.backbone,
+        "train_resolution": str(spec.resolution),
+        "test_resolution": str(test_res),
+        "eval_split": eval_label,
+        "degrade": cfg.degrade,
+        "degrade_version": describe_preset(cfg.degrade)["version"],
+        "train_degrade": train_degrade,
+        **metrics,
+    }
 
 
 def evaluate_checkpoint(args: argparse.Namespace) -> int:

@@ -15,10 +15,14 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from lrpose_bench.data.dataset import PoseDataset
+from lrpose_bench.config import BenchConfig
+from lrpose_bench.data.coco import KeypointSplit
+from lrpose_bench.data.dataset import ImageCache, PoseDataset
+from lrpose_bench.data.degrade import run_source_transform
 from lrpose_bench.data.transforms import input_to_heatmap_scale, invert_affine
 from lrpose_bench.keypoints import flip_index
 from lrpose_bench.method import Method
+from lrpose_bench.resolution import Resolution
 
 
 @dataclass
@@ -44,6 +48,28 @@ class Predictions:
             "keypoint_id": np.broadcast_to(np.arange(self.visible.shape[1]), self.visible.shape).astype(np.int16),
             "image_id": self.image_ids.astype(np.int64),
         }
+
+
+def build_eval_dataset(
+    split: KeypointSplit,
+    method: Method,
+    resolution: Resolution,
+    cfg: BenchConfig,
+    image_cache: ImageCache | None = None,
+) -> PoseDataset:
+    """The evaluation crops of ``split`` at ``resolution`` (no augmentation), one construction for
+    every evaluation path (cell, ``evaluate --checkpoint``, ``evaluate --weights``), so they crop,
+    pad and degrade alike: ``cfg.degrade`` draws from the run's seed (``cfg.seed``), so every seed of
+    a method is scored on the same degraded images."""
+    return PoseDataset(
+        split,
+        method,
+        resolution,
+        train=False,
+        box_padding=cfg.data.box_padding,
+        image_cache=image_cache,
+        source_transform=run_source_transform(cfg, train=False),
+    )
 
 
 def model_outputs(

@@ -15,7 +15,7 @@ Key layouts read (``torch.load(..., weights_only=True)``; nothing is downloaded)
 Loading is strict: every tensor of the model must be in the file with its shape and nothing else may
 be; otherwise one line names the first missing and the first unexpected key
 (:class:`~lrpose_bench.errors.CheckpointError`). Reading the file reuses the rules of
-:mod:`lrpose_bench.models.checkpoint` (``weights_only``, readable errors for truncated files).
+:mod:`lrpose_bench.models.pretrained` (``weights_only``, readable errors for truncated files).
 
 Protocol at a test size other than the weights' training size (``--weights-res``, default 256x192):
 ``resample`` (default) is the cross-resolution protocol of ``evaluate --checkpoint`` (the crop is
@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +64,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     ``--res``, ``--out`` and ``--no-progress`` are ``evaluate``'s own; the options below apply to
     ``--weights`` only (the ``--checkpoint`` path refuses them: a cell folder holds its configuration)."""
     group = parser.add_argument_group("published checkpoints (--weights)")
+    _add_model_options(group)
+    _add_config_options(group)
+
+
+def _add_model_options(group: argparse._ArgumentGroup) -> None:
+    """The file, its key layout, the codec that decodes it, its training size and the test protocol."""
     group.add_argument(
         "--weights",
         default=None,
@@ -97,6 +104,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="test sizes other than --weights-res: resample (crop at the training size, reduce "
         "to the test size and back; default) or native (feed the test-size crop)",
     )
+
+
+def _add_config_options(group: argparse._ArgumentGroup) -> None:
+    """The configuration of the evaluation (the ``run`` command's options of the same names)."""
     group.add_argument(
         "--profile", default=None, help="configuration profile for the data and evaluation settings (default quick)"
     )
@@ -247,22 +258,24 @@ def load_published(model: Any, path: Path | str, fmt: str) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------------- evaluation
-def evaluate_published(args: argparse.Namespace) -> int:
-    """CLI entry (``evaluate --weights``): evaluate a published model at each ``--res``."""
-    import pandas as pd
+@dataclass
+class PublishedRequest:
+    """A checked ``evaluate --weights`` request: what to load, how to decode it, where to test it."""
 
-    from lrpose_bench.analysis import figures as figs
+    fmt: str  # key layout of the file (FORMATS)
+    cfg: Any  # BenchConfig of the data and evaluation settings
+    method_name: str  # the codec that decodes the published heatmaps
+    backbone: str
+    protocol: str  # PROTOCOLS: how a test size other than the weights' is fed
+    weights_res: Any  # Resolution the weights were trained at
+    resolutions: list[Any]  # test resolutions
+
+
+def _published_request(args: argparse.Namespace) -> PublishedRequest:
+    """Check the ``--weights`` options (one line for each mistake) and resolve the configuration."""
     from lrpose_bench.cli import _check_backbone, _method_names
-    from lrpose_bench.data.dataset import ImageCache, PoseDataset
-    from lrpose_bench.data.sources import load_data
-    from lrpose_bench.engine.cell import CellSpec, _source_transform, build_method, score_predictions
-    from lrpose_bench.engine.evaluate_cli import resample_transform
-    from lrpose_bench.engine.evaluator import predict
-    from lrpose_bench.engine.trainer import resolve_device
     from lrpose_bench.errors import ConfigError
-    from lrpose_bench.models import build_method_model
     from lrpose_bench.resolution import Resolution, parse_resolution_list
-    from lrpose_bench.store import atomic_write, ensure_writable_folder, write_json, write_text
 
     fmt = getattr(args, "weights_format", None)
     if fmt is None:
@@ -273,53 +286,73 @@ def evaluate_published(args: argparse.Namespace) -> int:
     names = _method_names(args.method or "hrnet")
     if len(names) != 1:
         raise ConfigError(f"--method {args.method!r}: name one method (the codec of the published heads)")
-    method_name = names[0]
     protocol = args.protocol or "resample"
     backbone = cfg.model.backbone
     _check_backbone(backbone)
     weights_res = Resolution.parse(args.weights_res or "256x192")
     resolutions = parse_resolution_list(args.res or DEFAULT_RES)
-    spec = CellSpec(method_name, backbone, weights_res)
-    method = build_method(spec, cfg)
-    if method.train_resolution() != weights_res:
-        raise ConfigError(f"--method {method_name}: a pipeline method cannot decode a published pose network")
-    model = build_method_model(backbone, method, None)
-    summary = load_published(model, args.weights, fmt)
+    return PublishedRequest(fmt, cfg, names[0], backbone, protocol, weights_res, resolutions)
+
+
+def _published_test_setup(request: PublishedRequest, method: Any, test_res: Any) -> tuple[Any, Any, Any]:
+    """(method, crop resolution, batch transform) for one test size: the weights' own size and the
+    ``native`` protocol crop at the test size (with that size's constants); ``resample`` crops at the
+    weights' size and reduces each batch to the test size and back."""
+    from lrpose_bench.engine.cell import CellSpec, build_method
+    from lrpose_bench.engine.evaluate_cli import resample_transform
+
+    if test_res == request.weights_res:
+        return method, test_res, None
+    if request.protocol == "native":
+        return build_method(CellSpec(request.method_name, request.backbone, test_res), request.cfg), test_res, None
+    return method, request.weights_res, resample_transform(test_res, request.weights_res)
+
+
+def _published_row(
+    request: PublishedRequest, summary: dict[str, Any], test_res: Any, eval_label: str
+) -> dict[str, Any]:
+    """The identifying part of one ``published_evaluation.json`` row (the metrics follow)."""
+    return {
+        "weights": summary["file"],
+        "format": request.fmt,
+        "method": request.method_name,
+        "backbone": request.backbone,
+        "weights_resolution": str(request.weights_res),
+        "test_resolution": str(test_res),
+        "protocol": request.protocol if test_res != request.weights_res else "native",
+        "eval_split": eval_label,
+        "flip_test": bool(request.cfg.eval.flip_test),
+    }
+
+
+def evaluate_published(args: argparse.Namespace) -> int:
+    """CLI entry (``evaluate --weights``): evaluate a published model at each ``--res``."""
+    from lrpose_bench.data.dataset import ImageCache
+    from lrpose_bench.data.sources import load_data
+    from lrpose_bench.engine.cell import CellSpec, build_method, score_predictions
+    from lrpose_bench.engine.distributed import resolve_device
+    from lrpose_bench.engine.evaluator import build_eval_dataset, predict
+    from lrpose_bench.errors import ConfigError
+    from lrpose_bench.models import build_method_model
+
+    request = _published_request(args)
+    cfg = request.cfg
+    method = build_method(CellSpec(request.method_name, request.backbone, request.weights_res), cfg)
+    if method.train_resolution() != request.weights_res:
+        raise ConfigError(f"--method {request.method_name}: a pipeline method cannot decode a published pose network")
+    model = build_method_model(request.backbone, method, None)
+    summary = load_published(model, args.weights, request.fmt)
     device = resolve_device(cfg.train.device)
     model.to(device)
     bundle = load_data(cfg.data, progress=not args.no_progress)
     cache = ImageCache(cfg.data.image_cache_mb)
-    source = _source_transform(cfg, train=False)
     rows = []
-    for test_res in resolutions:
-        if protocol == "native" or test_res == weights_res:
-            used = method if test_res == weights_res else build_method(CellSpec(method_name, backbone, test_res), cfg)
-            dataset = PoseDataset(
-                bundle.val,
-                used,
-                test_res,
-                train=False,
-                box_padding=cfg.data.box_padding,
-                image_cache=cache,
-                source_transform=source,
-            )
-            transform = None
-        else:
-            used = method
-            dataset = PoseDataset(
-                bundle.val,
-                method,
-                weights_res,
-                train=False,
-                box_padding=cfg.data.box_padding,
-                image_cache=cache,
-                source_transform=source,
-            )
-            transform = resample_transform(test_res, weights_res)
+    for test_res in request.resolutions:
+        used, crop_res, transform = _published_test_setup(request, method, test_res)
         preds = predict(
             model,
             used,
-            dataset,
+            build_eval_dataset(bundle.val, used, crop_res, cfg, cache),
             batch_size=cfg.eval.batch_size,
             flip_test=cfg.eval.flip_test,
             device=device,
@@ -327,20 +360,22 @@ def evaluate_published(args: argparse.Namespace) -> int:
             input_transform=transform,
         )
         metrics, _ = score_predictions(bundle, preds, cfg)
-        rows.append(
-            {
-                "weights": summary["file"],
-                "format": fmt,
-                "method": method_name,
-                "backbone": backbone,
-                "weights_resolution": str(weights_res),
-                "test_resolution": str(test_res),
-                "protocol": protocol if test_res != weights_res else "native",
-                "eval_split": bundle.eval_label,
-                "flip_test": bool(cfg.eval.flip_test),
-                **metrics,
-            }
-        )
+        rows.append({**_published_row(request, summary, test_res, bundle.eval_label), **metrics})
+    out = _write_published(args, request, rows, bundle.eval_label)
+    _print_published(summary, request, rows, out)
+    return 0
+
+
+def _write_published(
+    args: argparse.Namespace, request: PublishedRequest, rows: list[dict[str, Any]], label: str
+) -> Path:
+    """``published_evaluation.json`` / ``.csv`` and ``ap_vs_resolution.png`` in the output folder."""
+    import pandas as pd
+
+    from lrpose_bench.analysis import figures as figs
+    from lrpose_bench.resolution import Resolution
+    from lrpose_bench.store import atomic_write, ensure_writable_folder, write_json, write_text
+
     stem = Path(args.weights).stem
     out = ensure_writable_folder(Path(args.out) if args.out else Path("runs") / "published" / stem)
     write_json(out / "published_evaluation.json", rows)
@@ -348,15 +383,24 @@ def evaluate_published(args: argparse.Namespace) -> int:
     write_text(out / "published_evaluation.csv", frame.to_csv(index=False))
     curve = pd.DataFrame(
         {
-            "method": f"{method_name} ({stem})",
+            "method": f"{request.method_name} ({stem})",
             "resolution": frame["test_resolution"],
             "pixels": [Resolution.parse(r).height * Resolution.parse(r).width for r in frame["test_resolution"]],
             "AP": 100 * frame["AP"].astype(float),
         }
     )
-    figure = figs.ap_vs_resolution(curve, None, f"{stem} ({fmt}), {bundle.eval_label}, protocol {protocol}", None)
+    title = f"{stem} ({request.fmt}), {label}, protocol {request.protocol}"
+    figure = figs.ap_vs_resolution(curve, None, title, None)
     atomic_write(out / "ap_vs_resolution.png", lambda handle: figure.savefig(handle, format="png", dpi=130))
-    print(f"{summary['file']}: loaded {summary['tensors']} tensors ({fmt} layout) into {backbone} + {method_name} head")
+    return out
+
+
+def _print_published(summary: dict[str, Any], request: PublishedRequest, rows: list[dict[str, Any]], out: Path) -> None:
+    """What was loaded, one AP line per test size, and the files written."""
+    print(
+        f"{summary['file']}: loaded {summary['tensors']} tensors ({request.fmt} layout) into "
+        f"{request.backbone} + {request.method_name} head"
+    )
     for row in rows:
         print(
             f"  test {row['test_resolution']:>8} ({row['protocol']}): AP {100 * row['AP']:.1f}  "
@@ -365,4 +409,3 @@ def evaluate_published(args: argparse.Namespace) -> int:
     print(
         f"written: {out / 'published_evaluation.json'}, {out / 'published_evaluation.csv'}, {out / 'ap_vs_resolution.png'}"
     )
-    return 0

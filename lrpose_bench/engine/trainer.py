@@ -5,6 +5,12 @@ Eq. 15) and its loss. Data order and augmentation are functions of (seed, epoch,
 killed mid-epoch resumes from its last checkpoint and reaches the same weights as an uninterrupted
 run.
 
+Pieces, each with one job: :func:`train` sets up (``_prepare_run``), resumes (:class:`Checkpointer`)
+and hands over to the epoch loop (``_EpochLoop``); :class:`EpochFeed` hides which input path feeds
+the step (``epoch_batches(epoch)``: the reference ``DataLoader`` over ``PoseDataset``, or the crop
+store with device-side augmentation); :class:`Checkpointer` saves the training state at each epoch's
+end and every ``train.checkpoint_every_iters`` iterations, and restores it.
+
 Reliability: checkpoints are written atomically (``store.atomic_write``); a resumed
 epoch restores the loss sums of its first half, so ``train_log.csv`` matches an uninterrupted run;
 a non-finite loss (or non-finite weights at a checkpoint) raises :class:`TrainingDiverged` naming
@@ -27,14 +33,29 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from lrpose_bench.comm import DistContext
 from lrpose_bench.config import TrainConfig
 from lrpose_bench.data.dataset import PoseDataset
 from lrpose_bench.engine import distributed
 from lrpose_bench.engine.accelerate import TrainStep, adam_for, configure_backends, make_capturable, maybe_compile
-from lrpose_bench.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from lrpose_bench.errors import CheckpointError, ConfigError, TrainingDiverged, UserError
+from lrpose_bench.engine.distributed import resolve_device
+from lrpose_bench.engine.train_state import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from lrpose_bench.errors import CheckpointError, TrainingDiverged, UserError
 from lrpose_bench.method import Method, TrainingStage
 from lrpose_bench.store import atomic_write, remove_stale_temp_files
+
+__all__ = [
+    "CHECKPOINT_KEYS",
+    "Checkpointer",
+    "EpochFeed",
+    "ResumePoint",
+    "TrainResult",
+    "effective_batch_size",
+    "learning_rate",
+    "resolve_device",
+    "stage_at",
+    "train",
+]
 
 
 def learning_rate(cfg: TrainConfig, epoch: int) -> float:
@@ -55,6 +76,8 @@ def stage_at(stages: list[TrainingStage], epoch: int) -> TrainingStage:
 
 @dataclass
 class TrainResult:
+    """What a :func:`train` call did (the cell's ``metrics.json`` timing reads it)."""
+
     epochs: int
     iterations: int
     seconds: float
@@ -63,37 +86,6 @@ class TrainResult:
     history: list[dict[str, Any]] = field(default_factory=list)
     #: the batch over all processes that trained (train.batch_size x world, unless clamped)
     global_batch: int | None = None
-
-
-def resolve_device(name: str) -> torch.device:
-    """The torch device for ``train.device`` (``--device``); a device this machine lacks is one
-    :class:`ConfigError` line, raised when the run starts (the CLI asks before any work) rather
-    than a torch traceback from inside a cell. The schema has already checked the name's form."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            why = (
-                "this PyTorch is built without CUDA" if torch.version.cuda is None else "no NVIDIA GPU or driver found"
-            )
-            raise ConfigError(
-                f"train.device {name!r} (--device): no CUDA GPU is usable on this machine ({why}); "
-                "use --device cpu, or --device auto to take a GPU when there is one"
-            )
-        index = int(name.split(":", 1)[1]) if ":" in name else 0
-        if index >= torch.cuda.device_count():
-            raise ConfigError(
-                f"train.device {name!r} (--device): only {torch.cuda.device_count()} CUDA GPU(s) are "
-                f"visible (cuda:0 to cuda:{torch.cuda.device_count() - 1}); pick one of them"
-            )
-    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise ConfigError(
-            f"train.device {name!r} (--device): Apple's MPS is not available on this machine; use --device cpu or auto"
-        )
-    try:
-        return torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"train.device {name!r} (--device) is not a device; use auto, cpu, cuda or cuda:N") from None
 
 
 def effective_batch_size(requested: int, instances: int, world_size: int = 1) -> int:
@@ -119,6 +111,8 @@ def effective_batch_size(requested: int, instances: int, world_size: int = 1) ->
 
 
 def _write_log(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Rewrite ``train_log.csv`` whole and atomically (a resumed run's rows include the restored
+    ones; a stage may add loss parts, so the header is the union of every row's keys)."""
     if not rows:
         return
     keys: list[str] = []
@@ -133,7 +127,7 @@ def _write_log(path: Path, rows: list[dict[str, Any]]) -> None:
     atomic_write(path, lambda f: f.write(buffer.getvalue()), mode="w")
 
 
-#: entries every training checkpoint must hold (``engine.checkpoint`` says what each is)
+#: entries every training checkpoint must hold (``engine.train_state`` says what each is)
 CHECKPOINT_KEYS = ("model", "optimizer", "rng", "epoch", "iteration")
 
 
@@ -258,6 +252,356 @@ class _LossMeter:
         return {k: float(v) for k, v in self.sums.items()}
 
 
+@dataclass
+class _Run:
+    """What one :func:`train` call sets up once and every epoch reads."""
+
+    model: nn.Module  # the plain module: checkpoints hold its state_dict
+    train_model: nn.Module  # the module that runs the step (DDP and/or torch.compile around ``model``)
+    method: Method
+    cfg: TrainConfig
+    device: torch.device
+    ctx: DistContext
+    optimizer: torch.optim.Optimizer
+    stages: list[TrainingStage]
+    graphed: bool  # the step replays a CUDA graph
+    batch_size: int  # per process
+    global_batch: int  # over all processes (train.batch_size x world, unless clamped)
+    steps_per_epoch: int
+    sync_every: int  # steps between host synchronisations
+    steps: dict[int, TrainStep] = field(default_factory=dict)
+
+    @property
+    def total_epochs(self) -> int:
+        return sum(stage.epochs for stage in self.stages)
+
+    def step_for(self, stage: TrainingStage) -> TrainStep:
+        """The stage's training step, built on first use: one per stage (and one CUDA graph per
+        stage when graphed), because the loss differs between stages."""
+        if stage.index not in self.steps:
+            self.steps[stage.index] = TrainStep(
+                self.train_model,
+                self.optimizer,
+                lambda out, b, st=stage: self.method.loss(out, b, st),
+                device=self.device,
+                amp=self.cfg.amp,
+                channels_last=self.cfg.channels_last,
+                graphed=self.graphed,
+            )
+        return self.steps[stage.index]
+
+
+def _use_cuda_graphs(cfg: TrainConfig, ctx: DistContext, device: torch.device) -> bool:
+    """``train.cuda_graphs`` on a CUDA device; not combined with DDP or torch.compile (one warning
+    then, so the flag is never silently ignored)."""
+    graphed = bool(cfg.cuda_graphs and device.type == "cuda")
+    if graphed and (ctx.is_distributed or cfg.compile):
+        warnings.warn(
+            "train.cuda_graphs is not combined with DistributedDataParallel or train.compile here; "
+            "training without CUDA graphs",
+            stacklevel=4,  # the caller of train()
+        )
+        return False
+    return graphed
+
+
+def _prepare_run(model: nn.Module, method: Method, instances: int, cfg: TrainConfig, device: torch.device) -> _Run:
+    """Put ``model`` on the device and build what trains it: optimizer, wrapped module, batch sizes."""
+    ctx = distributed.context()  # world size 1 unless started by torchrun / --gpus N
+    stages = method.stages(cfg.epochs)
+    model.to(device)
+    configure_backends(device, cfg.deterministic)
+    if device.type == "cuda" and cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
+    graphed = _use_cuda_graphs(cfg, ctx, device)
+    optimizer = adam_for(model, cfg.lr, cfg.weight_decay, device, graphed=graphed)
+    # DDP (synchronised BN) and torch.compile wrap the module that runs the step; ``model`` stays the
+    # plain module whose state_dict the checkpoints hold
+    train_model = maybe_compile(distributed.wrap_model(model, ctx, device), cfg.compile)
+    batch_size = effective_batch_size(cfg.batch_size, instances, ctx.world_size)
+    global_batch = batch_size * ctx.world_size  # train.batch_size is per process (per GPU)
+    return _Run(
+        model=model,
+        train_model=train_model,
+        method=method,
+        cfg=cfg,
+        device=device,
+        ctx=ctx,
+        optimizer=optimizer,
+        stages=stages,
+        graphed=graphed,
+        batch_size=batch_size,
+        global_batch=global_batch,
+        steps_per_epoch=instances // global_batch,
+        sync_every=_sync_every(cfg, device),
+    )
+
+
+@dataclass
+class ResumePoint:
+    """Where a :func:`train` call starts: from scratch, or where a checkpoint left off."""
+
+    epoch: int = 0
+    iteration: int = 0  # the next batch of ``epoch`` to run
+    history: list[dict[str, Any]] = field(default_factory=list)  # train_log.csv rows so far
+    partial: dict[str, Any] = field(default_factory=dict)  # loss sums of the half-finished ``epoch``
+    resumed_from: int | None = None  # the epoch a checkpoint was loaded at (None: fresh start)
+    complete: bool = False  # the checkpoint is of a finished training
+
+    def first_iteration(self, epoch: int) -> int:
+        """The batch ``epoch`` starts at: mid-epoch for the resumed epoch, else 0."""
+        return self.iteration if epoch == self.epoch else 0
+
+    def partial_sums(self, epoch: int) -> dict[str, Any]:
+        """The saved loss sums ``epoch`` continues from (only the epoch a mid-epoch checkpoint cut)."""
+        return self.partial if epoch == self.epoch and self.iteration > 0 else {}
+
+
+class Checkpointer:
+    """Saves and restores one cell's training state (``checkpoint.pt``; what it holds:
+    :mod:`lrpose_bench.engine.train_state`).
+
+    Saved at every epoch's end and every ``train.checkpoint_every_iters`` iterations inside an epoch.
+    Every rank checks its weights are finite first (so a bad step never replaces the last good
+    checkpoint), and only the writer (rank 0) writes."""
+
+    def __init__(self, path: Path, run: _Run, meta: dict[str, Any], sampler_now: dict[str, int]) -> None:
+        self.path = path
+        self.run = run
+        self.meta = meta  # the cell's identity (method, backbone, resolution, ...), checked on resume
+        self.sampler_now = sampler_now  # seed, data-set size, global batch of this run
+
+    def resume(self) -> ResumePoint:
+        """Load a saved state into the model, optimizer and RNGs; a fresh start when there is none.
+        A checkpoint of another cell or one that does not fit is a :class:`CheckpointError`."""
+        if not self.path.is_file():
+            return ResumePoint()
+        run = self.run
+        payload = load_checkpoint(self.path, expect={k: self.meta[k] for k in ("method", "backbone", "resolution")})
+        _restore(self.path, payload, run.model, run.optimizer, self.sampler_now)
+        if run.graphed:
+            make_capturable(run.optimizer, run.device)
+        iteration = int(payload["iteration"])
+        return ResumePoint(
+            epoch=int(payload["epoch"]),
+            iteration=iteration,
+            history=list(payload.get("history", [])),
+            partial=dict(payload.get("partial") or {}) if iteration > 0 else {},
+            resumed_from=int(payload["epoch"]),
+            complete=bool(payload["meta"].get("complete")),
+        )
+
+    def due(self, iteration: int) -> bool:
+        """Whether a mid-epoch checkpoint falls after ``iteration`` (1-based); the epoch's last
+        iteration is not one: the end of the epoch saves anyway."""
+        every = self.run.cfg.checkpoint_every_iters
+        return bool(every and iteration % every == 0 and iteration != self.run.steps_per_epoch)
+
+    def save(
+        self,
+        epoch: int,
+        iteration: int,
+        history: list[dict[str, Any]],
+        *,
+        complete: bool = False,
+        sums: dict[str, float] | None = None,
+        count: int = 0,
+    ) -> None:
+        """Save the state before batch ``iteration`` of ``epoch`` (``iteration`` 0: ``epoch`` starts
+        next); ``sums``/``count``: the loss sums of the epoch's first part, for its log row."""
+        run = self.run
+        _check_finite_weights(run.model, epoch if iteration else epoch - 1, iteration or run.steps_per_epoch)
+        if not run.ctx.is_writer:  # only rank 0 writes
+            return
+        total = run.total_epochs
+        save_checkpoint(
+            self.path,
+            {
+                "model": run.model.state_dict(),
+                "optimizer": run.optimizer.state_dict(),
+                "rng": rng_state(),
+                "epoch": epoch,
+                "iteration": iteration,
+                "stage": stage_at(run.stages, min(epoch, total - 1)).index,
+                "sampler": {**self.sampler_now, "epoch": epoch, "position": iteration * run.global_batch},
+                "partial": {"sums": dict(sums or {}), "count": count} if iteration else {},
+                "history": history,
+                "meta": {**self.meta, "complete": complete, "total_epochs": total},
+            },
+        )
+
+
+class EpochFeed:
+    """The batches that feed the training step, whichever input path makes them.
+
+    ``pipeline``: a :class:`~lrpose_bench.data.gpu_augment.DeviceAugmentPipeline` over the same
+    instances as ``dataset`` (the fast path: crop store + batched augmentation and targets on the
+    device); ``None``: batches of ``dataset`` through a ``DataLoader`` (the reference path). Both
+    follow the same seeded order (:class:`~lrpose_bench.engine.distributed.ShardedEpochSampler`)
+    and draw the same augmentation for the same (seed, epoch, index)."""
+
+    def __init__(self, dataset: PoseDataset, pipeline: Any | None, run: _Run, seed: int) -> None:
+        self.dataset = dataset
+        self.pipeline = pipeline
+        self.run = run
+        self.seed = seed
+        # a seeded permutation per epoch (world 1: all of it; N ranks: strided shards of the same one)
+        self.sampler = self._sampler()
+
+    def _sampler(self) -> distributed.ShardedEpochSampler:
+        return distributed.ShardedEpochSampler(len(self.dataset), self.seed, self.run.ctx.rank, self.run.ctx.world_size)
+
+    def epoch_batches(self, epoch: int, first: int = 0) -> Iterator[Any]:
+        """This rank's batches of ``epoch`` from batch ``first`` on (a resumed epoch skips the
+        batches it ran before the checkpoint)."""
+        self.sampler.set_position(epoch, first * self.run.global_batch)
+        if self.pipeline is not None:
+            return self._device_batches(epoch)
+        return self._loader_batches(epoch)
+
+    def _device_batches(self, epoch: int) -> Iterator[Any]:
+        """Fast path; the next epoch's augmentation is planned while this one trains."""
+        self.pipeline.set_epoch(epoch)
+        batches = self.pipeline.batches(self.sampler.indices(), self.run.batch_size)
+        if epoch + 1 < self.run.total_epochs:
+            upcoming = self._sampler()
+            upcoming.set_position(epoch + 1, 0)
+            self.pipeline.prefetch(epoch + 1, upcoming.indices())
+        return batches
+
+    def _loader_batches(self, epoch: int) -> Iterator[Any]:
+        """Reference path: ``PoseDataset`` items collated by a ``DataLoader`` (a loader worker's
+        user error comes back as its one line)."""
+        self.dataset.set_epoch(epoch)
+        loader = DataLoader(
+            self.dataset,
+            batch_size=self.run.batch_size,
+            sampler=self.sampler,
+            drop_last=True,
+            num_workers=self.run.cfg.num_workers,
+            pin_memory=self.run.device.type == "cuda",
+            persistent_workers=False,
+        )
+        return _batches(loader)
+
+
+class _EpochLoop:
+    """The epochs of one :func:`train` call: each runs its steps, logs its row and is checkpointed."""
+
+    def __init__(
+        self,
+        run: _Run,
+        feed: EpochFeed,
+        checkpointer: Checkpointer,
+        log_path: Path,
+        progress: bool,
+        on_iteration: Callable[[int, int], None] | None,
+    ) -> None:
+        self.run = run
+        self.feed = feed
+        self.checkpointer = checkpointer
+        self.log_path = log_path
+        self.progress = progress
+        self.on_iteration = on_iteration
+
+    def run_from(self, start: ResumePoint) -> TrainResult:
+        """Train epochs ``start.epoch`` to the last; returns the timing and the full history."""
+        run, history = self.run, start.history
+        started = time.perf_counter()
+        iterations = 0
+        for epoch in range(start.epoch, run.total_epochs):
+            stage = stage_at(run.stages, epoch)
+            lr = learning_rate(run.cfg, epoch)
+            meter, steps, seconds = self._train_epoch(epoch, stage, lr, start, history)
+            iterations += steps
+            history.append(self._log_row(epoch, stage, lr, meter, seconds))
+            self.checkpointer.save(epoch + 1, 0, history, complete=epoch + 1 == run.total_epochs)
+            if run.ctx.is_writer:
+                _write_log(self.log_path, history)
+        elapsed = time.perf_counter() - started
+        images_per_second = iterations * run.global_batch / max(elapsed, 1e-9)
+        return TrainResult(
+            run.total_epochs, iterations, elapsed, images_per_second, start.resumed_from, history, run.global_batch
+        )
+
+    def _train_epoch(
+        self, epoch: int, stage: TrainingStage, lr: float, start: ResumePoint, history: list[dict[str, Any]]
+    ) -> tuple[_LossMeter, int, float]:
+        """The steps of one epoch; returns its loss meter, the steps run and the seconds taken."""
+        run = self.run
+        train_step = run.step_for(stage)
+        train_step.set_lr(lr)
+        first = start.first_iteration(epoch)
+        batches = self.feed.epoch_batches(epoch, first)
+        run.train_model.train()
+        resumed = start.partial_sums(epoch)
+        meter = _LossMeter(run.device, resumed.get("sums") or {}, int(resumed.get("count", 0)))
+        epoch_start = time.perf_counter()
+        bar = tqdm(
+            batches,
+            total=run.steps_per_epoch - first,
+            desc=f"train {stage.name} epoch {epoch + 1}/{run.total_epochs}",
+            disable=not self.progress or not run.ctx.is_writer,
+            leave=False,
+        )
+        steps = 0
+        for step, batch in enumerate(bar, start=first):
+            batch = {k: (v.to(run.device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
+            meter.add(train_step.step(batch), step + 1)
+            steps += 1
+            self._after_step(epoch, step + 1, meter, bar, history)
+        meter.check(epoch)
+        return meter, steps, time.perf_counter() - epoch_start
+
+    def _after_step(self, epoch: int, iteration: int, meter: _LossMeter, bar: Any, history: list[Any]) -> None:
+        """Host sync (loss check, progress bar) when due, the caller's hook, a mid-epoch checkpoint."""
+        run = self.run
+        checkpoint_now = self.checkpointer.due(iteration)
+        if checkpoint_now or iteration == run.steps_per_epoch or len(meter.pending) >= run.sync_every:
+            meter.check(epoch)
+            if self.progress and run.ctx.is_writer:
+                bar.set_postfix(loss=f"{float(meter.sums['loss']) / max(meter.count, 1):.5f}")
+        if self.on_iteration is not None:
+            self.on_iteration(epoch, iteration)
+        if checkpoint_now:
+            self.checkpointer.save(epoch, iteration, history, sums=meter.host_sums(), count=meter.count)
+
+    def _log_row(
+        self, epoch: int, stage: TrainingStage, lr: float, meter: _LossMeter, seconds: float
+    ) -> dict[str, Any]:
+        """The epoch's ``train_log.csv`` row: schedule, speed and the mean of each loss part."""
+        count, sums = meter.count, meter.host_sums()
+        row: dict[str, Any] = {
+            "epoch": epoch + 1,
+            "stage": stage.name,
+            "lr": lr,
+            "iterations": count,
+            "seconds": round(seconds, 3),
+            "images_per_s": round(count * self.run.global_batch / max(seconds, 1e-9), 1),
+        }
+        # per-rank means of equal batches, averaged over ranks = the global batch mean
+        row.update(distributed.all_reduce_mean({k: (sums[k] / max(count, 1)) for k in sums}))
+        return row
+
+
+def _announce_start(cell_name: str, start: ResumePoint, run: _Run) -> None:
+    """One line when a checkpoint is picked up: finished already, or where training resumes."""
+    if not run.ctx.is_writer or start.resumed_from is None:
+        return
+    total = run.total_epochs
+    if start.complete:
+        print(
+            f"   {cell_name}: training finished earlier (epoch {total} of {total}); evaluating from its checkpoint",
+            flush=True,
+        )
+        return
+    where = f", iteration {start.iteration + 1} of {run.steps_per_epoch}" if start.iteration else ""
+    print(
+        f"   resuming {cell_name} at epoch {start.epoch + 1} of {total}{where} (from its last checkpoint)",
+        flush=True,
+    )
+
+
 def train(
     model: nn.Module,
     method: Method,
@@ -277,185 +621,22 @@ def train(
     ``pipeline``: a :class:`~lrpose_bench.data.gpu_augment.DeviceAugmentPipeline` over the same
     instances as ``dataset`` (the fast input path: crop store + batched augmentation and targets on
     the device); ``None`` reads batches of ``dataset`` through a ``DataLoader`` (the reference path).
-    Both draw the same augmentation for the same (seed, epoch, index) and visit the same order.
+    Both draw the same augmentation for the same (seed, epoch, index) and visit the same order
+    (:class:`EpochFeed`). A finished checkpoint in ``cell_dir`` is loaded and nothing trains.
     """
     device = device or resolve_device(cfg.device)
     cell_dir = Path(cell_dir)
-    checkpoint_path = cell_dir / "checkpoint.pt"
-    log_path = cell_dir / "train_log.csv"
-    stages = method.stages(cfg.epochs)
-    total_epochs = sum(stage.epochs for stage in stages)
-    ctx = distributed.context()  # world size 1 unless started by torchrun / --gpus N
     if pipeline is not None and len(pipeline) != len(dataset):
         raise ValueError(f"train: the fast pipeline holds {len(pipeline)} instances, the data set {len(dataset)}")
-    model.to(device)
-    use_cuda = device.type == "cuda"
-    configure_backends(device, cfg.deterministic)
-    if use_cuda and cfg.channels_last:
-        model.to(memory_format=torch.channels_last)
-    graphed = bool(cfg.cuda_graphs and use_cuda)
-    if graphed and (ctx.is_distributed or cfg.compile):
-        warnings.warn(
-            "train.cuda_graphs is not combined with DistributedDataParallel or train.compile here; "
-            "training without CUDA graphs",
-            stacklevel=2,
-        )
-        graphed = False
-    optimizer = adam_for(model, cfg.lr, cfg.weight_decay, device, graphed=graphed)
-    # DDP (synchronised BN) and torch.compile wrap the module that runs the step; ``model`` stays the
-    # plain module whose state_dict the checkpoints hold
-    train_model = maybe_compile(distributed.wrap_model(model, ctx, device), cfg.compile)
-    # a seeded permutation per epoch (world 1: all of it; N ranks: strided shards of the same one)
-    sampler = distributed.ShardedEpochSampler(len(dataset), seed, ctx.rank, ctx.world_size)
-    batch_size = effective_batch_size(cfg.batch_size, len(dataset), ctx.world_size)
-    global_batch = batch_size * ctx.world_size  # train.batch_size is per process (per GPU)
-    steps_per_epoch = len(dataset) // global_batch
-    sync_every = _sync_every(cfg, device)
-
-    sampler_now = {"seed": seed, "size": len(dataset), "batch_size": global_batch}
+    run = _prepare_run(model, method, len(dataset), cfg, device)
+    sampler_now = {"seed": seed, "size": len(dataset), "batch_size": run.global_batch}
     # the caller holds the cell lock, so temp files here are leftovers of a killed atomic_write
     remove_stale_temp_files(cell_dir)
-
-    start_epoch, start_iter, history, resumed_from = 0, 0, [], None
-    partial: dict[str, Any] = {}
-    if checkpoint_path.is_file():
-        payload = load_checkpoint(checkpoint_path, expect={k: meta[k] for k in ("method", "backbone", "resolution")})
-        _restore(checkpoint_path, payload, model, optimizer, sampler_now)
-        if graphed:
-            make_capturable(optimizer, device)
-        start_epoch = int(payload["epoch"])
-        start_iter = int(payload["iteration"])
-        history = list(payload.get("history", []))
-        partial = dict(payload.get("partial") or {}) if start_iter > 0 else {}
-        resumed_from = start_epoch
-        if payload["meta"].get("complete"):
-            if ctx.is_writer:
-                print(
-                    f"   {cell_dir.name}: training finished earlier (epoch {total_epochs} of {total_epochs}); "
-                    "evaluating from its checkpoint",
-                    flush=True,
-                )
-            return TrainResult(total_epochs, 0, 0.0, 0.0, resumed_from, history, global_batch)
-        if ctx.is_writer:
-            where = f", iteration {start_iter + 1} of {steps_per_epoch}" if start_iter else ""
-            print(
-                f"   resuming {cell_dir.name} at epoch {start_epoch + 1} of {total_epochs}{where} "
-                "(from its last checkpoint)",
-                flush=True,
-            )
-
-    def checkpoint(
-        epoch: int, iteration: int, complete: bool = False, sums: dict[str, float] | None = None, count: int = 0
-    ) -> None:
-        _check_finite_weights(model, epoch if iteration else epoch - 1, iteration or steps_per_epoch)
-        if not ctx.is_writer:  # only rank 0 writes
-            return
-        save_checkpoint(
-            checkpoint_path,
-            {
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "rng": rng_state(),
-                "epoch": epoch,
-                "iteration": iteration,
-                "stage": stage_at(stages, min(epoch, total_epochs - 1)).index,
-                "sampler": {**sampler_now, "epoch": epoch, "position": iteration * global_batch},
-                "partial": {"sums": dict(sums or {}), "count": count} if iteration else {},
-                "history": history,
-                "meta": {**meta, "complete": complete, "total_epochs": total_epochs},
-            },
-        )
-
-    steps: dict[int, TrainStep] = {}  # one (graph) per stage: the loss differs between stages
-
-    def step_for(stage: TrainingStage) -> TrainStep:
-        if stage.index not in steps:
-            steps[stage.index] = TrainStep(
-                train_model,
-                optimizer,
-                lambda out, b, st=stage: method.loss(out, b, st),
-                device=device,
-                amp=cfg.amp,
-                channels_last=cfg.channels_last,
-                graphed=graphed,
-            )
-        return steps[stage.index]
-
-    started = time.perf_counter()
-    images_seen = 0
-    iterations = 0
-    for epoch in range(start_epoch, total_epochs):
-        stage = stage_at(stages, epoch)
-        lr = learning_rate(cfg, epoch)
-        train_step = step_for(stage)
-        train_step.set_lr(lr)
-        first = start_iter if epoch == start_epoch else 0
-        sampler.set_position(epoch, first * global_batch)
-        if pipeline is not None:
-            pipeline.set_epoch(epoch)
-            batches: Iterator[Any] = pipeline.batches(sampler.indices(), batch_size)
-            if epoch + 1 < total_epochs:  # plan the next epoch's augmentation while this one trains
-                upcoming = distributed.ShardedEpochSampler(len(dataset), seed, ctx.rank, ctx.world_size)
-                upcoming.set_position(epoch + 1, 0)
-                pipeline.prefetch(epoch + 1, upcoming.indices())
-        else:
-            dataset.set_epoch(epoch)
-            batches = _batches(
-                DataLoader(
-                    dataset,
-                    batch_size=batch_size,
-                    sampler=sampler,
-                    drop_last=True,
-                    num_workers=cfg.num_workers,
-                    pin_memory=use_cuda,
-                    persistent_workers=False,
-                )
-            )
-        train_model.train()
-        resumed_part = partial if epoch == start_epoch and first > 0 else {}
-        meter = _LossMeter(device, resumed_part.get("sums") or {}, int(resumed_part.get("count", 0)))
-        epoch_start = time.perf_counter()
-        bar = tqdm(
-            batches,
-            total=steps_per_epoch - first,
-            desc=f"train {stage.name} epoch {epoch + 1}/{total_epochs}",
-            disable=not progress or not ctx.is_writer,
-            leave=False,
-        )
-        for step, batch in enumerate(bar, start=first):
-            batch = {k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
-            meter.add(train_step.step(batch), step + 1)
-            iterations += 1
-            images_seen += global_batch
-            last = step + 1 == steps_per_epoch
-            ckpt_now = bool(cfg.checkpoint_every_iters and (step + 1) % cfg.checkpoint_every_iters == 0 and not last)
-            if ckpt_now or last or len(meter.pending) >= sync_every:
-                meter.check(epoch)
-                if progress and ctx.is_writer:
-                    bar.set_postfix(loss=f"{float(meter.sums['loss']) / max(meter.count, 1):.5f}")
-            if on_iteration is not None:
-                on_iteration(epoch, step + 1)
-            if ckpt_now:
-                checkpoint(epoch, step + 1, sums=meter.host_sums(), count=meter.count)
-        meter.check(epoch)
-        seconds = time.perf_counter() - epoch_start
-        count = meter.count
-        sums = meter.host_sums()
-        row = {
-            "epoch": epoch + 1,
-            "stage": stage.name,
-            "lr": lr,
-            "iterations": count,
-            "seconds": round(seconds, 3),
-            "images_per_s": round(count * global_batch / max(seconds, 1e-9), 1),
-        }
-        # per-rank means of equal batches, averaged over ranks = the global batch mean
-        row.update(distributed.all_reduce_mean({k: (sums[k] / max(count, 1)) for k in sums}))
-        history.append(row)
-        checkpoint(epoch + 1, 0, complete=epoch + 1 == total_epochs)
-        if ctx.is_writer:
-            _write_log(log_path, history)
-    elapsed = time.perf_counter() - started
-    return TrainResult(
-        total_epochs, iterations, elapsed, images_seen / max(elapsed, 1e-9), resumed_from, history, global_batch
-    )
+    checkpointer = Checkpointer(cell_dir / "checkpoint.pt", run, meta, sampler_now)
+    start = checkpointer.resume()
+    _announce_start(cell_dir.name, start, run)
+    if start.complete:
+        return TrainResult(run.total_epochs, 0, 0.0, 0.0, start.resumed_from, start.history, run.global_batch)
+    feed = EpochFeed(dataset, pipeline, run, seed)
+    loop = _EpochLoop(run, feed, checkpointer, cell_dir / "train_log.csv", progress, on_iteration)
+    return loop.run_from(start)

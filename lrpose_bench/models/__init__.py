@@ -1,5 +1,5 @@
 """Backbones + heads: HRNet (``hrnet.py``), SimpleBaseline (``resnet_deconv.py``), their structural
-configs (``configs/models.yaml``), local-checkpoint loading (``checkpoint.py``) and measured
+configs (``configs/models.yaml``), pretrained-weights loading (``pretrained.py``) and measured
 complexity (``complexity.py``).
 
 Every backbone factory is registered with ``@register_backbone(name)`` and has the signature

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 
 from lrpose_bench.errors import ConfigError
 from lrpose_bench.models import init_config, model_config
-from lrpose_bench.models.checkpoint import with_pretrained
+from lrpose_bench.models.pretrained import with_pretrained
 from lrpose_bench.registry import register_backbone
 
 #: module-name prefixes of the head (re-initialised when a checkpoint's head has another size)

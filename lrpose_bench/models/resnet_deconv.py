@@ -31,7 +31,7 @@ import torchvision
 
 from lrpose_bench.errors import ConfigError
 from lrpose_bench.models import init_config, model_config
-from lrpose_bench.models.checkpoint import with_pretrained
+from lrpose_bench.models.pretrained import with_pretrained
 from lrpose_bench.registry import register_backbone
 from lrpose_bench.resolution import HEATMAP_STRIDE
 

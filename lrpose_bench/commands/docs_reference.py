@@ -1,5 +1,8 @@
 """The configuration reference (``docs/configuration.md``), generated from the schema so it cannot drift.
 
+Only ``lrpose-bench docs config`` (:mod:`lrpose_bench.commands.docs`) and the docs tests use it;
+nothing a run executes imports it.
+
 Sources, all read at generation time:
 
 * the dataclasses of :mod:`lrpose_bench.config` (every key, its type and its schema default, and
@@ -466,10 +469,8 @@ __all__ = [
     "EXTRA_SCHEMAS",
     "YamlComments",
     "check_reference",
-    "flatten",
     "format_value",
     "generate_reference",
     "schema_fields",
-    "type_name",
     "yaml_comments",
 ]

@@ -1,4 +1,7 @@
-"""Training checkpoints: atomic, ``weights_only``-loadable, self-describing.
+"""Training state: the format of a cell's ``checkpoint.pt`` (atomic, ``weights_only``-loadable,
+self-describing) and the RNG states it holds. When it is saved and restored is the trainer's
+:class:`~lrpose_bench.engine.trainer.Checkpointer`; pretrained backbone weights are
+:mod:`lrpose_bench.models.pretrained`.
 
 A checkpoint holds only tensors and plain Python values (no pickled classes), so it loads with
 ``torch.load(..., weights_only=True)``. Its ``meta`` names the method, backbone and resolution, so a

@@ -168,7 +168,7 @@ def _check_runnable(cfg: Any) -> None:
     """What the schema cannot know, asked of this machine before any work: that ``train.device``
     exists here and that ``model.pretrained`` names a file (else a cell would fail on it after the
     data were loaded, and every cell the same way)."""
-    from lrpose_bench.engine.trainer import resolve_device
+    from lrpose_bench.engine.distributed import resolve_device
 
     resolve_device(cfg.train.device)
     pretrained = cfg.model.pretrained
@@ -435,7 +435,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_data(args: argparse.Namespace) -> int:
     from lrpose_bench.config import load_config
-    from lrpose_bench.data.synthetic import ensure_synthpose
+    from lrpose_bench.synthpose import ensure_synthpose
 
     cfg = load_config(args.profile, args.config)
     out = Path(args.out).expanduser() if args.out else Path(cfg.data.cache_dir).expanduser()
@@ -562,7 +562,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-channels", type=int, default=17, help="head channels: 17 (heatmaps) or 51 (UDP/CAL)")
 
     add("methods", cmd_methods, "list every method with its codec, loss, stages and constants")
-    for extra in ("oracle", "report", "regress", "bench", "docs"):
+    for extra in ("oracle", "report", "regress", "bench", "docs", "sweep"):
         _register_optional(sub, extra, add)
     return parser
 

@@ -128,6 +128,8 @@ SEED = Range(0, 2**32 - 1)  # numpy's seed range
 
 #: ``data.pipeline``: see :func:`lrpose_bench.engine.cell.use_crop_store`
 PIPELINES = ("auto", "reference", "crop_store")
+#: which split a run scores: ``val`` (reported numbers) or ``tune`` (choosing constants, ``sweep``)
+EVAL_SPLITS = ("val", "tune")
 #: ``report.formats`` (``lrpose_bench.report.build.FORMATS``)
 REPORT_FORMATS = ("html", "latex", "csv", "json")
 #: ``train.device``: names only; whether the device exists here is checked when the run starts
@@ -186,11 +188,13 @@ def check_value(cls: type, name: str, value: Any, where: str) -> None:
 # ---------------------------------------------------------------------------------- schema
 @dataclass
 class SynthConfig:
-    """SynthPose, the embedded procedural data set (see ``lrpose_bench.data.synthetic``)."""
+    """SynthPose, the embedded procedural data set (see ``lrpose_bench.synthpose``)."""
 
     seed: int = bounded(0, AT_LEAST_0)
     num_train_images: int = bounded(1400, AT_LEAST_1)
     num_val_images: int = bounded(200, AT_LEAST_1)
+    #: the tune split: constants are chosen on it (``lrpose-bench sweep``), never on val
+    num_tune_images: int = bounded(200, AT_LEAST_1)
     image_height: int = bounded(192, Range(low=32, why="pixels; a figure needs room"))
     image_width: int = bounded(192, Range(low=32, why="pixels; a figure needs room"))
     max_persons: int = bounded(3, AT_LEAST_1)
@@ -242,6 +246,13 @@ class DataConfig:
     #: reference), ``crop_store`` (decode-once store + batched grid_sample + torch targets on the
     #: training device), ``auto`` (crop_store on CUDA with ``degrade: clean``, else reference)
     pipeline: str = bounded("auto", Choice(PIPELINES))
+    #: the split that is scored: ``val`` for reported numbers, ``tune`` while choosing constants
+    #: (``lrpose-bench sweep`` sets it; a constant chosen on val would be selection on the test set)
+    eval_split: str = bounded("val", Choice(EVAL_SPLITS))
+    #: COCO: train2017 images held out as the tune split (a fixed slice drawn with ``tune_seed``,
+    #: removed from training whenever > 0); 0 = no tune split. SynthPose generates its own.
+    tune_images: int = bounded(0, AT_LEAST_0)
+    tune_seed: int = bounded(0, AT_LEAST_0)
     crop_store: CropStoreConfig = field(default_factory=CropStoreConfig)
 
 
@@ -280,6 +291,18 @@ class TrainConfig:
     cuda_graphs: bool = False
     #: steps between host synchronisations (non-finite loss check, progress bar); 0 = 1 on a CPU, 50 on CUDA
     sync_every: int = bounded(0, AT_LEAST_0)
+    #: budget-matched control: a method that trains fewer epochs than ``epochs · (1 + matched_extra_ratio)``
+    #: (every single-stage baseline) continues its last stage for the difference, at the schedule's
+    #: learning rate there (the post-milestone rate CAL's stage 2 uses), so "the MGM helps" is not
+    #: "more epochs help"
+    match_budget: bool = True
+    #: the extra epochs CAL's stage 2 adds (paper: 40 after 210); equal to cal.yaml ``stage2_ratio`` (tested)
+    matched_extra_ratio: float = bounded(40.0 / 210.0, Range(0, 10, why="a fraction of train.epochs"))
+    #: fractions of ``epochs`` at which the weights are kept and scored too (the budget curve; 1.0 is
+    #: every method's score at the base budget, CAL's stage 1)
+    snapshot_fractions: list[float] = bounded(
+        rule=Range(0, 1, low_open=True, increasing=True), factory=lambda: [0.25, 0.5, 1.0]
+    )
 
     def milestones(self) -> list[int]:
         """Milestones scaled to this profile's epoch count (quick profile: proportional)."""

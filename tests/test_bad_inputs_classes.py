@@ -441,7 +441,7 @@ def test_interrupted_cell_is_recorded_interrupted_and_the_rerun_says_where_it_re
         real_save(path, payload)
 
     monkeypatch.setattr(trainer, "save_checkpoint", ctrl_c_on_second_save)
-    args = world.args("--set", "train.epochs=2")
+    args = world.args("--set", "train.epochs=2", "--set", "train.match_budget=false")
     code, _, err = run_main(args, capsys)
     assert code == 130
     assert one_line(err) == "lrpose-bench: interrupted; re-run the same command to resume"

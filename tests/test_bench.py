@@ -40,6 +40,8 @@ def test_bench_writes_every_measurement(tmp_path, capsys):
             "data.synth.num_train_images=12",
             "--set",
             "data.synth.num_val_images=4",
+            "--set",
+            "data.synth.num_tune_images=1",
             "--out",
             str(out),
         ]

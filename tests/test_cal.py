@@ -64,6 +64,8 @@ def test_per_resolution_constants() -> None:
         ("offset_loss", "huber"),
         ("training", "three_stage"),
         ("one_stage_loss", "x"),
+        ("decode", "taylor"),
+        ("mgm_support", "circle"),
     ],
 )
 def test_invalid_ablation_values_raise_config_error(key: str, value) -> None:
@@ -141,7 +143,7 @@ def test_stage2_uses_mgm_from_this_forward_pass() -> None:
     ],
 )
 def test_offset_gradient_zero_outside_the_disk(stage, ablation) -> None:
-    method = build("128x96", **ablation)
+    method = build("128x96", mgm_support="disk", **ablation)
     batch = random_batch(method, seed=2)
     outputs = noisy_outputs(method, batch, seed=2)
     method.loss(outputs, batch, stage)["loss"].backward()
@@ -149,6 +151,64 @@ def test_offset_gradient_zero_outside_the_disk(stage, ablation) -> None:
     outside = (batch["disk"] == 0)[:, :, None].expand_as(grad_off)
     assert torch.all(grad_off[outside] == 0)
     assert grad_off[~outside].abs().sum() > 0
+
+
+@pytest.mark.parametrize("stage,ablation", [(STAGE2, {}), (TrainingStage("one_stage", 250), {"training": "one_stage"})])
+def test_default_mgm_trains_offsets_on_the_square_grid(stage, ablation) -> None:
+    """The paper's Z = {-R..R}² (Eq. 13): offsets are trained where |p - y|_∞ <= ⌈R⌉, so at
+    128×96 (R = 1.75) a pixel 2 px from the joint along an axis, outside the disk, gets a gradient."""
+    method = build("128x96", **ablation)
+    assert method.params.mgm_support == "square"
+    batch = random_batch(method, seed=2)
+    outputs = noisy_outputs(method, batch, seed=2)
+    method.loss(outputs, batch, stage)["loss"].backward()
+    _, grad_off = split_combined(outputs.grad)
+    height, width = method.context.heatmap_size
+    ys, xs = torch.meshgrid(torch.arange(height * 1.0), torch.arange(width * 1.0), indexing="ij")
+    joints = batch["joints"][..., None, None]
+    cheb = torch.maximum((xs - joints[:, :, 0]).abs(), (ys - joints[:, :, 1]).abs())  # (N, K, H, W)
+    outside = (cheb > 2)[:, :, None].expand_as(grad_off)
+    assert torch.all(grad_off[outside] == 0)
+    beyond_disk = ((batch["disk"] == 0) & (cheb <= 2))[:, :, None].expand_as(grad_off)
+    assert grad_off[beyond_disk].abs().sum() > 0
+
+
+def test_default_decode_is_algorithm2_exactly() -> None:
+    """Algorithm 2: ŷ = argmax Ĝ + Ô(argmax Ĝ) on the raw maps — a hand-built output whose arg-max
+    is a lone pixel next to a higher-mass blob decodes to that pixel + R·offset exactly (a blurred
+    decode would move to the blob)."""
+    method = build("64x48")
+    assert method.params.decode == "argmax"
+    heat = torch.zeros(1, K, 16, 12)
+    offsets = torch.zeros(1, K, 2, 16, 12)
+    heat[0, :, 4, 3] = 0.9  # the arg-max: a single sharp pixel
+    heat[0, :, 10:13, 7:10] = 0.8  # a broad blob with more mass (wins after a blur)
+    offsets[0, :, 0, 4, 3] = 0.25  # x offset in units of R
+    offsets[0, :, 1, 4, 3] = -0.5
+    offsets[0, :, :, 11, 8] = 0.9  # offsets elsewhere must not leak in
+    coords, scores = method.decode(interleave(heat, offsets))
+    radius = method.radius
+    expected = torch.tensor([3 + 0.25 * radius, 4 - 0.5 * radius])
+    assert torch.equal(coords[0], expected.expand(K, 2))
+    assert torch.allclose(scores, torch.full((1, K), 0.9))
+    blurred = build("64x48", decode="blurred", cls_blur_kernel=7)
+    moved, _ = blurred.decode(interleave(heat, offsets))
+    assert (moved[0, :, 1] > 9).all()  # the ablation decodes the blob
+
+
+def test_smoothl1_beta_acts_in_pixels() -> None:
+    """Offsets are regressed in units of R, so β_px = 1 means β = 1/R in those units: an offset
+    error of 1.5 px (> β) sits on SmoothL1's linear branch, not on its ½·L2 branch."""
+    method = build("128x96", offset_loss="smoothl1", offset_mask="binary")
+    radius = method.radius
+    batch = random_batch(method, n=1, seed=3)
+    heat, offs = batch["heatmap"], batch["offset"]
+    pred = interleave(heat, offs + 1.5 / radius)  # every offset 1.5 px off, heatmap exact
+    parts = method.loss(pred, batch, STAGE2)
+    beta = 1.0 / radius
+    per_elem = 1.5 / radius - 0.5 * beta  # |d| - β/2, linear branch
+    expected = (batch["disk"] * 2 * per_elem).mean()
+    assert parts["offset"].item() == pytest.approx(expected.item(), rel=1e-5)
 
 
 def test_weighted_offset_loss_kinds_and_zero_weight() -> None:

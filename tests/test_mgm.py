@@ -139,16 +139,42 @@ def test_mask_in_unit_range_with_max_at_shifted_mode(mx: int, my: int, jx: int, 
     radius = 1.75
     gmm = single([mx, my], [[var, 0.1 * var], [0.1 * var, var]])
     joint = torch.tensor([[[jx + 0.0, jy + 0.0]]], dtype=torch.float64)
-    mask = mixed_gaussian_mask(gmm, joint, (16, 12), radius)[0, 0]
-    assert mask.min() >= 0 and mask.max() <= 1
-    assert mask[jy + my, jx + mx] == pytest.approx(1.0)  # Eq. 13: the mode shifted to the joint
     ys, xs = torch.meshgrid(torch.arange(16.0), torch.arange(12.0), indexing="ij")
-    outside = (xs - jx) ** 2 + (ys - jy) ** 2 > radius**2
-    assert torch.all(mask[outside] == 0)
+    for support, outside in (
+        ("disk", (xs - jx) ** 2 + (ys - jy) ** 2 > radius**2),
+        ("square", ((xs - jx).abs() > 2) | ((ys - jy).abs() > 2)),  # Z = {-⌈R⌉..⌈R⌉}²
+    ):
+        mask = mixed_gaussian_mask(gmm, joint, (16, 12), radius, support)[0, 0]
+        assert mask.min() >= 0 and mask.max() <= 1
+        assert mask[jy + my, jx + mx] == pytest.approx(1.0)  # Eq. 13: the mode shifted to the joint
+        assert torch.all(mask[outside] == 0)
+
+
+@pytest.mark.parametrize("radius", [3.0, 1.75, 2.0])
+def test_default_square_support_is_algorithm1_literally(radius: float) -> None:
+    """Algorithm 1 steps 4-6 rebuilt literally with numpy loops: M(z) = Σ_c w_c N(z; μ_c, Σ_c) for
+    every z of Z = {-⌈R⌉..⌈R⌉}², min-max normalised, then pasted at an integer joint (Eq. 13)."""
+    weights, means = np.array([0.6, 0.4]), np.array([[0.3, -0.2], [-1.0, 1.2]])
+    covs = np.array([[[0.8, 0.1], [0.1, 0.5]], [[0.4, 0.0], [0.0, 0.9]]])
+    gmm = GaussianMixture2D(*(torch.tensor(a, dtype=torch.float64) for a in (weights, means, covs)))
+    half = int(np.ceil(radius))
+    z = range(-half, half + 1)
+    m = np.zeros((2 * half + 1, 2 * half + 1))
+    for iy, dy in enumerate(z):
+        for ix, dx in enumerate(z):
+            for w, mu, cov in zip(weights, means, covs):
+                d = np.array([dx, dy]) - mu
+                m[iy, ix] += w * np.exp(-0.5 * d @ np.linalg.inv(cov) @ d) / (2 * np.pi * np.sqrt(np.linalg.det(cov)))
+    m = (m - m.min()) / (m.max() - m.min())
+    expected = np.zeros((16, 12))
+    jx, jy = 6, 7
+    expected[jy - half : jy + half + 1, jx - half : jx + half + 1] = m
+    mask = mixed_gaussian_mask(gmm, torch.tensor([[[jx + 0.0, jy + 0.0]]], dtype=torch.float64), (16, 12), radius)
+    np.testing.assert_allclose(mask[0, 0].numpy(), expected, atol=1e-12)
 
 
 def test_integer_joint_reproduces_paper_shift_of_normalised_grid() -> None:
-    """Algorithm 1 steps 4-6 literally: M on Z, min-max, pasted at an integer joint (inside R)."""
+    """The disk ablation: Algorithm 1 steps 4-6, then cut to ||p - y|| <= R."""
     radius = 3.0
     gmm = GaussianMixture2D(
         torch.tensor([0.7, 0.3], dtype=torch.float64),
@@ -159,7 +185,7 @@ def test_integer_joint_reproduces_paper_shift_of_normalised_grid() -> None:
     m = log_density(grid, gmm).exp()
     m = (m - m.min()) / (m.max() - m.min())
     joint = torch.tensor([[[6.0, 7.0]]], dtype=torch.float64)
-    mask = mixed_gaussian_mask(gmm, joint, (16, 12), radius)[0, 0]
+    mask = mixed_gaussian_mask(gmm, joint, (16, 12), radius, "disk")[0, 0]
     inside = (grid**2).sum(-1) <= radius**2
     expected = torch.zeros(16, 12, dtype=torch.float64)
     expected[4:11, 3:10] = torch.where(inside, m, torch.zeros_like(m))
@@ -178,9 +204,11 @@ def test_shift_near_border_crops(joint) -> None:
     assert big.sum() > 0
 
 
-def test_flat_density_falls_back_to_disk() -> None:
+def test_flat_density_falls_back_to_binary_support() -> None:
     gmm = single([0.0, 0.0], [[1e8, 0.0], [0.0, 1e8]])
-    mask = mixed_gaussian_mask(gmm, torch.tensor([[[5.0, 5.0]]], dtype=torch.float64), (16, 12), 1.75)[0, 0]
+    square = mixed_gaussian_mask(gmm, torch.tensor([[[5.0, 5.0]]], dtype=torch.float64), (16, 12), 1.75)[0, 0]
+    assert square.sum() == 25 and torch.all(square[3:8, 3:8] == 1)
+    mask = mixed_gaussian_mask(gmm, torch.tensor([[[5.0, 5.0]]], dtype=torch.float64), (16, 12), 1.75, "disk")[0, 0]
     ys, xs = torch.meshgrid(torch.arange(16.0), torch.arange(12.0), indexing="ij")
     disk = ((xs - 5) ** 2 + (ys - 5) ** 2 <= 1.75**2).double()
     assert torch.allclose(mask, disk, atol=1e-6)

@@ -375,7 +375,8 @@ def test_installed_plugin_runs_end_to_end(plugin_venv):
     assert predictions and all(len(p["keypoints"]) == 51 for p in predictions)
     with open(cell / "train_log.csv") as handle:
         rows = list(csv.DictReader(handle))
-    assert len(rows) == 1 and float(rows[0]["l1"]) > 0
+    # one epoch, then the budget-matched continuation (train.match_budget) of max(1, round(1 * 40/210))
+    assert [r["stage"] for r in rows] == ["train", "matched_extra"] and float(rows[0]["l1"]) > 0
     displacements = np.load(cell / "displacements.npz")
     assert displacements["final"].shape[1:] == (17, 2)
     proc = _cli(python, tmp, "report", str(out), "--format", "csv,json")

@@ -43,6 +43,7 @@ def _spec(tmp_path: Path, epochs: int = 1, seeds=(0, 1)) -> Path:
                 "data.cache_dir": str(tmp_path / "cache"),
                 "data.synth.num_train_images": 24,
                 "data.synth.num_val_images": 8,
+                "data.synth.num_tune_images": 1,
                 "data.synth.image_height": 96,
                 "data.synth.image_width": 96,
                 "data.synth.seed": 3,

@@ -34,6 +34,8 @@ TINY = [
     "--set",
     "train.epochs=3",
     "--set",
+    "train.match_budget=false",  # these tests are about resuming, not budgets: 3 epochs for every method
+    "--set",
     "train.batch_size=4",
     "--set",
     "train.checkpoint_every_iters=2",

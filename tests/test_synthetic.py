@@ -16,18 +16,21 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lrpose_bench.config import SynthConfig
-from lrpose_bench.data import synthetic
-from lrpose_bench.data.synthetic import (
+from lrpose_bench.errors import ConfigError
+from lrpose_bench.keypoints import COCO_CATEGORY, COCO_KEYPOINT_NAMES
+from lrpose_bench.synthpose import (
     FORMAT_VERSION,
     SynthPosePaths,
+    body,
     build_person,
+    cache,
     ensure_synthpose,
     generate_synthpose,
     image_rng,
+    pool,
+    render,
     render_image,
 )
-from lrpose_bench.errors import ConfigError
-from lrpose_bench.keypoints import COCO_CATEGORY, COCO_KEYPOINT_NAMES
 
 J = {name: i for i, name in enumerate(COCO_KEYPOINT_NAMES)}
 
@@ -35,6 +38,7 @@ TINY = SynthConfig(
     seed=3,
     num_train_images=6,
     num_val_images=3,
+    num_tune_images=2,
     image_height=96,
     image_width=96,
     max_persons=3,
@@ -66,11 +70,12 @@ def _annotations(paths: SynthPosePaths) -> list[tuple[dict, dict]]:
 # ----------------------------------------------------------------------------- determinism
 def test_same_config_gives_identical_files_whatever_the_worker_count(tiny, tmp_path):
     again = generate_synthpose(tmp_path / "b", TINY, progress=False, workers=2)
-    for split in ("train", "val"):
+    counts = {"train": TINY.num_train_images, "val": TINY.num_val_images, "tune": TINY.num_tune_images}
+    for split in ("train", "val", "tune"):
         assert tiny.annotations(split).read_bytes() == again.annotations(split).read_bytes()
         names = sorted(p.name for p in tiny.images(split).iterdir())
         assert names == sorted(p.name for p in again.images(split).iterdir())
-        assert len(names) == (TINY.num_train_images if split == "train" else TINY.num_val_images)
+        assert len(names) == counts[split]
         for name in names:
             assert (tiny.images(split) / name).read_bytes() == (again.images(split) / name).read_bytes()
 
@@ -225,7 +230,7 @@ def test_person_sizes_span_small_to_large():
 def test_subpixel_disc_is_centred_where_asked(x, y, radius):
     """cv2 drawing with ``shift`` uses pixel centres at integers, the suite's convention."""
     canvas = np.zeros((64, 64), np.uint8)
-    synthetic._ellipse(canvas, np.array([x, y]), (radius, radius), 0.0, 255, cv2.LINE_AA)
+    render._ellipse(canvas, np.array([x, y]), (radius, radius), 0.0, 255, cv2.LINE_AA)
     weights = canvas.astype(np.float64)
     ys, xs = np.mgrid[0:64, 0:64]
     cx, cy = (weights * xs).sum() / weights.sum(), (weights * ys).sum() / weights.sum()
@@ -241,9 +246,9 @@ def test_subpixel_disc_is_centred_where_asked(x, y, radius):
     st.sampled_from([1.0, -1.0]),
 )
 def test_limb_bending_keeps_unit_length_and_the_requested_angle(abduction, flexion, angle, twist, side):
-    upper = synthetic._limb_dir(abduction, flexion, side)
-    toward = synthetic._limb_dir(abduction, flexion + math.pi / 2, side)
-    lower = synthetic._bend(upper, toward, angle, twist)
+    upper = body._limb_dir(abduction, flexion, side)
+    toward = body._limb_dir(abduction, flexion + math.pi / 2, side)
+    lower = body._bend(upper, toward, angle, twist)
     assert np.isclose(np.linalg.norm(upper), 1.0) and np.isclose(np.linalg.norm(lower), 1.0)
     assert np.isclose(math.acos(np.clip(upper @ lower, -1, 1)), angle, atol=1e-6)
 
@@ -259,8 +264,8 @@ class _Counter:
 
 
 def test_cache_reuses_a_complete_folder_and_keys_on_the_config(tmp_path, monkeypatch):
-    counter = _Counter(synthetic.generate_synthpose)
-    monkeypatch.setattr(synthetic, "generate_synthpose", counter)
+    counter = _Counter(cache.generate_synthpose)
+    monkeypatch.setattr(cache, "generate_synthpose", counter)
     cfg = dataclasses.replace(TINY, num_train_images=2, num_val_images=1)
     first = ensure_synthpose(tmp_path, cfg, progress=False)
     mtime = first.train_annotations.stat().st_mtime_ns
@@ -282,7 +287,7 @@ def test_cache_expands_home(tmp_path, monkeypatch):
 
 def test_cache_regenerates_a_folder_without_the_marker(tmp_path):
     cfg = dataclasses.replace(TINY, num_train_images=2, num_val_images=1)
-    stale = SynthPosePaths.under(tmp_path / synthetic.cache_key(cfg))
+    stale = SynthPosePaths.under(tmp_path / cache.cache_key(cfg))
     stale.train_images.mkdir(parents=True)
     (stale.train_images / "half-written.png").write_bytes(b"")
     paths = ensure_synthpose(tmp_path, cfg, progress=False)
@@ -294,7 +299,7 @@ def test_cache_regenerates_a_folder_without_the_marker(tmp_path):
 
 def test_interrupted_generation_leaves_nothing_that_looks_complete(tmp_path, monkeypatch):
     cfg = dataclasses.replace(TINY, num_train_images=3, num_val_images=1)
-    real = synthetic._render_task
+    real = pool._render_task
     seen = []
 
     def failing(task):
@@ -303,18 +308,18 @@ def test_interrupted_generation_leaves_nothing_that_looks_complete(tmp_path, mon
             raise KeyboardInterrupt
         return real(task)
 
-    monkeypatch.setattr(synthetic, "_render_task", failing)
+    monkeypatch.setattr(pool, "_render_task", failing)
     with pytest.raises(KeyboardInterrupt):
         ensure_synthpose(tmp_path, cfg, progress=False)
     assert list(tmp_path.iterdir()) == []
-    monkeypatch.setattr(synthetic, "_render_task", real)
+    monkeypatch.setattr(pool, "_render_task", real)
     assert ensure_synthpose(tmp_path, cfg, progress=False).is_complete()
 
 
 def test_losing_the_rename_race_uses_the_winners_folder(tmp_path, monkeypatch):
     cfg = dataclasses.replace(TINY, num_train_images=1, num_val_images=1)
-    target = tmp_path / synthetic.cache_key(cfg)
-    real = synthetic.generate_synthpose
+    target = tmp_path / cache.cache_key(cfg)
+    real = cache.generate_synthpose
 
     def racing(out_dir, cfg, progress=True, **kwargs):
         result = real(out_dir, cfg, progress=progress, **kwargs)
@@ -323,7 +328,7 @@ def test_losing_the_rename_race_uses_the_winners_folder(tmp_path, monkeypatch):
             (target / "winner").write_text("1")
         return result
 
-    monkeypatch.setattr(synthetic, "generate_synthpose", racing)
+    monkeypatch.setattr(cache, "generate_synthpose", racing)
     paths = ensure_synthpose(tmp_path, cfg, progress=False)
     assert paths.root == target and (target / "winner").exists() and paths.is_complete()
     assert [p.name for p in tmp_path.iterdir()] == [target.name]
@@ -331,6 +336,23 @@ def test_losing_the_rename_race_uses_the_winners_folder(tmp_path, monkeypatch):
 
 def test_bad_settings_name_the_key():
     with pytest.raises(ConfigError, match="data.synth.image_height"):
-        synthetic.validate_synth_config(dataclasses.replace(TINY, image_height=8))
+        cache.validate_synth_config(dataclasses.replace(TINY, image_height=8))
     with pytest.raises(ConfigError, match="data.synth.occlusion_prob"):
-        synthetic.validate_synth_config(dataclasses.replace(TINY, occlusion_prob=1.5))
+        cache.validate_synth_config(dataclasses.replace(TINY, occlusion_prob=1.5))
+
+
+def test_tune_split_is_disjoint_and_leaves_train_and_val_unchanged(tiny, tmp_path):
+    """The tune split has its own seed stream (spawn key 2) and image ids: train and val are the
+    same whatever the tune split's size, so adding it moved no reported number."""
+    more = generate_synthpose(tmp_path / "more", dataclasses.replace(TINY, num_tune_images=4), progress=False)
+    for split in ("train", "val"):
+        assert tiny.annotations(split).read_bytes() == more.annotations(split).read_bytes()
+    ids = {
+        s: {im["id"] for im in json.loads(tiny.annotations(s).read_text())["images"]} for s in ("train", "val", "tune")
+    }
+    assert not (ids["tune"] & ids["train"]) and not (ids["tune"] & ids["val"])
+    tune = json.loads(tiny.annotations("tune").read_text())
+    val = json.loads(tiny.annotations("val").read_text())
+    assert [a["keypoints"] for a in tune["annotations"]] != [a["keypoints"] for a in val["annotations"]][
+        : len(tune["annotations"])
+    ]

@@ -29,8 +29,10 @@ def argmax_2d(heatmaps: Tensor) -> tuple[Tensor, Tensor]:
 def quarter_offset_refine(heatmaps: Tensor, coords: Tensor) -> Tensor:
     """The common arg-max refinement: move 0.25 px toward the higher neighbour in x and y.
 
-    Matches HRNet ``get_final_preds`` / mmpose ``refine_keypoints`` (guards ``1 < px < W-1``: the
-    shift is applied only where both neighbours exist).
+    Reproduces HRNet ``lib/core/inference.py::get_final_preds``: the shift is applied, on both axes
+    at once, only when ``1 < px < W-1 and 1 < py < H-1`` (one joint guard; an arg-max in the first
+    or second column or row is not shifted at all). mmpose's ``refine_keypoints`` guards each axis
+    separately; the paper's baselines are HRNet's, so this is HRNet's.
     """
     n, k, h, w = heatmaps.shape
     px = coords[..., 0].long()
@@ -38,14 +40,13 @@ def quarter_offset_refine(heatmaps: Tensor, coords: Tensor) -> Tensor:
     flat = heatmaps.reshape(n * k, h, w)
     idx = torch.arange(n * k, device=heatmaps.device)
     pxf, pyf = px.reshape(-1), py.reshape(-1)
-    inner_x = (pxf > 0) & (pxf < w - 1)
-    inner_y = (pyf > 0) & (pyf < h - 1)
+    inner = (pxf > 1) & (pxf < w - 1) & (pyf > 1) & (pyf < h - 1)
     right = flat[idx, pyf, (pxf + 1).clamp(max=w - 1)]
     left = flat[idx, pyf, (pxf - 1).clamp(min=0)]
     down = flat[idx, (pyf + 1).clamp(max=h - 1), pxf]
     up = flat[idx, (pyf - 1).clamp(min=0), pxf]
-    dx = torch.where(inner_x, torch.sign(right - left), torch.zeros_like(right)) * 0.25
-    dy = torch.where(inner_y, torch.sign(down - up), torch.zeros_like(down)) * 0.25
+    dx = torch.where(inner, torch.sign(right - left), torch.zeros_like(right)) * 0.25
+    dy = torch.where(inner, torch.sign(down - up), torch.zeros_like(down)) * 0.25
     return coords + torch.stack([dx, dy], dim=-1).reshape(n, k, 2).to(coords.dtype)
 
 

@@ -13,7 +13,7 @@ import io
 import json
 import math
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -328,3 +328,29 @@ def load_split(
         )
     check_images_exist(instances, annotation_file)
     return KeypointSplit(name, annotation_file, Path(image_root), gt, instances, skipped)
+
+
+def hold_out_images(split: KeypointSplit, num_images: int, seed: int, name: str) -> tuple[KeypointSplit, KeypointSplit]:
+    """``(rest, held_out)``: ``num_images`` images of ``split`` drawn with ``seed`` (the same on every
+    machine: a permutation of the sorted image ids) become their own split with its own ground-truth
+    document, and leave ``split``. Why: the COCO tune split is a fixed slice of train2017, and a
+    constant chosen on images the model trained on would be chosen on the training set."""
+    ids = split.image_ids
+    if not 0 < num_images < len(ids):
+        raise DataError(
+            f"data.tune_images: {num_images} must lie in 1..{len(ids) - 1} ({split.name} has {len(ids)} images "
+            "with usable instances)"
+        )
+    order = np.random.default_rng(seed).permutation(len(ids))
+    chosen = {ids[i] for i in order[:num_images]}
+
+    def part(keep: Callable[[int], bool], part_name: str) -> KeypointSplit:
+        gt = {
+            "images": [im for im in split.gt["images"] if keep(im["id"])],
+            "annotations": [a for a in split.gt["annotations"] if keep(a["image_id"])],
+            "categories": split.gt["categories"],
+        }
+        instances = [inst for inst in split.instances if keep(inst.image_id)]
+        return KeypointSplit(part_name, split.annotation_file, split.image_root, gt, instances, dict(split.skipped))
+
+    return part(lambda i: i not in chosen, split.name), part(lambda i: i in chosen, name)

@@ -24,6 +24,7 @@ from lrpose_bench.data.transforms import (
     crop_matrix,
     flip_joints,
     input_to_heatmap_scale,
+    nms_box_area,
     sample_crop_params,
     warp_image,
 )
@@ -106,6 +107,12 @@ class PoseDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.split.instances)
+
+    def nms_box_areas(self) -> np.ndarray:
+        """(N,) the box area OKS-NMS uses: the padded, aspect-fixed box the crop is cut from (HRNet
+        ``coco.py`` evaluates with ``area = prod(scale * 200)``, the ``_xywh2cs`` box), not w·h."""
+        aspect = self.resolution.width / self.resolution.height
+        return np.array([nms_box_area(inst.bbox, aspect, self.box_padding) for inst in self.split.instances])
 
     def crop_params(self, index: int, rng: np.random.Generator | None) -> CropParams:
         inst = self.split.instances[index]

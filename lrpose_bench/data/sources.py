@@ -6,14 +6,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lrpose_bench.config import DataConfig
-from lrpose_bench.data.coco import KeypointSplit, load_split
+from lrpose_bench.data.coco import KeypointSplit, hold_out_images, load_split
 from lrpose_bench.errors import DataError
 from lrpose_bench.registry import DATASETS, register_dataset
 
 
 @dataclass
 class DataBundle:
-    """The training and evaluation splits of one run, and the label tables print next to numbers."""
+    """The training split and the scored split of one run (``val``, or the tune split while choosing
+    constants: ``data.eval_split``), and the label tables print next to numbers."""
 
     name: str  # "SynthPose", "COCO"
     train: KeypointSplit
@@ -28,7 +29,7 @@ class DataBundle:
 @register_dataset("synth")
 def synth_source(cfg: DataConfig, progress: bool = True) -> DataBundle:
     """SynthPose, generated once into the cache folder and reused."""
-    from lrpose_bench.data.synthetic import ensure_synthpose
+    from lrpose_bench.synthpose import ensure_synthpose
 
     paths = ensure_synthpose(Path(cfg.cache_dir).expanduser(), cfg.synth, progress=progress)
     train = load_split(
@@ -38,10 +39,11 @@ def synth_source(cfg: DataConfig, progress: bool = True) -> DataBundle:
         min_keypoints=cfg.min_keypoints,
         max_instances=cfg.max_train_instances,
     )
+    split = cfg.eval_split  # "val" (reported numbers) or "tune" (choosing constants)
     val = load_split(
-        "SynthPose val",
-        paths.val_annotations,
-        paths.val_images,
+        f"SynthPose {split}",
+        paths.annotations(split),
+        paths.images(split),
         min_keypoints=cfg.min_keypoints,
         max_instances=cfg.max_val_instances,
     )
@@ -63,7 +65,16 @@ def coco_source(cfg: DataConfig, progress: bool = True) -> DataBundle:
         min_keypoints=cfg.min_keypoints,
         max_instances=cfg.max_train_instances,
     )
-    boxes = Path(cfg.person_boxes).expanduser() if cfg.person_boxes else None
+    tune = None
+    if cfg.tune_images > 0:
+        train, tune = hold_out_images(train, cfg.tune_images, cfg.tune_seed, "COCO tune (train2017 slice)")
+    if cfg.eval_split == "tune":
+        if tune is None:
+            raise DataError(
+                "data.eval_split: tune needs a COCO tune split; pass --tune-split N (N train2017 images held out)"
+            )
+        return DataBundle("COCO", train, tune)
+    boxes = person_box_file(cfg.person_boxes, root)
     val = load_split(
         "COCO val2017",
         root / cfg.val_annotations,
@@ -74,6 +85,24 @@ def coco_source(cfg: DataConfig, progress: bool = True) -> DataBundle:
         max_instances=cfg.max_val_instances,
     )
     return DataBundle("COCO", train, val)
+
+
+def person_box_file(person_boxes: str | None, coco_root: Path) -> Path | None:
+    """The detection-results file: absolute or ``~`` paths as given; a relative path is looked up
+    under the COCO root first (the ``paper`` profile names HRNet's file relative to it), then the
+    working directory. ``None`` scores ground-truth boxes."""
+    if not person_boxes:
+        return None
+    path = Path(person_boxes).expanduser()
+    if path.is_absolute() or path.exists():
+        return path
+    under_root = coco_root / path
+    if under_root.exists():
+        return under_root
+    raise DataError(
+        f"data.person_boxes: {person_boxes} not found under {coco_root} or the working directory; pass "
+        "--person-boxes FILE (a COCO detection-results JSON) or --set data.person_boxes=null for ground-truth boxes"
+    )
 
 
 def load_data(cfg: DataConfig, progress: bool = True) -> DataBundle:

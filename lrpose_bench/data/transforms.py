@@ -43,6 +43,13 @@ def box_to_center_size(
     return center, (w * padding, h * padding)
 
 
+def nms_box_area(bbox: np.ndarray, aspect: float, padding: float) -> float:
+    """The box area OKS-NMS uses: the padded, aspect-fixed box (HRNet ``coco.py``: ``area =
+    prod(scale * 200)`` of ``_xywh2cs``), not the raw ``w·h``."""
+    width, height = box_to_center_size(bbox, aspect, padding)[1]
+    return width * height
+
+
 def crop_matrix(params: CropParams, input_size: tuple[int, int]) -> np.ndarray:
     """2×3 affine matrix mapping image coordinates to input coordinates (unbiased, with flip)."""
     in_h, in_w = input_size

@@ -30,7 +30,7 @@ from lrpose_bench.data.sources import DataBundle
 from lrpose_bench.engine import distributed
 from lrpose_bench.engine.distributed import resolve_device
 from lrpose_bench.engine.evaluator import Predictions, build_eval_dataset
-from lrpose_bench.engine.trainer import TrainResult, train
+from lrpose_bench.engine.trainer import TrainResult, snapshot_epochs, snapshot_path, train, training_stages
 from lrpose_bench.environment import environment
 from lrpose_bench.errors import ConfigError, TrainingDiverged, UserError
 from lrpose_bench.evaluation.coco_metric import build_results, evaluate_keypoints
@@ -418,6 +418,8 @@ class CellEvaluation:
     floor: dict[str, Any]  # the mean-pose floor
     seconds: float  # prediction + scoring
     instances: int  # evaluation instances
+    #: scores of the weights kept at fractions of train.epochs (the budget curve), see :func:`score_snapshots`
+    snapshots: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
 
 def evaluate_trained(built: BuiltCell, cfg: BenchConfig, bundle: DataBundle, progress: bool) -> CellEvaluation | None:
@@ -443,6 +445,28 @@ def evaluate_trained(built: BuiltCell, cfg: BenchConfig, bundle: DataBundle, pro
     seconds = time.perf_counter() - t1
     floor = floor_metrics(bundle, preds, built.train_res, cfg)
     return CellEvaluation(preds, metrics, results, floor, seconds, len(eval_set))
+
+
+def score_snapshots(
+    built: BuiltCell, cfg: BenchConfig, bundle: DataBundle, cell_dir: Path, progress: bool, total_epochs: int
+) -> list[dict[str, Any]]:
+    """Score the weights kept during training (``train.snapshot_fractions``) on the evaluation split
+    with the same protocol as the final weights: the budget curve, and every method's score at the
+    base budget (CAL's stage 1). The final weights are put back afterwards. Ranks > 0 take part in
+    each prediction; only rank 0 gets the list."""
+    final = {k: v.detach().clone() for k, v in built.model.state_dict().items()}
+    scored: list[dict[str, Any]] = []
+    for epochs, fraction in sorted(snapshot_epochs(cfg.train).items()):
+        path = snapshot_path(cell_dir, epochs)
+        if epochs >= total_epochs or not path.is_file():
+            continue
+        built.model.load_state_dict(torch.load(path, map_location=built.device, weights_only=True))
+        evaluation = evaluate_trained(built, cfg, bundle, progress)
+        if evaluation is not None:
+            errors = decoder_errors(evaluation.preds)
+            scored.append({"fraction": fraction, "epochs": epochs, "metrics": evaluation.metrics, "errors": errors})
+    built.model.load_state_dict(final)
+    return scored
 
 
 def write_cell_results(
@@ -496,8 +520,9 @@ def cell_record(
             "loss": method.loss_name,
             "description": method.description,
             "params": method.describe_params(),
-            "stages": [dataclasses.asdict(s) for s in method.stages(cfg.train.epochs)],
+            "stages": [dataclasses.asdict(s) for s in training_stages(method, cfg.train)],
         },
+        "snapshots": evaluation.snapshots,
         "timing": _timing_record(cfg, built.ctx, trained, evaluation),
         "gt_annotations": str(bundle.val.annotation_file),
         "num_instances": evaluation.instances,
@@ -536,9 +561,11 @@ def _run_cell_locked(
         image_cache=built.cache,
     )
     trained = train_cell(built, spec, cfg, bundle, cell_dir, progress)
+    snapshots = score_snapshots(built, cfg, bundle, cell_dir, progress, trained.result.epochs)
     evaluation = evaluate_trained(built, cfg, bundle, progress)
     if evaluation is None:  # rank > 0: its share went to rank 0, which scores and writes
         return CellResult(spec, "complete", {})
+    evaluation.snapshots = snapshots
     return CellResult(spec, "complete", write_cell_results(cell_dir, spec, cfg, bundle, built, trained, evaluation))
 
 

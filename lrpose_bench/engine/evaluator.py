@@ -145,7 +145,7 @@ def predict(
         keypoints=keypoints,
         confidences=cat["scores"],
         box_scores=np.array([inst.score for inst in instances]),
-        box_areas=np.array([inst.bbox[2] * inst.bbox[3] for inst in instances]),
+        box_areas=dataset.nms_box_areas()[cat["index"]],
         coarse_hm=cat["coarse"],
         final_hm=cat["coords"],
         gt_hm=cat["gt"],

@@ -53,8 +53,11 @@ __all__ = [
     "effective_batch_size",
     "learning_rate",
     "resolve_device",
+    "snapshot_epochs",
+    "snapshot_path",
     "stage_at",
     "train",
+    "training_stages",
 ]
 
 
@@ -62,6 +65,34 @@ def learning_rate(cfg: TrainConfig, epoch: int) -> float:
     """Step schedule: ``lr · γ^(#milestones ≤ epoch)`` with milestones scaled to the profile."""
     passed = sum(1 for m in cfg.milestones() if epoch >= m)
     return cfg.lr * (cfg.lr_gamma**passed)
+
+
+def training_stages(method: Method, cfg: TrainConfig) -> list[TrainingStage]:
+    """The method's stages, plus the budget-matched continuation (``train.match_budget``).
+
+    CAL trains ``epochs`` (Eq. 14) + ``round(epochs · 40/210)`` (Eq. 15). A method whose stages sum
+    to fewer epochs than ``epochs + max(1, round(epochs · matched_extra_ratio))`` (the same rule,
+    :meth:`CalMethod.stages`) gets a stage ``matched_extra`` with its last stage's loss for the
+    difference; the learning rate of those epochs is the schedule's (:func:`learning_rate`), the
+    post-milestone rate CAL's stage 2 runs at. So "CAL − baseline" is not "more epochs"."""
+    stages = method.stages(cfg.epochs)
+    if not cfg.match_budget or cfg.epochs <= 0:
+        return stages
+    target = cfg.epochs + max(1, round(cfg.epochs * cfg.matched_extra_ratio))
+    missing = target - sum(stage.epochs for stage in stages)
+    if missing <= 0:
+        return stages
+    return [*stages, TrainingStage("matched_extra", missing, stages[-1].index)]
+
+
+def snapshot_epochs(cfg: TrainConfig) -> dict[int, float]:
+    """Epoch counts (1-based) after which the weights are kept for the budget curve → their fraction
+    of ``train.epochs`` (``train.snapshot_fractions``; 1.0 = the base budget, CAL's stage 1)."""
+    return {max(1, round(f * cfg.epochs)): f for f in cfg.snapshot_fractions}
+
+
+def snapshot_path(cell_dir: Path, epochs: int) -> Path:
+    return Path(cell_dir) / f"weights_epoch{epochs:04d}.pt"
 
 
 def stage_at(stages: list[TrainingStage], epoch: int) -> TrainingStage:
@@ -308,7 +339,7 @@ def _use_cuda_graphs(cfg: TrainConfig, ctx: DistContext, device: torch.device) -
 def _prepare_run(model: nn.Module, method: Method, instances: int, cfg: TrainConfig, device: torch.device) -> _Run:
     """Put ``model`` on the device and build what trains it: optimizer, wrapped module, batch sizes."""
     ctx = distributed.context()  # world size 1 unless started by torchrun / --gpus N
-    stages = method.stages(cfg.epochs)
+    stages = training_stages(method, cfg)
     model.to(device)
     configure_backends(device, cfg.deterministic)
     if device.type == "cuda" and cfg.channels_last:
@@ -515,6 +546,7 @@ class _EpochLoop:
             meter, steps, seconds = self._train_epoch(epoch, stage, lr, start, history)
             iterations += steps
             history.append(self._log_row(epoch, stage, lr, meter, seconds))
+            self._keep_snapshot(epoch + 1)
             self.checkpointer.save(epoch + 1, 0, history, complete=epoch + 1 == run.total_epochs)
             if run.ctx.is_writer:
                 _write_log(self.log_path, history)
@@ -523,6 +555,15 @@ class _EpochLoop:
         return TrainResult(
             run.total_epochs, iterations, elapsed, images_per_second, start.resumed_from, history, run.global_batch
         )
+
+    def _keep_snapshot(self, epochs_done: int) -> None:
+        """The weights after ``epochs_done`` epochs when that is a budget-curve point (written before
+        the epoch's checkpoint, so a resumed run has every snapshot it has passed)."""
+        run = self.run
+        if epochs_done in snapshot_epochs(run.cfg) and epochs_done < run.total_epochs and run.ctx.is_writer:
+            path = snapshot_path(self.log_path.parent, epochs_done)
+            state = {k: v.detach().cpu() for k, v in run.model.state_dict().items()}
+            atomic_write(path, lambda tmp: torch.save(state, tmp))
 
     def _train_epoch(
         self, epoch: int, stage: TrainingStage, lr: float, start: ResumePoint, history: list[dict[str, Any]]

@@ -37,6 +37,7 @@ from lrpose_bench.data.transforms import (
     crop_matrix,
     flip_joints,
     input_to_heatmap_scale,
+    nms_box_area,
 )
 from lrpose_bench.engine.cell import CellSpec, build_method
 from lrpose_bench.engine.evaluator import heatmap_to_image
@@ -223,7 +224,8 @@ def score_outputs(
         coords, scores = method.decode(outputs)
     coords_np = coords.double().numpy()
     keypoints = heatmap_to_image(coords_np, matrices, resolution.size, resolution.heatmap)
-    areas = fixture.boxes[:, 2] * fixture.boxes[:, 3]
+    aspect = resolution.size[1] / resolution.size[0]
+    areas = np.array([nms_box_area(box, aspect, cfg.data.box_padding) for box in fixture.boxes])
     results = build_results(
         fixture.image_ids,
         keypoints,

@@ -26,6 +26,7 @@ from lrpose_bench.analysis.displacement import Displacements, bin_labels, load_d
 from lrpose_bench.config import EvalConfig, ReportConfig
 from lrpose_bench.errors import ConfigError, UserError
 from lrpose_bench.report import tables as tbl
+from lrpose_bench.report.paper_reference import PaperReference, load_reference
 from lrpose_bench.report.render import FigureOut, ReportContent, render_csv, render_html, render_json, render_latex
 from lrpose_bench.report.run_folder import Cell, RunData, load_run
 from lrpose_bench.resolution import Resolution
@@ -84,7 +85,7 @@ def build_report(run_dir: Path, formats: list[str] | None = None, out: Path | No
     settings = settings_of(run)
     chosen = parse_formats(formats, settings.formats)
     out = ensure_writable_folder(Path(out) if out is not None else run.folder / "report")
-    ref = tbl.load_reference()
+    ref = load_reference()
 
     displacements = _load_displacements(run)
     labels = bin_labels(settings.bins)
@@ -97,6 +98,9 @@ def build_report(run_dir: Path, formats: list[str] | None = None, out: Path | No
     if elsewhere is not None:
         tables.append(elsewhere)
     tables += tbl.ablation_tables(run, ref)
+    budget = tbl.budget_table(run)
+    if budget is not None:
+        tables.append(budget)
     for optional in (tbl.bootstrap_table(run, differences), tbl.displacement_table(run, summaries, labels)):
         if optional is not None:
             tables.append(optional)
@@ -272,7 +276,7 @@ def _pixels(res: str) -> int:
 # ------------------------------------------------------------------------------------ figures
 def make_figures(
     run: RunData,
-    ref: tbl.PaperReference,
+    ref: PaperReference,
     displacements: dict[str, Displacements],
     summaries: dict[str, dict[str, float]],
     settings: Settings,
@@ -388,7 +392,7 @@ def make_figures(
     return out
 
 
-def _ap_vs_resolution_frames(run: RunData, ref: tbl.PaperReference):
+def _ap_vs_resolution_frames(run: RunData, ref: PaperReference):
     rows = []
     for c in run.complete_cells():
         if not c.ablation:

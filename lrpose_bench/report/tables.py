@@ -1,4 +1,5 @@
-"""Paper-style tables built from a run folder (pandas), with the paper's numbers beside ours.
+"""Paper-style tables built from a run folder (pandas), with the paper's numbers beside ours
+(read by :mod:`lrpose_bench.report.paper_reference`).
 
 Layout rules:
 
@@ -23,16 +24,13 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import yaml
 
 from lrpose_bench.analysis.bootstrap import PairedDifference, seed_summary
-from lrpose_bench.config import config_dir
 from lrpose_bench.errors import ConfigError
+from lrpose_bench.report.paper_reference import PAPER_METRICS, PaperReference
 from lrpose_bench.report.run_folder import Cell, RunData
 from lrpose_bench.resolution import Resolution
 
-#: metric columns of the paper's tables (OKS AP/AR ×100)
-PAPER_METRICS: tuple[str, ...] = ("AP", "AP50", "AP75", "APM", "APL", "AR")
 #: display names of the metric columns
 PARAMS, GFLOPS, SOURCE = "#Params (M)", "GFLOPs", "Source"
 LABEL = ""  # top level of the label columns
@@ -73,125 +71,6 @@ class Table:
         frame = self.values.copy()
         frame.columns = [f"{g}: {n}" if g else n for g, n in frame.columns]
         return frame
-
-
-# ------------------------------------------------------------------------------ paper reference
-@dataclass(frozen=True)
-class PaperEntry:
-    source: str
-    dataset: str  # display label, e.g. "COCO val2017"
-    method: str  # paper name, e.g. "HRNet"
-    backbone: str  # paper name, e.g. "HRNet-W32"
-    input: str  # "128x96"
-    params: float | None
-    gflops: float | None
-    metrics: dict[str, float]
-
-
-@dataclass
-class PaperReference:
-    """``configs/paper_reference.yaml``: published numbers and the name mappings."""
-
-    datasets: dict[str, str]
-    method_names: list[dict[str, str]]
-    method_order: list[str]
-    backbones: dict[str, dict[str, Any]]
-    entries: list[PaperEntry]
-    ablations: list[dict[str, Any]]
-
-    def paper_method(self, method: str, backbone: str) -> str | None:
-        for line in self.method_names:
-            if line["method"] == method and backbone.startswith(line.get("family", "")):
-                return line["paper"]
-        return None
-
-    def paper_backbone(self, backbone: str) -> tuple[str, bool] | None:
-        spec = self.backbones.get(backbone)
-        return (str(spec["paper"]), bool(spec.get("proxy", False))) if spec else None
-
-    def lookup(self, method: str, backbone: str, resolution: str) -> dict[str, tuple[PaperEntry, bool]]:
-        """First matching entry per data set label, with whether the backbone is a proxy."""
-        name = self.paper_method(method, backbone)
-        mapped = self.paper_backbone(backbone)
-        if name is None or mapped is None:
-            return {}
-        paper_backbone, proxy = mapped
-        found: dict[str, tuple[PaperEntry, bool]] = {}
-        for entry in self.entries:
-            if (entry.method, entry.backbone, entry.input) == (name, paper_backbone, resolution):
-                found.setdefault(entry.dataset, (entry, proxy))
-        return found
-
-    def method_rank(self, method: str) -> int:
-        return self.method_order.index(method) if method in self.method_order else len(self.method_order)
-
-
-def load_reference(path: Path | str | None = None) -> PaperReference:
-    """Read and check ``paper_reference.yaml`` (default: the packaged ``configs/`` copy)."""
-    path = Path(path) if path is not None else config_dir() / "paper_reference.yaml"
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as error:
-        raise ConfigError(f"{path}: cannot read paper reference ({error})") from None
-    datasets = dict(data.get("datasets") or {})
-    names = list(data.get("metric_names") or PAPER_METRICS)
-
-    def metrics_of(raw: Any, where: str) -> dict[str, float]:
-        if isinstance(raw, dict):
-            values = {str(k): float(v) for k, v in raw.items()}
-        elif isinstance(raw, list) and len(raw) == len(names):
-            values = {k: float(v) for k, v in zip(names, raw)}
-        else:
-            raise ConfigError(f"{path}: {where}: 'metrics' must be a list of {len(names)} numbers or a mapping")
-        unknown = set(values) - set(PAPER_METRICS)
-        if unknown:
-            raise ConfigError(f"{path}: {where}: unknown metrics {sorted(unknown)}")
-        return values
-
-    def dataset_of(key: Any, where: str) -> str:
-        if key not in datasets:
-            raise ConfigError(f"{path}: {where}: dataset {key!r} is not one of {sorted(datasets)}")
-        return datasets[key]
-
-    entries = []
-    for i, raw in enumerate(data.get("entries") or []):
-        where = f"entries[{i}]"
-        try:
-            Resolution.parse(str(raw["input"]))
-            entries.append(
-                PaperEntry(
-                    source=str(raw["source"]),
-                    dataset=dataset_of(raw["dataset"], where),
-                    method=str(raw["method"]),
-                    backbone=str(raw["backbone"]),
-                    input=str(raw["input"]),
-                    params=_opt_float(raw.get("params")),
-                    gflops=_opt_float(raw.get("gflops")),
-                    metrics=metrics_of(raw["metrics"], where),
-                )
-            )
-        except KeyError as error:
-            raise ConfigError(f"{path}: {where} lacks field {error}") from None
-    ablations = []
-    for i, spec in enumerate(data.get("ablations") or []):
-        where = f"ablations[{i}]"
-        rows = [
-            {**row, "metrics": metrics_of(row["metrics"], f"{where}.rows[{j}]"), "input": str(row["input"])}
-            for j, row in enumerate(spec.get("rows") or [])
-        ]
-        ablations.append({**spec, "dataset": dataset_of(spec.get("dataset"), where), "rows": rows})
-    return PaperReference(
-        datasets=datasets,
-        method_names=list(data.get("method_names") or []),
-        method_order=list(data.get("method_order") or []),
-        backbones=dict(data.get("backbones") or {}),
-        entries=entries,
-        ablations=ablations,
-    )
-
-
-def _opt_float(value: Any) -> float | None:
-    return None if value is None else float(value)
 
 
 # ------------------------------------------------------------------------------------ cell rows
@@ -267,6 +146,19 @@ class _Group:
                 "complete" if len(self.complete) == len(self.cells) else f"{len(self.complete)}/{len(self.cells)} seeds"
             )
         return self.cells[0].state if self.cells[0].state != "complete" else "failed"
+
+
+def _seed_columns(group: _Group | None, ours: str) -> tuple[dict[tuple[str, str], float], dict[tuple[str, str], float]]:
+    """Our metric columns of one row: the mean over the group's complete seeds (×100) and the sample
+    sd, NaN unless at least two seeds have the metric (``±`` is printed only then). ``None`` (a row
+    that was not run) is all NaN. The three tables of our numbers (main, ablation, other ablations) use it."""
+    means: dict[tuple[str, str], float] = {}
+    sds: dict[tuple[str, str], float] = {}
+    for metric in PAPER_METRICS:
+        mean, dev, n = group.mean_sd(metric) if group is not None else (np.nan, np.nan, 0)
+        means[(ours, metric)] = mean
+        sds[(ours, metric)] = dev if n > 1 else np.nan
+    return means, sds
 
 
 def _group_by_seed(cells: Iterable[Cell]) -> list[_Group]:
@@ -348,14 +240,12 @@ def _resolution_table(
             (LABEL, "Backbone"): cell.backbone,
             (LABEL, "Input"): _res_display(res),
         }
-        sd: dict[tuple[str, str], Any] = {}
         row[(ours, PARAMS)] = group.model_value("params") / 1e6
         row[(ours, GFLOPS)] = group.model_value("gmacs")
-        for metric in PAPER_METRICS:
-            mean, dev, n = group.mean_sd(metric)
-            row[(ours, metric)] = mean
-            sd[(ours, metric)] = dev if n > 1 else np.nan
+        means, sd = _seed_columns(group, ours)
+        row.update(means)
         seeds_seen.add(len(group.complete))
+        row[(LABEL, "Seeds")] = str(len(group.complete))
         row[(LABEL, "Status")] = group.state
         if not group.complete:
             failed_rows.append(i)
@@ -378,7 +268,7 @@ def _resolution_table(
                 row[(group_name, metric)] = entry.metrics.get(metric, np.nan)
         rows.append(row)
         sds.append(sd)
-    columns = [(LABEL, "Method"), (LABEL, "Backbone"), (LABEL, "Input")]
+    columns = [(LABEL, "Method"), (LABEL, "Backbone"), (LABEL, "Input"), (LABEL, "Seeds")]
     if any(r[(LABEL, "Status")] != "complete" for r in rows):
         columns.append((LABEL, "Status"))
     columns += [(ours, PARAMS), (ours, GFLOPS)] + [(ours, m) for m in PAPER_METRICS]
@@ -402,6 +292,11 @@ def _resolution_table(
     ]
     if max(seeds_seen or {1}) > 1:
         lines.append("Several seeds: mean ± sample standard deviation over seeds.")
+    if 1 in seeds_seen:
+        lines.append(
+            "Seeds = 1: a row from one training run has no spread; seed-to-seed differences of several AP "
+            "are common at this budget, so do not read an order from it."
+        )
     note = _comparability_note(run, paper_sets)
     if note:
         lines.append(note)
@@ -589,11 +484,8 @@ def _ablation_table(
             (LABEL, key): value + (" (reference)" if is_ref else ""),
             (LABEL, "Status"): group.state if group else "not run",
         }
-        sd: dict[tuple[str, str], Any] = {}
-        for metric in PAPER_METRICS:
-            mean, dev, n = group.mean_sd(metric) if group else (np.nan, np.nan, 0)
-            row[(ours, metric)] = mean
-            sd[(ours, metric)] = dev if n > 1 else np.nan
+        means, sd = _seed_columns(group, ours)
+        row.update(means)
         if group is not None and not group.complete:
             failed.append(i)
         if paper_group is not None:
@@ -655,11 +547,8 @@ def _generic_ablation_table(run: RunData, cells: list[Cell]) -> Table:
             (LABEL, "Input"): _res_display(c.resolution),
             (LABEL, "Status"): group.state,
         }
-        sd = {}
-        for metric in PAPER_METRICS:
-            mean, dev, n = group.mean_sd(metric)
-            row[(ours, metric)] = mean
-            sd[(ours, metric)] = dev if n > 1 else np.nan
+        means, sd = _seed_columns(group, ours)
+        row.update(means)
         rows.append(row)
         sds.append(sd)
     values = pd.DataFrame(rows)
@@ -837,3 +726,70 @@ def _height(res: str) -> int:
         return Resolution.parse(res).height
     except ConfigError:
         return 0
+
+
+# ------------------------------------------------------------------------------ training budget
+def budget_table(run: RunData) -> Table | None:
+    """Score against training budget, from the weights each cell kept at fractions of its base
+    epochs (``train.snapshot_fractions``) and at the end: the budget curve, and the budget-matched
+    control. At fraction 1.0 every method has trained the profile's epochs: CAL's stage 1, a
+    baseline before its matched extra epochs; "final" is after CAL's stage 2 and the baselines'
+    equally long continuation at the same learning rate (``train.match_budget``). No extra training
+    is done for this table. Mean ± sd over seeds, like the main table."""
+    groups = [
+        g for g in _group_by_seed(c for c in run.cells if not c.ablation) if any(_snapshots(c) for c in g.complete)
+    ]
+    if not groups:
+        return None
+    fractions = sorted({s["fraction"] for g in groups for c in g.complete for s in _snapshots(c)})
+    points = [f"{f:g}× ep" for f in fractions] + ["final"]
+    rows, sds = [], []
+    for group in sorted(groups, key=lambda g: (_height(g.first.resolution), g.first.method)):
+        row: dict[tuple[str, str], Any] = {
+            (LABEL, "Method"): group.first.method,
+            (LABEL, "Input"): _res_display(group.first.resolution),
+            (LABEL, "Seeds"): str(len(group.complete)),
+            (LABEL, "Epochs (base + extra)"): _epochs_label(group.first),
+        }
+        sd_row: dict[tuple[str, str], float] = {}
+        for metric in ("AP", "AP75"):
+            for label, fraction in zip(points, [*fractions, None], strict=True):
+                values = [_snapshot_metric(c, fraction, metric) for c in group.complete]
+                values = [v for v in values if v is not None and np.isfinite(v)]
+                row[(metric, label)] = float(np.mean(values)) if values else np.nan
+                sd_row[(metric, label)] = float(np.std(values, ddof=1)) if len(values) > 1 else np.nan
+        rows.append(row)
+        sds.append(sd_row)
+    columns = [(LABEL, "Method"), (LABEL, "Input"), (LABEL, "Seeds"), (LABEL, "Epochs (base + extra)")]
+    columns += [(m, p) for m in ("AP", "AP75") for p in points]
+    values = pd.DataFrame(rows).reindex(columns=pd.MultiIndex.from_tuples(columns))
+    notes = [
+        f"OKS AP and AP75 ×100 on {run.eval_split} at fractions of the profile's epochs (weights kept during "
+        "training, no extra training) and at the end.",
+        "At 1× every method has trained the same epochs: CAL's column is its stage 1 (Eq. 14 only). 'final' "
+        "adds CAL's stage 2 (Eq. 15, MGM) and, for single-stage methods with train.match_budget, as many "
+        "extra epochs at the same post-milestone learning rate: the difference CAL − baseline at 'final' is "
+        "the MGM's, not the extra epochs'.",
+    ]
+    return Table(key="budget", title="Training budget: score against epochs (budget curve, matched control)",
+                 values=values, sd=pd.DataFrame(sds).reindex(index=values.index, columns=values.columns),
+                 bold=[], decimals={}, notes=notes)  # fmt: skip
+
+
+def _snapshots(cell: Cell) -> list[dict[str, Any]]:
+    return list(cell.info.get("snapshots") or [])
+
+
+def _snapshot_metric(cell: Cell, fraction: float | None, metric: str) -> float | None:
+    if fraction is None:
+        value = cell.metrics.get(metric)
+    else:
+        found = next((s for s in _snapshots(cell) if s["fraction"] == fraction), None)
+        value = (found or {}).get("metrics", {}).get(metric)
+    return None if value is None else percent(value)
+
+
+def _epochs_label(cell: Cell) -> str:
+    stages = (cell.info.get("method") or {}).get("stages") or []
+    parts = [f"{s.get('epochs')}" for s in stages if isinstance(s, dict)]
+    return " + ".join(parts) if parts else ""

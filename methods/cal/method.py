@@ -4,11 +4,20 @@
 * stage 1 (Eq. 14): L2 on G + α·G·L1 on offsets; stage 2 (Eq. 15): the offset weight is the MGM
   computed on every mini-batch from this forward pass's detached heatmaps (Algorithm 1,
   :mod:`.mgm`) → :mod:`.loss`;
-* decode (Algorithm 2): arg-max of the (blurred) heatmap + R·offset, like UDP; flip test like UDP.
+* decode (Algorithm 2): ``ŷ = argmax Ĝ + R·Ô(argmax Ĝ)`` on the raw maps (``decode: argmax``, the
+  default), the same arg-max whose displacements the MGM is fitted to (Alg. 1 step 1); flip test
+  like UDP.
 
 Ablation switches (Params fields, ``--ablation key=value``): ``offset_mask: mgm|binary`` (Table 3),
 ``gmm_components: 1|2|3`` (Table 4), ``heatmap: gaussian|binary`` (Table 5),
-``offset_loss: l1|smoothl1|l2`` (Table 6), ``training: two_stage|one_stage`` (Table 7).
+``offset_loss: l1|smoothl1|l2`` (Table 6), ``training: two_stage|one_stage`` (Table 7); and our
+own: ``decode: blurred`` (UDP-Pose's Gaussian blur of both maps before the arg-max, kernels
+``cls_blur_kernel``/``offset_blur_kernel``), ``mgm_support: disk`` (the mask cut to ``||p-y|| <= R``
+instead of the paper's square grid Z, Eq. 13).
+
+``smoothl1_beta_px`` is SmoothL1's β in heatmap pixels; the network regresses offsets in units of
+R, so the loss uses β/R. (With β = 1 in units of R, SmoothL1 is ½·L2 everywhere inside the disk and
+the Table 6 arm would compare L2 with L2.)
 
 ``training: one_stage`` returns one stage as long as both stages together. Which loss it uses is
 ``one_stage_loss``: ``mgm`` (default) follows the paper's Sec. 5.5.5 ("we adopt MGM (Eq. 15) to
@@ -38,7 +47,7 @@ from lrpose_bench.errors import ConfigError
 from lrpose_bench.method import Method, TrainingStage
 from lrpose_bench.methods.cal.codec import HEATMAP_KINDS, encode_cal, encode_cal_torch
 from lrpose_bench.methods.cal.loss import OFFSET_LOSSES, cal_loss
-from lrpose_bench.methods.cal.mgm import mgm_from_predictions
+from lrpose_bench.methods.cal.mgm import MGM_SUPPORTS, mgm_from_predictions
 from lrpose_bench.registry import register_method
 
 CHOICES: dict[str, tuple[Any, ...]] = {
@@ -48,6 +57,8 @@ CHOICES: dict[str, tuple[Any, ...]] = {
     "offset_loss": OFFSET_LOSSES,
     "training": ("two_stage", "one_stage"),
     "one_stage_loss": ("mgm", "gaussian"),
+    "decode": ("argmax", "blurred"),
+    "mgm_support": MGM_SUPPORTS,
 }
 
 
@@ -64,7 +75,9 @@ class CalParams:
     em_iterations: int = 20
     reg_covar: float = 1.0e-3
     stage2_ratio: float = 40.0 / 210.0
-    smoothl1_beta: float = 1.0
+    smoothl1_beta_px: float = 1.0
+    decode: str = "argmax"
+    mgm_support: str = "square"
     offset_mask: str = "mgm"
     heatmap: str = "gaussian"
     offset_loss: str = "l1"
@@ -78,7 +91,7 @@ class CalParams:
                 raise ConfigError(
                     f"methods.cal.{key}: expected one of {', '.join(str(a) for a in allowed)}; got {value!r}"
                 )
-        for key in ("sigma", "radius_factor", "alpha", "smoothl1_beta"):
+        for key in ("sigma", "radius_factor", "alpha", "smoothl1_beta_px"):
             if not getattr(self, key) > 0:
                 raise ConfigError(f"methods.cal.{key}: must be > 0, got {getattr(self, key)!r}")
         if not 0 <= self.stage2_ratio <= 10:
@@ -160,6 +173,7 @@ class CalMethod(Method):
             self.params.em_iterations,
             self.params.reg_covar,
             gather=comm.all_gather_cat if comm.world_size() > 1 else None,
+            support=self.params.mgm_support,
         )
         self.last_gmm = gmm
         return mask
@@ -176,7 +190,7 @@ class CalMethod(Method):
             weight,
             self.params.alpha,
             self.params.offset_loss,
-            self.params.smoothl1_beta,
+            self.params.smoothl1_beta_px / self.radius,
         )
 
     # ---------------------------------------------------------------------------- decode
@@ -184,7 +198,11 @@ class CalMethod(Method):
         return split_combined(outputs)[0]
 
     def decode(self, outputs: Tensor) -> tuple[Tensor, Tensor]:
+        """Algorithm 2 (``decode: argmax``): arg-max of Ĝ plus R times the offset read there; the
+        ``blurred`` ablation blurs both maps first (UDP-Pose ``get_final_preds``)."""
         heatmaps, offsets = split_combined(outputs.float())
+        if self.params.decode == "argmax":
+            return argmax_offset_decode(heatmaps, offsets, self.radius, 0, 0)
         return argmax_offset_decode(
             heatmaps, offsets, self.radius, self.params.cls_blur_kernel, self.params.offset_blur_kernel
         )

@@ -27,10 +27,14 @@ Choices the paper leaves open (documented here and in ``configs/methods/cal.yaml
 * **Grid Z** (Algorithm 1 step 4): the integer offsets ``{-⌈R⌉..⌈R⌉}²``; for an integer R this is
   the paper's ``{-R..R}²``. The min and max of the mixture density on Z normalise it (step 5).
 * **Shift** (Eq. 13): the mask at pixel ``p`` is the normalised density evaluated at the
-  *real-valued* ``p - y`` (not at ``p - round(y)``), clipped to [0, 1] and set to 0 where
-  ``||p - y|| > R``. For an integer joint this is exactly ``shift(norm(M), y)``; for a sub-pixel
-  joint it is its continuous version, so the mask moves with the joint instead of snapping to the
-  nearest pixel (the targets it weighs are sub-pixel too).
+  *real-valued* ``p - y`` (not at ``p - round(y)``), clipped to [0, 1], on the support of Z moved
+  to the joint: ``|p - y|_∞ <= ⌈R⌉`` (``support="square"``, the paper's grid, the default) or the
+  disk ``||p - y|| <= R`` (``support="disk"``, an ablation: UDP's offset support). For an integer
+  joint the square is exactly ``shift(norm(M), y)``; for a sub-pixel joint it is its continuous
+  version, so the mask moves with the joint instead of snapping to the nearest pixel (the targets it
+  weighs are sub-pixel too). Why the square matters: at 128×96 (R = 1.75) an arg-max 2 px off the
+  joint lands outside the disk, so the disk gives exactly the pixels the MGM is about no offset
+  training.
 * **Degenerate batches**: no visible joint → means 0 and covariance ``reg_covar``·I (the mask is then
   irrelevant: every offset weight is multiplied by visibility 0); all displacements equal → the
   covariance is floored by ``reg_covar`` (finite, a sharp mask at that displacement); a density
@@ -241,11 +245,21 @@ def grid_offsets(radius: float, device: torch.device | None = None, dtype: torch
     return torch.stack([gx, gy], dim=-1)
 
 
-def mixed_gaussian_mask(gmm: GaussianMixture2D, joints: Tensor, heatmap_size: tuple[int, int], radius: float) -> Tensor:
+MGM_SUPPORTS = ("square", "disk")
+
+
+def mixed_gaussian_mask(
+    gmm: GaussianMixture2D,
+    joints: Tensor,
+    heatmap_size: tuple[int, int],
+    radius: float,
+    support: str = "square",
+) -> Tensor:
     """Eq. 13: MGMs (N, K, H, W) from a fitted mixture, shifted to joints (N, K, 2).
 
     ``M`` = the mixture density on Z, min-max normalised (Algorithm 1 steps 4-5); the mask at pixel
-    ``p`` is ``clip(norm(H(p - y)), 0, 1)`` inside the disk ``||p - y|| <= R``, 0 outside.
+    ``p`` is ``clip(norm(H(p - y)), 0, 1)`` on the support (``square``: Z shifted to the joint,
+    ``|p - y|_∞ <= ⌈R⌉``; ``disk``: ``||p - y|| <= R``), 0 outside.
 
     Only the (2⌈R⌉+2)² window around each joint can be non-zero, so the density is evaluated there
     and the window is then gathered into the full map (one gather, no scatter: deterministic on
@@ -273,7 +287,12 @@ def mixed_gaussian_mask(gmm: GaussianMixture2D, joints: Tensor, heatmap_size: tu
     value = (_log_terms(rel_x, rel_y, terms) - top).clamp_min(EXP_FLOOR).exp().sum(-1)
     value = (value - low) / torch.where(flat, torch.ones_like(span), span)
     value = torch.where(flat, torch.ones_like(value), value.clamp(0.0, 1.0))
-    inside = (rel_x[..., 0] ** 2 + rel_y[..., 0] ** 2) <= radius * radius
+    if support == "square":
+        inside = (rel_x[..., 0].abs() <= half + 1e-9) & (rel_y[..., 0].abs() <= half + 1e-9)
+    elif support == "disk":
+        inside = (rel_x[..., 0] ** 2 + rel_y[..., 0] ** 2) <= radius * radius
+    else:
+        raise ValueError(f"support must be one of {MGM_SUPPORTS}, got {support!r}")
     window = torch.where(inside, value, torch.zeros_like(value))  # (N, K, S, S)
     window = F.pad(window, (0, 1, 0, 1))  # row/column S = 0: "outside the window"
     # gather the window into the map, one axis at a time: pixel (x, y) reads window cell
@@ -296,12 +315,13 @@ def mgm_from_predictions(
     iterations: int,
     reg_covar: float,
     gather: Callable[[Tensor], Tensor] | None = None,
+    support: str = "square",
 ) -> tuple[Tensor, GaussianMixture2D]:
     """Algorithm 1 end to end: predicted heatmaps (N, K, H, W) → MGMs (N, K, H, W) and the mixture.
 
     The heatmaps are detached (the mask is a weight, not a path for gradients); masks of invisible
     joints are zero. ``gather`` (data-parallel training): concatenates a tensor over the processes
-    (:func:`lrpose_bench.engine.distributed.all_gather_cat`), so the mixture is fitted to the
+    (:func:`lrpose_bench.comm.all_gather_cat`), so the mixture is fitted to the
     displacements of the *global* mini-batch, the statistics Algorithm 1 means, identical on every
     rank and equal to the one-process fit of the same batch; each rank then masks its own joints.
     """
@@ -313,5 +333,5 @@ def mgm_from_predictions(
         disp = gather(disp.contiguous())
         valid = gather(valid.to(disp.dtype).contiguous()) > 0  # gloo has no bool all_gather
     gmm = fit_gmm(disp, valid, n_components, iterations, reg_covar)
-    mask = mixed_gaussian_mask(gmm, joints.float(), (h, w), radius)
+    mask = mixed_gaussian_mask(gmm, joints.float(), (h, w), radius, support)
     return mask * (visible.float() > 0)[..., None, None].to(mask.dtype), gmm

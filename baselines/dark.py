@@ -14,10 +14,10 @@ from dataclasses import dataclass
 import numpy as np
 from torch import Tensor
 
-from lrpose_bench.baselines.heatmap import GaussianHeatmapMethod
+from lrpose_bench.baselines.heatmap import HeatmapCodec, HeatmapMethod
 from lrpose_bench.codecs.dark import dark_refine, unbiased_gaussian_heatmaps, unbiased_gaussian_heatmaps_torch
 from lrpose_bench.codecs.heatmap_ops import argmax_2d
-from lrpose_bench.errors import ConfigError
+from lrpose_bench.config import POSITIVE, OddSize, bounded
 from lrpose_bench.registry import register_method
 
 
@@ -25,51 +25,45 @@ from lrpose_bench.registry import register_method
 class DarkParams:
     """Constants of DARK (``configs/methods/dark.yaml``): target σ and modulation kernel (heatmap px)."""
 
-    sigma: float = 2.0
-    blur_kernel: int = 11
+    sigma: float = bounded(2.0, POSITIVE)
+    blur_kernel: int = bounded(11, OddSize(why="1 = no modulation"))
 
-    def __post_init__(self) -> None:
-        if not self.sigma > 0:
-            raise ConfigError(f"methods.dark.sigma: must be > 0, got {self.sigma!r}")
-        if self.blur_kernel < 1 or self.blur_kernel % 2 == 0:
-            raise ConfigError(
-                f"methods.dark.blur_kernel: must be a positive odd integer (1 = no modulation), got {self.blur_kernel!r}"
-            )
+
+class DarkCodec(HeatmapCodec):
+    """DARK's codec: the unbiased Gaussian at the real-valued joint (Eq. 2, no rounding), decoded
+    by arg-max + distribution modulation + log-Taylor step (:mod:`lrpose_bench.codecs.dark`)."""
+
+    def __init__(self, params: DarkParams) -> None:
+        self.params = params
+
+    def encode(self, joints: np.ndarray, visible: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+        return unbiased_gaussian_heatmaps(joints, visible, size, self.params.sigma)
+
+    def encode_torch(self, joints: Tensor, visible: Tensor, size: tuple[int, int]) -> tuple[Tensor, Tensor]:
+        return unbiased_gaussian_heatmaps_torch(joints, visible, size, self.params.sigma)
+
+    def decode(self, heatmaps: Tensor) -> tuple[Tensor, Tensor]:
+        coords, scores = argmax_2d(heatmaps)
+        return dark_refine(heatmaps, coords, self.params.blur_kernel), scores
 
 
 @register_method
-class DarkMethod(GaussianHeatmapMethod):
+class DarkMethod(HeatmapMethod):
     """Unbiased Gaussian heatmaps decoded by DARK's distribution-aware Taylor refinement.
 
-    Head (K maps), loss (HRNet's weighted MSE) and flip test are the plain heatmap method's; only
-    the target (sub-pixel centre) and the decoder differ."""
+    Head (K maps), loss (HRNet's weighted MSE) and flip test are the shared heatmap method's; the
+    codec (target and decoder) is DARK's, composed."""
 
     name = "dark"
     description = "DARK: unbiased Gaussian heatmap, L2 loss, blur + log-Taylor sub-pixel decode"
     codec_name = "unbiased-gaussian-heatmap + DARK"
-    loss_name = "MSE"
+    loss_family = "MSE"
     Params = DarkParams
     #: oracle bound (heatmap px, away from borders) checked by tests/test_oracle.py
     codec_bound_px = 0.05
 
-    def encode(self, joints: np.ndarray, visible: np.ndarray) -> dict[str, np.ndarray]:
-        heatmap, weight = unbiased_gaussian_heatmaps(joints, visible, self.context.heatmap_size, self.params.sigma)
-        return {"heatmap": heatmap, "weight": weight}
-
-    def encode_batch(self, joints: Tensor, visible: Tensor) -> dict[str, Tensor]:
-        """Batched torch twin of :meth:`encode` for the GPU input path (no host sync; tested equal).
-
-        Must override the inherited ``GaussianHeatmapMethod.encode_batch``: that one encodes HRNet's
-        integer-centred Gaussian, not DARK's unbiased one (Eq. 2 at the real-valued joint)."""
-        heatmap, weight = unbiased_gaussian_heatmaps_torch(
-            joints, visible, self.context.heatmap_size, self.params.sigma
-        )
-        return {"heatmap": heatmap, "weight": weight}
-
-    def decode(self, outputs: Tensor) -> tuple[Tensor, Tensor]:
-        heatmaps = outputs.float()
-        coords, scores = argmax_2d(heatmaps)
-        return dark_refine(heatmaps, coords, self.params.blur_kernel), scores
+    def build_codec(self) -> HeatmapCodec:
+        return DarkCodec(self.params)
 
     def oracle_outputs(self, targets: dict[str, Tensor]) -> Tensor:
         """Perfect network output: the target heatmaps themselves."""

@@ -9,15 +9,17 @@ decode is what makes plain heatmaps fail at 64×48 (paper Sec. 3, Table 8).
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from lrpose_bench.codecs.heatmap_ops import argmax_2d, flip_heatmaps, gaussian_maps, quarter_offset_refine
-from lrpose_bench.method import Method, TrainingStage, visible_weights
+from lrpose_bench.method import Method, MethodContext, TrainingStage, visible_weights
 from lrpose_bench.registry import register_method
 
 
@@ -88,32 +90,67 @@ def weighted_mse(pred: Tensor, target: Tensor, weight: Tensor) -> Tensor:
     return 0.5 * ((pred - target) * w).pow(2).mean()
 
 
-@register_method
-class GaussianHeatmapMethod(Method):
-    """HRNet/SimpleBaseline Gaussian heatmaps with arg-max (+¼ px) decoding."""
+class HeatmapCodec(abc.ABC):
+    """One heatmap codec: targets for one instance, their batched torch twin, and the decoder.
 
-    name = "hrnet"
-    description = "Gaussian heatmap (Eq. 2), L2 loss, arg-max + quarter-pixel decode (HRNet, SimpleBaseline)"
-    codec_name = "gaussian-heatmap (integer centre)"
-    loss_name = "MSE"
-    #: arg-max (≤ 0.5 px) plus HRNet's quarter-pixel shift (≤ 0.25 px), per axis
-    codec_bound_px = 0.75
-    Params = HeatmapParams
+    Why a codec object: HRNet and DARK share the head (K maps), the loss and the flip test, and
+    differ only here. Composing the codec (mmpose's one-class-per-codec design) means a method
+    cannot inherit another method's target by accident: a codec must implement all three."""
+
+    @abc.abstractmethod
+    def encode(self, joints: np.ndarray, visible: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+        """(K, 2) heatmap-px joints, (K,) visibility → maps (K, H, W) float32, weights (K,)."""
+
+    @abc.abstractmethod
+    def encode_torch(self, joints: Tensor, visible: Tensor, size: tuple[int, int]) -> tuple[Tensor, Tensor]:
+        """Batched twin of :meth:`encode`: (B, K, 2), (B, K) → (B, K, H, W), (B, K), on the device."""
+
+    @abc.abstractmethod
+    def decode(self, heatmaps: Tensor) -> tuple[Tensor, Tensor]:
+        """(N, K, H, W) maps → coordinates (N, K, 2) heatmap px, scores (N, K)."""
+
+
+class IntegerGaussianCodec(HeatmapCodec):
+    """HRNet's codec: integer-centred truncated Gaussian (Eq. 2), arg-max + quarter-pixel decode."""
+
+    def __init__(self, params: HeatmapParams) -> None:
+        self.params = params
+
+    def encode(self, joints: np.ndarray, visible: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+        return encode_gaussian_heatmap(joints, visible, size, self.params.sigma, self.params.truncate)
+
+    def encode_torch(self, joints: Tensor, visible: Tensor, size: tuple[int, int]) -> tuple[Tensor, Tensor]:
+        return gaussian_heatmap_torch(joints, visible, size, self.params.sigma, self.params.truncate)
+
+    def decode(self, heatmaps: Tensor) -> tuple[Tensor, Tensor]:
+        coords, scores = argmax_2d(heatmaps)
+        if self.params.quarter_shift:
+            coords = quarter_offset_refine(heatmaps, coords)
+        return coords, scores
+
+
+class HeatmapMethod(Method):
+    """K heatmaps trained with HRNet's weighted MSE and flipped like HRNet; the codec is composed
+    (:meth:`build_codec`), not inherited. Not registered itself: HRNet and DARK are."""
+
+    def __init__(self, params: Any, context: MethodContext) -> None:
+        super().__init__(params, context)
+        self.codec = self.build_codec()
+
+    @abc.abstractmethod
+    def build_codec(self) -> HeatmapCodec:
+        """The codec of this method, from its constants."""
 
     def head_channels(self) -> int:
         return self.context.num_joints
 
     def encode(self, joints: np.ndarray, visible: np.ndarray) -> dict[str, np.ndarray]:
-        heatmap, weight = encode_gaussian_heatmap(
-            joints, visible, self.context.heatmap_size, self.params.sigma, self.params.truncate
-        )
+        heatmap, weight = self.codec.encode(joints, visible, self.context.heatmap_size)
         return {"heatmap": heatmap, "weight": weight}
 
     def encode_batch(self, joints: Tensor, visible: Tensor) -> dict[str, Tensor]:
         """Batched torch twin of :meth:`encode` (fast input path; tested equal to it)."""
-        heatmap, weight = gaussian_heatmap_torch(
-            joints, visible, self.context.heatmap_size, self.params.sigma, self.params.truncate
-        )
+        heatmap, weight = self.codec.encode_torch(joints, visible, self.context.heatmap_size)
         return {"heatmap": heatmap, "weight": weight}
 
     def loss(self, outputs: Tensor, batch: Mapping[str, Tensor], stage: TrainingStage) -> dict[str, Tensor]:
@@ -121,11 +158,23 @@ class GaussianHeatmapMethod(Method):
         return {"loss": loss, "heatmap": loss.detach()}
 
     def decode(self, outputs: Tensor) -> tuple[Tensor, Tensor]:
-        heatmaps = outputs.float()
-        coords, scores = argmax_2d(heatmaps)
-        if self.params.quarter_shift:
-            coords = quarter_offset_refine(heatmaps, coords)
-        return coords, scores
+        return self.codec.decode(outputs.float())
 
     def flip_outputs(self, outputs: Tensor, flip_index: Tensor) -> Tensor:
         return flip_heatmaps(outputs, flip_index)
+
+
+@register_method
+class GaussianHeatmapMethod(HeatmapMethod):
+    """HRNet/SimpleBaseline Gaussian heatmaps with arg-max (+¼ px) decoding."""
+
+    name = "hrnet"
+    description = "Gaussian heatmap (Eq. 2), L2 loss, arg-max + quarter-pixel decode (HRNet, SimpleBaseline)"
+    codec_name = "gaussian-heatmap (integer centre)"
+    loss_family = "MSE"
+    #: arg-max (≤ 0.5 px) plus HRNet's quarter-pixel shift (≤ 0.25 px), per axis
+    codec_bound_px = 0.75
+    Params = HeatmapParams
+
+    def build_codec(self) -> HeatmapCodec:
+        return IntegerGaussianCodec(self.params)

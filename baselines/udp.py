@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -27,7 +27,6 @@ from torch import Tensor
 
 from lrpose_bench.codecs.offset import (
     argmax_offset_decode,
-    check_kernel,
     disk_and_offsets,
     disk_and_offsets_torch,
     flip_combined,
@@ -35,31 +34,21 @@ from lrpose_bench.codecs.offset import (
     offset_radius,
     split_combined,
 )
-from lrpose_bench.errors import ConfigError
+from lrpose_bench.config import POSITIVE, OddSize, bounded
 from lrpose_bench.method import Method, TrainingStage, visible_weights
 from lrpose_bench.registry import register_method
-
-UDP_LOSSES = ("mse", "paper")
 
 
 @dataclass
 class UdpParams:
     """Constants of UDP (``configs/methods/udp.yaml``)."""
 
-    radius_factor: float = 0.0546875
-    cls_blur_kernel: int = 15
-    offset_blur_kernel: int = 7
-    loss: str = "mse"
-    alpha: float = 1.0
-    smoothl1_beta: float = 1.0
-
-    def __post_init__(self) -> None:
-        if self.loss not in UDP_LOSSES:
-            raise ConfigError(f"methods.udp.loss: expected one of {', '.join(UDP_LOSSES)}; got {self.loss!r}")
-        if not self.radius_factor > 0:
-            raise ConfigError(f"methods.udp.radius_factor: must be > 0, got {self.radius_factor!r}")
-        check_kernel("udp", "cls_blur_kernel", self.cls_blur_kernel)
-        check_kernel("udp", "offset_blur_kernel", self.offset_blur_kernel)
+    radius_factor: float = bounded(0.0546875, POSITIVE)
+    cls_blur_kernel: int = bounded(15, OddSize(allow_off=True))
+    offset_blur_kernel: int = bounded(7, OddSize(allow_off=True))
+    loss: Literal["mse", "paper"] = "mse"
+    alpha: float = bounded(1.0, POSITIVE)
+    smoothl1_beta: float = bounded(1.0, POSITIVE)
 
 
 def udp_mse_loss(cls: Tensor, offsets: Tensor, batch: Mapping[str, Tensor]) -> dict[str, Tensor]:
@@ -91,16 +80,18 @@ class UdpMethod(Method):
     name = "udp"
     description = "UDP: binary disk (Eq. 6) + offsets (Eq. 7), arg-max + offset decode (Eq. 9)"
     codec_name = "udp-combined (disk + offset)"
-    loss_name = "JointsMSELoss_offset (UDP-Pose)"
+    loss_family = "JointsMSELoss_offset (UDP-Pose)"
     Params = UdpParams
     codec_bound_px = 0.05
 
     def __init__(self, params: Any, context: Any) -> None:
         super().__init__(params, context)
         self.radius = offset_radius(params.radius_factor, context.heatmap_size)
-        self.loss_name = (
-            "JointsMSELoss_offset (UDP-Pose)" if params.loss == "mse" else "BCE + α·SmoothL1 in disk (paper Eq. 8)"
-        )
+
+    @property
+    def loss_name(self) -> str:
+        """``loss: mse`` is UDP-Pose's released loss; ``paper`` the paper's Eq. 8."""
+        return self.loss_family if self.params.loss == "mse" else "BCE + α·SmoothL1 in disk (paper Eq. 8)"
 
     def head_channels(self) -> int:
         return 3 * self.context.num_joints

@@ -116,7 +116,26 @@ class Choice:
         return None
 
 
-Rule = Range | Choice
+@dataclass(frozen=True)
+class OddSize:
+    """An odd window size in pixels (blur kernels, score windows); ``allow_off``: 0 and 1 also
+    mean "no window" (a blur kernel of 0/1 does not blur)."""
+
+    allow_off: bool = False
+    why: str | None = None
+
+    def describe(self) -> str:
+        return "0/1 (off) or an odd size like 3, 7, 15" if self.allow_off else "a positive odd size like 1, 3, 5"
+
+    def problem(self, value: Any) -> str | None:
+        if isinstance(value, bool) or not isinstance(value, int):
+            return None  # types are _coerce's job
+        if (self.allow_off and value in (0, 1)) or (value >= 1 and value % 2 == 1):
+            return None
+        return f"expected {self.describe()}, got {value!r}"
+
+
+Rule = Range | Choice | OddSize
 
 #: ranges used by many keys, named once
 AT_LEAST_0 = Range(low=0)
@@ -249,6 +268,10 @@ class DataConfig:
     #: the split that is scored: ``val`` for reported numbers, ``tune`` while choosing constants
     #: (``lrpose-bench sweep`` sets it; a constant chosen on val would be selection on the test set)
     eval_split: str = bounded("val", Choice(EVAL_SPLITS))
+    #: ``unbiased``: UDP's data processing, every method's default; ``biased``: HRNet's (box onto
+    #: ``w`` px, ``joints / feat_stride``, ``int(x + 0.5)`` centres, 1-px flip-test shift), to
+    #: reproduce the paper's HRNet/SimpleBaseline/DARK rows; reference input pipeline only
+    coordinates: str = bounded("unbiased", Choice(("unbiased", "biased")))
     #: COCO: train2017 images held out as the tune split (a fixed slice drawn with ``tune_seed``,
     #: removed from training whenever > 0); 0 = no tune split. SynthPose generates its own.
     tune_images: int = bounded(0, AT_LEAST_0)
@@ -400,6 +423,11 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
     origin = get_origin(tp)
     if tp is Any:
         return value
+    if origin is Literal:  # a method switch: ablation names are checked where they are parsed
+        allowed = get_args(tp)
+        if any(value == a and type(value) is type(a) for a in allowed):
+            return value
+        raise ConfigError(f"config key {path}: expected one of {', '.join(str(a) for a in allowed)}; got {value!r}")
     if origin in (typing.Union, types.UnionType):
         errors = []
         for option in get_args(tp):
@@ -462,7 +490,9 @@ def from_mapping(cls: type, data: Mapping[str, Any], path: str = "") -> Any:
     for key, value in data.items():
         where = f"{path}.{key}" if path else key
         kwargs[key] = _coerce(value, hints[key], where)
-    return cls(**kwargs)
+    obj = cls(**kwargs)
+    check_rules(obj, path)  # the ranges in the fields' metadata, checked once here
+    return obj
 
 
 def deep_merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:

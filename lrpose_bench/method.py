@@ -67,16 +67,28 @@ class Method(abc.ABC):
     description: ClassVar[str] = ""
     #: short names of the codec and loss, for tables and ``lrpose-bench methods``
     codec_name: ClassVar[str] = ""
-    loss_name: ClassVar[str] = ""
+    #: the loss in one line, as the catalogue and reports show it; a method whose loss depends on its
+    #: constants overrides the :attr:`loss_name` property instead (CAL's ℓ, UDP's loss switch)
+    loss_family: ClassVar[str] = ""
     #: dataclass type holding the method's constants
     Params: ClassVar[type] = type("NoParams", (), {})
     #: the codec's stated round-trip bound in heatmap px per axis, away from borders (``None``:
     #: none stated); the codec-oracle tests hold every method to it (``tests/test_oracle.py``)
     codec_bound_px: float | None = None
+    #: the outputs are (N, C, H, W) maps over the heatmap grid (heatmaps, offset fields). HRNet's
+    #: biased flip test shifts such maps one pixel (``data.coordinates: biased``); a method whose
+    #: outputs are vectors (SimCC, RLE) sets ``False`` and runs in the unbiased system only
+    outputs_are_maps: bool = True
 
     def __init__(self, params: Any, context: MethodContext) -> None:
         self.params = params
         self.context = context
+
+    @property
+    def loss_name(self) -> str:
+        """The loss this instance trains with (``metrics.json``, reports): :attr:`loss_family`
+        unless the method refines it from its constants. Read-only: it follows the constants."""
+        return self.loss_family
 
     # ----------------------------------------------------------------------------------- head
     @abc.abstractmethod
@@ -212,6 +224,13 @@ class Method(abc.ABC):
         device (``engine/cell.py::run_pre_stage``). It runs on the one method instance that then
         trains and is evaluated, so what it prepares (SPSR+pose: the super-resolution network it
         trains or reuses) is what :meth:`eval_input_transform` uses. Default: nothing."""
+
+    def eval_crop_resolution(self) -> Resolution:
+        """Size the evaluation crop is cut at (default: :meth:`train_resolution`). SPSR+pose
+        answers the cell's native 64×48: the SR network then sees the very crop every native
+        64×48 method sees, and the crop's matrix is lifted ×4 into the 256×192 frame the pose
+        network reads (``data/dataset.py::lift_matrix``)."""
+        return self.train_resolution()
 
     def eval_input_transform(self) -> Callable[[Tensor], Tensor] | None:
         """A transform of the evaluation input batch before the network (SPSR+pose: super-resolve

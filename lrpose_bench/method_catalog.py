@@ -20,7 +20,7 @@ def describe_methods(total_epochs: int = 210) -> str:
         per_res: dict[str, dict] = {}
         refused: list[str] = []
         stages_text = ""
-        codec, loss = cls.codec_name, cls.loss_name
+        codec, loss = cls.codec_name, ""
         for res_text in BENCHMARK_RESOLUTIONS:
             res = Resolution.parse(res_text)
             try:

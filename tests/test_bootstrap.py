@@ -128,3 +128,25 @@ def test_seed_summary() -> None:
     assert seed_summary([70.0]) == (70.0, 0.0, 1)
     mean, sd, n = seed_summary([])
     assert n == 0 and np.isnan(mean)
+
+
+def test_pooled_over_seeds_is_the_seed_mean_and_widens_with_seed_spread() -> None:
+    """Two-level bootstrap: the point is the mean over seeds of the per-seed differences; a seed
+    whose difference disagrees with the others widens the interval beyond the image-only one."""
+    from lrpose_bench.analysis.bootstrap import pooled_differences
+
+    gt = make_gt(num_images=30, persons=2, seed=5)
+    ev = {noise: evaluate_images(gt, noisy_predictions(gt, noise, int(noise * 10))) for noise in (2.0, 3.0, 6.0, 9.0)}
+    agree = {0: {"a": ev[2.0], "b": ev[6.0]}, 1: {"a": ev[2.0], "b": ev[6.0]}}
+    (same,) = pooled_differences(agree, samples=200, seed=0)
+    (one,) = paired_differences(agree[0], samples=200, seed=0)
+    assert same.difference == pytest.approx(one.difference)
+    assert same.low == pytest.approx(one.low) and same.high == pytest.approx(one.high)  # no seed spread
+    spread = {0: {"a": ev[2.0], "b": ev[6.0]}, 1: {"a": ev[3.0], "b": ev[3.0]}, 2: {"a": ev[2.0], "b": ev[9.0]}}
+    (pooled,) = pooled_differences(spread, samples=300, seed=0)
+    per_seed = [paired_differences(spread[s], samples=300, seed=0)[0].difference for s in spread]
+    assert pooled.difference == pytest.approx(np.mean(per_seed))
+    assert pooled.high - pooled.low > max(
+        d.high - d.low for s in spread for d in paired_differences(spread[s], samples=300, seed=0)
+    )
+    assert pooled_differences({0: agree[0]}, samples=10) == []

@@ -66,6 +66,11 @@ def test_per_resolution_constants() -> None:
         ("one_stage_loss", "x"),
         ("decode", "taylor"),
         ("mgm_support", "circle"),
+        ("sigma", -1.0),
+        ("cls_blur_kernel", 4),
+        ("reg_covar", 0.0),
+        ("em_iterations", 0),
+        ("gmm_components", True),
     ],
 )
 def test_invalid_ablation_values_raise_config_error(key: str, value) -> None:
@@ -303,3 +308,17 @@ def test_tiny_net_learns_in_both_stages() -> None:
             history[stage.name].append(loss.item())
     assert history["stage1"][-1] < 0.5 * history["stage1"][0]
     assert history["stage2"][-1] < history["stage2"][0]
+
+
+def test_switch_types_name_what_the_codec_and_loss_implement() -> None:
+    """The ``Literal`` types of the switches are the values the code dispatches on."""
+    from typing import get_args, get_type_hints
+
+    from lrpose_bench.methods.cal.codec import HEATMAP_KINDS
+    from lrpose_bench.methods.cal.loss import OFFSET_LOSSES
+    from lrpose_bench.methods.cal.mgm import MGM_SUPPORTS
+
+    hints = get_type_hints(CalMethod.Params)
+    assert get_args(hints["heatmap"]) == HEATMAP_KINDS
+    assert get_args(hints["offset_loss"]) == OFFSET_LOSSES
+    assert get_args(hints["mgm_support"]) == MGM_SUPPORTS

@@ -207,11 +207,16 @@ def test_twins_never_read_tensor_data(name: str) -> None:
 
 
 def test_dark_twin_is_unbiased_not_the_inherited_hrnet_twin() -> None:
-    """DarkMethod subclasses GaussianHeatmapMethod: inheriting its encode_batch would silently train
-    DARK on integer-centred targets. A sub-pixel joint tells the two apart."""
+    """DARK and HRNet share HeatmapMethod and compose their codecs: DARK's batched target is its
+    own unbiased one, not HRNet's integer-centred one. A sub-pixel joint tells the two apart."""
+    from lrpose_bench.baselines.dark import DarkCodec
+    from lrpose_bench.baselines.heatmap import HeatmapCodec, IntegerGaussianCodec
+
     dark = build("dark", R64)
     hrnet = build("hrnet", R64, {"sigma": dark.params.sigma})
-    assert type(dark).encode_batch is not GaussianHeatmapMethod.encode_batch
+    assert not issubclass(type(dark), GaussianHeatmapMethod)
+    assert isinstance(dark.codec, DarkCodec) and isinstance(hrnet.codec, IntegerGaussianCodec)
+    assert HeatmapCodec.__abstractmethods__ == {"encode", "encode_torch", "decode"}  # a codec has all three
     joints = torch.tensor([[[5.3, 7.8]]])
     visible = torch.ones(1, 1)
     ours = dark.encode_batch(joints, visible)["heatmap"]

@@ -77,3 +77,24 @@ def test_params_defaults_equal_the_yaml_defaults(name):
             isinstance(default, tuple) and list(default) == yaml_defaults[f.name]
         )
         assert same, (name, f.name, default, yaml_defaults[f.name])
+
+
+def test_loss_name_is_a_read_only_property_that_follows_the_constants() -> None:
+    """``loss_name`` was a class attribute instances overwrote; now a property (``loss_family`` is
+    the class-level text): every registered method answers it, and it cannot drift from params."""
+    from lrpose_bench.config import resolve_method_params
+    from lrpose_bench.method import Method, MethodContext
+    from lrpose_bench.registry import METHODS
+    from lrpose_bench.resolution import Resolution
+
+    res = Resolution(64, 48)
+    assert isinstance(Method.__dict__["loss_name"], property)
+    for name in METHODS.names():
+        cls = METHODS.get(name)
+        method = cls(resolve_method_params(cls.Params, name, res), MethodContext(res))
+        assert isinstance(method.loss_name, str) and method.loss_name, name
+    cal_cls = METHODS.get("cal")
+    cal = cal_cls(resolve_method_params(cal_cls.Params, "cal", res, {"offset_loss": "smoothl1"}), MethodContext(res))
+    assert "SmoothL1" in cal.loss_name
+    with pytest.raises(AttributeError):
+        cal.loss_name = "something else"

@@ -14,7 +14,7 @@ import torch
 from lrpose_bench.baselines.spsr import method as spsr_method
 from lrpose_bench.baselines.spsr import train_sr
 from lrpose_bench.baselines.spsr.generator import bicubic_upsample
-from lrpose_bench.baselines.spsr.train_sr import SrProfileConfig, degrade, denormalise, renormalise
+from lrpose_bench.baselines.spsr.train_sr import SrProfileConfig, degrade, renormalise
 from lrpose_bench.config import load_config
 from lrpose_bench.data.coco import load_split
 from lrpose_bench.data.dataset import ImageCache
@@ -62,22 +62,48 @@ def test_other_resolutions_are_refused() -> None:
         build("spsr+hrnet", Resolution(128, 96))
 
 
-def test_bicubic_eval_transform_is_degrade_then_upsample() -> None:
+def test_bicubic_eval_transform_upsamples_the_native_crop() -> None:
+    """The evaluation input is the native 64×48 crop (``eval_crop_resolution``); the transform is
+    bicubic ×4 of exactly that crop, with no second reduction."""
     m = build("bicubic+hrnet")
+    assert m.eval_crop_resolution() == Resolution(64, 48) and m.train_resolution() == Resolution(256, 192)
     torch.manual_seed(0)
-    hr01 = torch.nn.functional.interpolate(
-        torch.rand(2, 3, 32, 24), size=(256, 192), mode="bilinear", align_corners=False
-    )
-    images = renormalise(hr01)
-    out = m.eval_input_transform()(images)
-    assert out.shape == images.shape
-    expected = renormalise(bicubic_upsample(degrade(hr01, 4), 4))
-    torch.testing.assert_close(out, expected)
-    # a smooth image survives the x4 round trip closely, and the LR is 8-bit and 64x48
-    assert (denormalise(out) - hr01).abs().mean() < 0.02
-    lr = degrade(hr01, 4)
+    lr01 = torch.rand(2, 3, 64, 48)
+    out = m.eval_input_transform()(renormalise(lr01))
+    assert out.shape == (2, 3, 256, 192)
+    torch.testing.assert_close(out, renormalise(bicubic_upsample(lr01, 4)))
+    # the SR training pairs are still (HR crop, its bicubic x1/4 reduction), 8-bit
+    lr = degrade(torch.rand(1, 3, 256, 192), 4)
     assert lr.shape[-2:] == (64, 48)
     torch.testing.assert_close(lr * 255, torch.round(lr * 255))
+
+
+def test_sr_eval_crop_is_the_native_crop_with_a_lifted_matrix(coco_fixture) -> None:
+    """SR+pose is scored on the same pixels as a native 64×48 method, and a point of the
+    upsampled 256×192 frame back-projects exactly: X = 4x + 1.5 (pixel-centre alignment)."""
+    from lrpose_bench.config import load_config
+    from lrpose_bench.data.coco import load_split
+    from lrpose_bench.data.dataset import lift_matrix
+    from lrpose_bench.engine.cell import CellSpec, build_method
+    from lrpose_bench.engine.evaluator import build_eval_dataset
+
+    ann, images, _ = coco_fixture
+    split = load_split("fixture", ann, images)
+    cfg = load_config()
+    sr = build("bicubic+hrnet")
+    native = build_method(CellSpec("hrnet", "hrnet-w8", Resolution(64, 48)), cfg)
+    sr_set = build_eval_dataset(split, sr, sr.train_resolution(), cfg)
+    native_set = build_eval_dataset(split, native, native.train_resolution(), cfg)
+    a, b = sr_set[0], native_set[0]
+    torch.testing.assert_close(a["image"], b["image"])  # the very same crop
+    lifted = lift_matrix(b["matrix"].numpy(), Resolution(64, 48), Resolution(256, 192))
+    np.testing.assert_allclose(a["matrix"].numpy(), lifted)
+    np.testing.assert_allclose(lifted[:, :2], 4 * b["matrix"].numpy()[:, :2])
+    np.testing.assert_allclose(lifted[:, 2], 4 * b["matrix"].numpy()[:, 2] + 1.5)
+    # joints in the 64x48 heatmap of the 256x192 input = 4x the native input joints, mapped
+    native_in = b["joints"].numpy() / np.array([11 / 47, 15 / 63])  # native heatmap -> 48x64 input px
+    sr_in = a["joints"].numpy() / np.array([47 / 191, 63 / 255])  # SR heatmap -> 192x256 input px
+    np.testing.assert_allclose(sr_in, 4 * native_in + 1.5, atol=1e-3)
 
 
 def test_spsr_eval_transform_needs_prepare() -> None:
@@ -134,7 +160,7 @@ def test_prepare_trains_caches_and_reuses(coco_fixture, tmp_path: Path, monkeypa
     assert set(quality["losses_used"]) == {"pixel_l1", "gradient_mse", "branch_l1"}
     assert quality["losses_used"]["pixel_l1"] == 1.0  # no perceptual term -> pixel_without_perceptual
     assert (run_dir / "cellA" / "sr_quality.json").is_file()
-    out = m.eval_input_transform()(renormalise(torch.rand(1, 3, 256, 192)))
+    out = m.eval_input_transform()(renormalise(torch.rand(1, 3, 64, 48)))
     assert out.shape == (1, 3, 256, 192) and torch.isfinite(out).all()
 
     # a second pose method in the same run folder reuses the checkpoint (no training)

@@ -8,10 +8,18 @@ flip to the inner method (``hrnet`` or ``udp``, built at 256×192 with its const
 ``configs/methods/<inner>.yaml``). The engine's pre-stage (``cell.py::run_pre_stage``) calls
 :meth:`prepare` on that instance before pose training: it trains the generator (or reuses
 ``run_dir/_sr/<key>/sr.pt``) and writes ``run_dir/sr_quality.json``. The engine then evaluates at
-256×192 (crops with exact back-projection) and applies :meth:`eval_input_transform` of the same
-instance to every batch: the HR crop is reduced bicubic ×4 to 64×48 (the LR crop *is* this
-reduction: the same degradation SPSR was trained on) and then super-resolved (SPSR) or
-bicubic-upsampled back. The SR output lives in the HR crop's frame, so back-projection stays exact.
+the pose network at 256×192 on the cell's *native* 64×48 crop (:meth:`eval_crop_resolution`: the
+very crop, the same bilinear warp of the full image, that every native 64×48 method sees; the paper
+super-resolves *the* low-resolution image). :meth:`eval_input_transform` super-resolves it (SPSR)
+or bicubic-upsamples it ×4, and the crop matrix is lifted ×4 into the 256×192 frame
+(``data/dataset.py::lift_matrix``), so back-projection stays exact. The generator is trained on
+(HR crop, its bicubic ×¼ reduction) pairs, the usual SR training; at test time it meets the native
+crop, a small domain gap the table states.
+
+What the SR model is: SPSR's generator (RRDB trunk + gradient branch, ``generator.py``) trained
+with its pixel, gradient and gradient-branch losses (+ perceptual when VGG19 weights are given); it
+lacks SPSR's relativistic GAN terms (and, without local VGG19 weights, the perceptual term), so it
+is the PSNR-oriented SPSR generator, not SPSR's full GAN training.
 
 SR constants: ``configs/methods/spsr.yaml`` (``sr_config`` names another file in
 ``configs/methods/`` for an ablation).
@@ -35,7 +43,6 @@ from lrpose_bench.baselines.spsr.train_sr import (
     SpsrConfig,
     SrCropDataset,
     cache_key,
-    degrade,
     denormalise,
     load_generator,
     renormalise,
@@ -92,13 +99,17 @@ class SrPoseMethod(Method):
         inner_params = resolve_method_params(inner_cls.Params, self.inner_name, self.hr_res)
         self.inner: Method = inner_cls(inner_params, MethodContext(self.hr_res, context.num_joints))
         self.codec_name = f"{self.upsampler} x{self.sr.scale} + {self.inner.codec_name}"
-        self.loss_name = self.inner.loss_name
         self.generator: SPSRGenerator | None = None
         self.sr_info: dict[str, Any] = {}
         self.device = torch.device("cpu")
         self.eval_chunk = 16
 
     # --------------------------------------------------------------- delegation to the inner method
+    @property
+    def loss_name(self) -> str:
+        """The inner pose method's loss (the SR network's losses are in ``sr_quality.json``)."""
+        return self.inner.loss_name
+
     def train_resolution(self) -> Resolution:
         return self.hr_res
 
@@ -310,9 +321,13 @@ class SrPoseMethod(Method):
         )
         save_generator(ckpt, generator, meta)
 
+    def eval_crop_resolution(self) -> Resolution:
+        """The native low-resolution crop (64×48): what every native 64×48 method sees."""
+        return self.context.resolution
+
     def eval_input_transform(self) -> Callable[[Tensor], Tensor]:
-        """``(N, 3, 256, 192)`` normalised HR crops → the same size, normalised, after the LR
-        degradation and SPSR (or bicubic) ×4 (see the module docstring)."""
+        """``(N, 3, 64, 48)`` normalised native LR crops → ``(N, 3, 256, 192)``, normalised, after
+        SPSR (or bicubic) ×4 (see the module docstring)."""
         if self.upsampler == "spsr" and self.generator is None:
             raise ConfigError(
                 f"method {self.name!r}: the SR generator is not ready; prepare() must run before evaluation"
@@ -321,8 +336,7 @@ class SrPoseMethod(Method):
         chunk = max(1, self.eval_chunk)
 
         def transform(images: Tensor) -> Tensor:
-            hr01 = denormalise(images.float())
-            lr01 = degrade(hr01, sr.scale, sr.antialias, sr.quantize_lr)
+            lr01 = denormalise(images.float())
             if generator is None:
                 up = bicubic_upsample(lr01, sr.scale)
             else:
@@ -336,7 +350,9 @@ class SrPoseMethod(Method):
 @register_method
 class SpsrHrnet(SrPoseMethod):
     name = "spsr+hrnet"
-    description = "SPSR x4 (64x48 -> 256x192) then HRNet Gaussian heatmaps trained at 256x192 (paper Table 2)"
+    description = (
+        "SPSR generator x4 on the native 64x48 crop (no GAN terms) then HRNet heatmaps trained at 256x192 (Table 2)"
+    )
     inner_name = "hrnet"
     upsampler = "spsr"
 
@@ -344,7 +360,7 @@ class SpsrHrnet(SrPoseMethod):
 @register_method
 class SpsrUdp(SrPoseMethod):
     name = "spsr+udp"
-    description = "SPSR x4 (64x48 -> 256x192) then UDP trained at 256x192 (paper Table 2)"
+    description = "SPSR generator x4 on the native 64x48 crop (no GAN terms) then UDP trained at 256x192 (Table 2)"
     inner_name = "udp"
     upsampler = "spsr"
 
@@ -352,7 +368,7 @@ class SpsrUdp(SrPoseMethod):
 @register_method
 class BicubicHrnet(SrPoseMethod):
     name = "bicubic+hrnet"
-    description = "control: bicubic x4 (64x48 -> 256x192) then HRNet trained at 256x192"
+    description = "control: bicubic x4 of the native 64x48 crop then HRNet trained at 256x192"
     inner_name = "hrnet"
     upsampler = "bicubic"
 
@@ -360,6 +376,6 @@ class BicubicHrnet(SrPoseMethod):
 @register_method
 class BicubicUdp(SrPoseMethod):
     name = "bicubic+udp"
-    description = "control: bicubic x4 (64x48 -> 256x192) then UDP trained at 256x192"
+    description = "control: bicubic x4 of the native 64x48 crop then UDP trained at 256x192"
     inner_name = "udp"
     upsampler = "bicubic"

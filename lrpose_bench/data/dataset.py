@@ -68,6 +68,20 @@ def normalise(crop: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))
 
 
+def lift_matrix(matrix: np.ndarray, low: Resolution, high: Resolution, coordinates: str = "unbiased") -> np.ndarray:
+    """The crop matrix of a ``low``-resolution crop, expressed in the frame of its ×s upsampling to
+    ``high`` (SR+pose): an upsampler's output pixel ``X`` sits at ``(X + ½)/s − ½`` of the input
+    (pixel-centre alignment, bicubic/SR convention), so ``X = s·x + (s − 1)/2`` in the unbiased
+    system (``X = s·x`` in the biased one, whose pixels are cells). Back-projection through the
+    lifted matrix is exact for what the upsampler produces."""
+    scale = high.width / low.width
+    if high.height / low.height != scale or scale < 1:
+        raise ValueError(f"lift_matrix: {high} is not an integer up-scaling of {low}")
+    shift = (scale - 1.0) / 2.0 if coordinates == "unbiased" else 0.0
+    lift = np.array([[scale, 0.0, shift], [0.0, scale, shift], [0.0, 0.0, 1.0]])
+    return (lift @ np.vstack([matrix, [0.0, 0.0, 1.0]]))[:2]
+
+
 class PoseDataset(Dataset):
     """Crops of a split's instances for one method at one resolution.
 
@@ -88,8 +102,15 @@ class PoseDataset(Dataset):
         seed: int = 0,
         image_cache: ImageCache | None = None,
         source_transform: Callable[..., np.ndarray] | None = None,
+        coordinates: str = "unbiased",
+        crop_resolution: Resolution | None = None,
     ) -> None:
         self.split = split
+        #: the size the crop is cut at, when it differs from ``resolution`` (evaluation of SR+pose:
+        #: the native low-resolution crop; its matrix is lifted into ``resolution``'s frame)
+        self.crop_resolution = crop_resolution or resolution
+        #: ``unbiased`` (UDP, the default) or ``biased`` (HRNet: box onto w px, joints / feat_stride)
+        self.coordinates = coordinates
         self.method = method
         self.resolution = resolution
         self.train = train
@@ -100,7 +121,7 @@ class PoseDataset(Dataset):
         self.cache = image_cache or ImageCache()
         self.source_transform = source_transform
         self.flip_index = flip_index(method.context.num_joints)
-        self.hm_scale = input_to_heatmap_scale(resolution.size, resolution.heatmap)
+        self.hm_scale = input_to_heatmap_scale(resolution.size, resolution.heatmap, coordinates)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -143,11 +164,13 @@ class PoseDataset(Dataset):
         inst = self.split.instances[index]
         rng = np.random.default_rng([self.seed, self.epoch, index]) if self.train else None
         params = self.crop_params(index, rng)
-        matrix = crop_matrix(params, self.resolution.size)
+        matrix = crop_matrix(params, self.crop_resolution.size, self.coordinates)
         image = self.cache.read(inst.image_path)
         if self.source_transform is not None:
             image = self.source_transform(image, index, epoch=self.epoch if self.train else None)
-        crop = warp_image(image, matrix, self.resolution.size)
+        crop = warp_image(image, matrix, self.crop_resolution.size)
+        if self.crop_resolution != self.resolution:
+            matrix = lift_matrix(matrix, self.crop_resolution, self.resolution, self.coordinates)
         joints, visible = self.joints_in_heatmap(inst, matrix, params.flip)
         item: dict[str, Any] = {
             "image": normalise(crop),

@@ -1,4 +1,5 @@
-"""UDP's unbiased data processing, shared by every method (Huang et al., CVPR 2020).
+"""UDP's unbiased data processing, shared by every method (Huang et al., CVPR 2020), and HRNet's
+biased one for reproducing the paper's baseline rows (``data.coordinates: biased``).
 
 Coordinates are measured in *unit length*: pixel centres sit on integer coordinates and an image of
 width ``w`` spans ``[0, w-1]``. A person box of width ``bw`` (image pixels) maps onto the input
@@ -50,22 +51,35 @@ def nms_box_area(bbox: np.ndarray, aspect: float, padding: float) -> float:
     return width * height
 
 
-def crop_matrix(params: CropParams, input_size: tuple[int, int]) -> np.ndarray:
-    """2×3 affine matrix mapping image coordinates to input coordinates (unbiased, with flip)."""
+#: ``data.coordinates``: UDP's unbiased system (every method's default) or HRNet's biased one
+COORDINATE_SYSTEMS = ("unbiased", "biased")
+
+
+def crop_matrix(params: CropParams, input_size: tuple[int, int], coordinates: str = "unbiased") -> np.ndarray:
+    """2×3 affine matrix mapping image coordinates to input coordinates (with flip).
+
+    ``unbiased`` (UDP): the box spans ``w_in - 1`` px, its centre lands on ``(w_in-1)/2``, a flip is
+    ``x → w_in - 1 - x``. ``biased`` (HRNet ``get_affine_transform(c, s, r, image_size)``): the box
+    spans ``w_in`` px (isotropic scale ``w_in/bw``), its centre lands on ``w_in/2``, and a flip
+    (``fliplr_joints`` + the flipped centre ``W - c - 1``) is ``x → w_in - x`` in input px.
+    """
+    if coordinates not in COORDINATE_SYSTEMS:
+        raise ValueError(f"coordinates must be one of {COORDINATE_SYSTEMS}, got {coordinates!r}")
     in_h, in_w = input_size
     cx, cy = params.center
     bw, bh = params.size
-    sx = (in_w - 1.0) / bw
-    sy = (in_h - 1.0) / bh
+    span = 1.0 if coordinates == "unbiased" else 0.0
+    sx = (in_w - span) / bw
+    sy = (in_h - span) / bh if coordinates == "unbiased" else sx  # HRNet: one scale, w/bw
     theta = math.radians(params.rotation)
     cos, sin = math.cos(theta), math.sin(theta)
     # translate the box centre to the origin, rotate, scale, move to the input centre
     rot = np.array([[cos, sin], [-sin, cos]])
     linear = np.diag([sx, sy]) @ rot
-    offset = np.array([(in_w - 1.0) / 2.0, (in_h - 1.0) / 2.0]) - linear @ np.array([cx, cy])
+    offset = np.array([(in_w - span) / 2.0, (in_h - span) / 2.0]) - linear @ np.array([cx, cy])
     matrix = np.concatenate([linear, offset[:, None]], axis=1)
     if params.flip:
-        flip = np.array([[-1.0, 0.0, in_w - 1.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+        flip = np.array([[-1.0, 0.0, in_w - span], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
         matrix = (flip @ np.vstack([matrix, [0.0, 0.0, 1.0]]))[:2]
     return matrix
 
@@ -81,9 +95,14 @@ def apply_affine(points: np.ndarray, matrix: np.ndarray) -> np.ndarray:
     return points @ matrix[:, :2].T + matrix[:, 2]
 
 
-def input_to_heatmap_scale(input_size: tuple[int, int], heatmap_size: tuple[int, int]) -> np.ndarray:
-    """Per-axis (x, y) factor from input to heatmap coordinates: (W-1)/(w-1), (H-1)/(h-1)."""
+def input_to_heatmap_scale(
+    input_size: tuple[int, int], heatmap_size: tuple[int, int], coordinates: str = "unbiased"
+) -> np.ndarray:
+    """Per-axis (x, y) factor from input to heatmap coordinates: ``(W-1)/(w-1)`` (unbiased, UDP) or
+    ``W/w = 1/feat_stride`` (biased, HRNet ``JointsDataset``: ``joints / feat_stride``)."""
     (in_h, in_w), (hm_h, hm_w) = input_size, heatmap_size
+    if coordinates == "biased":
+        return np.array([hm_w / in_w, hm_h / in_h])
     return np.array([(hm_w - 1.0) / (in_w - 1.0), (hm_h - 1.0) / (in_h - 1.0)])
 
 

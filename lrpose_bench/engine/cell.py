@@ -85,6 +85,11 @@ def build_method(spec: CellSpec, cfg: BenchConfig, resolution: Resolution | None
     method_cls = METHODS.get(spec.method)
     resolution = resolution or spec.resolution
     params = resolve_method_params(method_cls.Params, spec.method, resolution, dict(spec.ablation))
+    if cfg.data.coordinates == "biased" and not method_cls.outputs_are_maps:
+        raise ConfigError(
+            f"data.coordinates: biased reproduces HRNet's processing of heatmap outputs; {spec.method} outputs "
+            "vectors, so it runs with data.coordinates: unbiased (the default)"
+        )
     return method_cls(params, MethodContext(resolution=resolution))
 
 
@@ -379,6 +384,7 @@ def train_cell(
         seed=spec.seed,
         image_cache=built.cache,
         source_transform=_source_transform(cfg, train=True, seed=spec.seed),
+        coordinates=cfg.data.coordinates,
     )
     pipeline = fast_pipeline(
         cfg,
@@ -577,6 +583,13 @@ def use_crop_store(cfg: BenchConfig, device: torch.device) -> bool:
     # the schema's rule, checked when the config loaded; again here for a config changed in code
     check_value(DataConfig, "pipeline", choice, "config key data.pipeline")
     if choice == "reference":
+        return False
+    if cfg.data.coordinates == "biased":  # the store and the device augmentation are UDP-unbiased
+        if choice == "crop_store":
+            raise ConfigError(
+                "data.pipeline: crop_store runs in the unbiased coordinate system; data.coordinates: biased "
+                "needs data.pipeline=reference or auto"
+            )
         return False
     if cfg.degrade != "clean":
         if choice == "crop_store":

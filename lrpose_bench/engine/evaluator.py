@@ -69,6 +69,8 @@ def build_eval_dataset(
         box_padding=cfg.data.box_padding,
         image_cache=image_cache,
         source_transform=run_source_transform(cfg, train=False),
+        coordinates=cfg.data.coordinates,
+        crop_resolution=method.eval_crop_resolution(),
     )
 
 
@@ -79,22 +81,35 @@ def model_outputs(
     flip_test: bool,
     flip_idx: Tensor,
     input_transform: Callable[[Tensor], Tensor] | None = None,
+    shift_flipped: bool = False,
 ) -> Tensor:
-    """Network outputs, averaged with the flip-test outputs mapped back (HRNet/UDP flip test)."""
+    """Network outputs, averaged with the flip-test outputs mapped back (HRNet/UDP flip test).
+
+    ``shift_flipped`` (``data.coordinates: biased``): HRNet's ``TEST.SHIFT_HEATMAP``, the mapped-back
+    maps moved one pixel right (``output_flipped[:, :, :, 1:] = output_flipped[:, :, :, :-1]``),
+    because in the biased system a mirrored input lands 0.75 px left on the map. UDP's unbiased
+    flip needs no shift."""
     if input_transform is not None:
         images = input_transform(images)
     outputs = model(images).float()
     if flip_test:
-        flipped = model(images.flip(-1)).float()
-        outputs = 0.5 * (outputs + method.flip_outputs(flipped, flip_idx))
+        back = method.flip_outputs(model(images.flip(-1)).float(), flip_idx)
+        if shift_flipped:
+            back = torch.cat([back[..., :1], back[..., :-1]], dim=-1)
+        outputs = 0.5 * (outputs + back)
     return outputs
 
 
 def heatmap_to_image(
-    coords_hm: np.ndarray, matrices: np.ndarray, input_size: tuple[int, int], heatmap_size: tuple[int, int]
+    coords_hm: np.ndarray,
+    matrices: np.ndarray,
+    input_size: tuple[int, int],
+    heatmap_size: tuple[int, int],
+    coordinates: str = "unbiased",
 ) -> np.ndarray:
-    """Exact inverse of the unbiased crop: heatmap px → input px → image px."""
-    scale = input_to_heatmap_scale(input_size, heatmap_size)
+    """Exact inverse of the crop: heatmap px → input px → image px. For ``biased`` this is HRNet's
+    ``transform_preds`` (the box ↔ heatmap affine of ``get_affine_transform(c, s, 0, heatmap_size)``)."""
+    scale = input_to_heatmap_scale(input_size, heatmap_size, coordinates)
     input_coords = coords_hm / scale
     out = np.empty_like(input_coords)
     for i, matrix in enumerate(matrices):
@@ -126,7 +141,9 @@ def predict(
     parts: dict[str, list[np.ndarray]] = {k: [] for k in ("coords", "scores", "coarse", "matrix", "gt", "vis", "index")}
     for batch in tqdm(loader, desc="evaluate", disable=not progress, leave=False):
         images = batch["image"].to(device, non_blocking=True)
-        outputs = model_outputs(model, method, images, flip_test, flip_idx, input_transform)
+        outputs = model_outputs(
+            model, method, images, flip_test, flip_idx, input_transform, dataset.coordinates == "biased"
+        )
         coords, scores = method.decode(outputs)
         coarse = method.coarse_argmax(outputs)
         parts["coords"].append(coords.cpu().numpy().astype(np.float64))
@@ -138,7 +155,7 @@ def predict(
         parts["index"].append(batch["index"].numpy())
     cat = {k: np.concatenate(v) for k, v in parts.items()}
     resolution = dataset.resolution
-    keypoints = heatmap_to_image(cat["coords"], cat["matrix"], resolution.size, resolution.heatmap)
+    keypoints = heatmap_to_image(cat["coords"], cat["matrix"], resolution.size, resolution.heatmap, dataset.coordinates)
     instances = [dataset.split.instances[i] for i in cat["index"]]
     return Predictions(
         image_ids=np.array([inst.image_id for inst in instances]),

@@ -21,7 +21,13 @@ import pandas as pd
 import yaml
 
 from lrpose_bench.analysis import figures as figs
-from lrpose_bench.analysis.bootstrap import ImageEvaluation, PairedDifference, evaluate_images, paired_differences
+from lrpose_bench.analysis.bootstrap import (
+    ImageEvaluation,
+    PairedDifference,
+    evaluate_images,
+    paired_differences,
+    pooled_differences,
+)
 from lrpose_bench.analysis.displacement import Displacements, bin_labels, load_displacements, summarize
 from lrpose_bench.config import EvalConfig, ReportConfig
 from lrpose_bench.errors import ConfigError, UserError
@@ -159,6 +165,7 @@ def run_bootstrap(
     if samples <= 0:
         return [], ["Bootstrap disabled (eval.bootstrap_samples = 0)."]
     results: list[tuple[dict[str, Any], PairedDifference]] = []
+    per_seed: dict[tuple[str, str, str], dict[int, dict[str, ImageEvaluation]]] = {}
     gt_cache: dict[str, Any] = {}
     for context, cells in tbl.pairs_for_bootstrap(run):
         gt_path = Path(context["gt"])
@@ -183,6 +190,11 @@ def run_bootstrap(
         public = {k: v for k, v in context.items() if k != "gt"}
         for diff in paired_differences(evaluations, samples, seed):
             results.append((public, diff))
+        key = (context["resolution"], context["backbone"], context["gt"])
+        per_seed.setdefault(key, {})[context["seed"]] = evaluations
+    for (res, backbone, _), by_seed in per_seed.items():  # pooled over seeds, after the per-seed rows
+        for diff in pooled_differences(by_seed, samples, seed):
+            results.append(({"resolution": res, "backbone": backbone, "seed": f"pooled ({len(by_seed)})"}, diff))
     return results, notes
 
 
@@ -234,9 +246,45 @@ def _summary(run: RunData, settings: Settings) -> list[tuple[str, str]]:
                 f"{processes.get('global_batch', '?')}",
             )
         )
+    out += _protocol_rows(run)
     if run.run.get("argv"):
         out.append(("Command", "lrpose-bench " + " ".join(str(a) for a in run.run["argv"])))
     return out
+
+
+def _protocol_rows(run: RunData) -> list[tuple[str, str]]:
+    """The protocol a reader needs to weigh the numbers: coordinates, boxes, budget, seeds, tuning."""
+    cfg = run.config
+    data, train = cfg.get("data") or {}, cfg.get("train") or {}
+    coordinates = data.get("coordinates", "unbiased")
+    boxes = (
+        "detected person boxes"
+        if data.get("person_boxes") and "coco" in run.eval_split.lower()
+        else "ground-truth boxes"
+    )
+    seeds = sorted({c.seed for c in run.cells})
+    epochs = train.get("epochs")
+    if train.get("match_budget", False):
+        ratio = float(train.get("matched_extra_ratio", 0.0))
+        extra = max(1, round(int(epochs or 0) * ratio)) if epochs else "?"
+        budget = (f"{epochs} epochs + {extra} (CAL: stage 2; every other method: the same extra epochs at the same "
+                  "post-milestone learning rate, train.match_budget)")  # fmt: skip
+    else:
+        budget = f"{epochs} epochs per method (CAL adds its stage 2; train.match_budget off)"
+    return [
+        ("Coordinates", f"{coordinates} ({'UDP' if coordinates == 'unbiased' else 'HRNet reference'} data processing)"),
+        ("Boxes", boxes),
+        ("Training budget", budget),
+        (
+            "Seeds",
+            f"{len(seeds)} ({', '.join(str(s) for s in seeds)})"
+            + ("; one seed is no evidence of an order" if len(seeds) == 1 else ""),
+        ),
+        (
+            "Constants",
+            "chosen on the tune split by lrpose-bench sweep where configs/methods say so; never on the scored split",
+        ),
+    ]
 
 
 def _page_notes(run: RunData) -> list[str]:

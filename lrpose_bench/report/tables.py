@@ -597,6 +597,9 @@ def bootstrap_table(run: RunData, differences: list[tuple[dict[str, Any], Paired
         f"Paired bootstrap over images of {run.eval_split}: {first.samples} resamples of the image ids with "
         f"replacement, both methods scored by COCO OKS AP on the same resample; {100 * first.level:.0f} % "
         "percentile interval of the difference. Pairs share input size, backbone and seed.",
+        "Seed 'pooled (n)': a two-level bootstrap over the n seeds and the images (each replicate draws seeds "
+        "and images with replacement and averages AP(A) − AP(B) over the drawn seeds): the interval to read "
+        "when a method is said to beat another.",
         "The paper reports no intervals: no paper column.",
     ]
     return Table(key="bootstrap", title="Paired differences in AP (bootstrap over images)", values=values, notes=notes)

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from torch import Tensor
@@ -37,73 +37,44 @@ from torch import Tensor
 from lrpose_bench import comm
 from lrpose_bench.codecs.offset import (
     argmax_offset_decode,
-    check_kernel,
     flip_combined,
     interleave,
     offset_radius,
     split_combined,
 )
-from lrpose_bench.errors import ConfigError
+from lrpose_bench.config import AT_LEAST_1, POSITIVE, OddSize, Range, bounded
 from lrpose_bench.method import Method, TrainingStage
-from lrpose_bench.methods.cal.codec import HEATMAP_KINDS, encode_cal, encode_cal_torch
-from lrpose_bench.methods.cal.loss import OFFSET_LOSSES, cal_loss
-from lrpose_bench.methods.cal.mgm import MGM_SUPPORTS, mgm_from_predictions
+from lrpose_bench.methods.cal.codec import encode_cal, encode_cal_torch
+from lrpose_bench.methods.cal.loss import cal_loss
+from lrpose_bench.methods.cal.mgm import mgm_from_predictions
 from lrpose_bench.registry import register_method
 
-CHOICES: dict[str, tuple[Any, ...]] = {
-    "offset_mask": ("mgm", "binary"),
-    "gmm_components": (1, 2, 3),
-    "heatmap": HEATMAP_KINDS,
-    "offset_loss": OFFSET_LOSSES,
-    "training": ("two_stage", "one_stage"),
-    "one_stage_loss": ("mgm", "gaussian"),
-    "decode": ("argmax", "blurred"),
-    "mgm_support": MGM_SUPPORTS,
-}
+KERNEL = OddSize(allow_off=True)
 
 
 @dataclass
 class CalParams:
-    """Constants and ablation switches of CAL (``configs/methods/cal.yaml``)."""
+    """Constants and ablation switches of CAL (``configs/methods/cal.yaml``). Switches are
+    ``Literal`` types and bounds sit in the fields' metadata: the config loader checks both once
+    (``config.py::from_mapping``), naming the key."""
 
-    sigma: float = 2.0
-    radius_factor: float = 0.0546875
-    alpha: float = 1.0
-    cls_blur_kernel: int = 15
-    offset_blur_kernel: int = 7
-    gmm_components: int = 2
-    em_iterations: int = 20
-    reg_covar: float = 1.0e-3
-    stage2_ratio: float = 40.0 / 210.0
-    smoothl1_beta_px: float = 1.0
-    decode: str = "argmax"
-    mgm_support: str = "square"
-    offset_mask: str = "mgm"
-    heatmap: str = "gaussian"
-    offset_loss: str = "l1"
-    training: str = "two_stage"
-    one_stage_loss: str = "mgm"
-
-    def __post_init__(self) -> None:
-        for key, allowed in CHOICES.items():
-            value = getattr(self, key)
-            if value not in allowed:
-                raise ConfigError(
-                    f"methods.cal.{key}: expected one of {', '.join(str(a) for a in allowed)}; got {value!r}"
-                )
-        for key in ("sigma", "radius_factor", "alpha", "smoothl1_beta_px"):
-            if not getattr(self, key) > 0:
-                raise ConfigError(f"methods.cal.{key}: must be > 0, got {getattr(self, key)!r}")
-        if not 0 <= self.stage2_ratio <= 10:
-            raise ConfigError(f"methods.cal.stage2_ratio: must lie in [0, 10], got {self.stage2_ratio!r}")
-        if self.em_iterations < 1:
-            raise ConfigError(f"methods.cal.em_iterations: must be >= 1, got {self.em_iterations!r}")
-        if not self.reg_covar > 0:
-            raise ConfigError(
-                f"methods.cal.reg_covar: must be > 0 (it keeps the covariance invertible), got {self.reg_covar!r}"
-            )
-        check_kernel("cal", "cls_blur_kernel", self.cls_blur_kernel)
-        check_kernel("cal", "offset_blur_kernel", self.offset_blur_kernel)
+    sigma: float = bounded(2.0, POSITIVE)
+    radius_factor: float = bounded(0.0546875, POSITIVE)
+    alpha: float = bounded(1.0, POSITIVE)
+    cls_blur_kernel: int = bounded(15, KERNEL)
+    offset_blur_kernel: int = bounded(7, KERNEL)
+    gmm_components: Literal[1, 2, 3] = 2
+    em_iterations: int = bounded(20, AT_LEAST_1)
+    reg_covar: float = bounded(1.0e-3, Range(low=0, low_open=True, why="it keeps the covariance invertible"))
+    stage2_ratio: float = bounded(40.0 / 210.0, Range(0, 10))
+    smoothl1_beta_px: float = bounded(1.0, POSITIVE)
+    decode: Literal["argmax", "blurred"] = "argmax"
+    mgm_support: Literal["square", "disk"] = "square"
+    offset_mask: Literal["mgm", "binary"] = "mgm"
+    heatmap: Literal["gaussian", "binary"] = "gaussian"
+    offset_loss: Literal["l1", "smoothl1", "l2"] = "l1"
+    training: Literal["two_stage", "one_stage"] = "two_stage"
+    one_stage_loss: Literal["mgm", "gaussian"] = "mgm"
 
 
 @register_method
@@ -113,17 +84,21 @@ class CalMethod(Method):
     name = "cal"
     description = "CAL: G = B·C heatmap (Eq. 10), L1 offsets weighed by G then MGM (Eq. 14-15), two stages"
     codec_name = "cal (Gaussian-weighed disk + offset)"
-    loss_name = "L2 + α·W·L1 (Eq. 14/15)"
+    loss_family = "L2 + α·W·L1 (Eq. 14/15)"
     Params = CalParams
     codec_bound_px = 0.05
 
     def __init__(self, params: Any, context: Any) -> None:
         super().__init__(params, context)
         self.radius = offset_radius(params.radius_factor, context.heatmap_size)
-        loss_word = {"l1": "L1", "smoothl1": "SmoothL1", "l2": "L2"}[params.offset_loss]
-        self.loss_name = f"L2 + α·W·{loss_word} (Eq. 14/15, W = G then {params.offset_mask})"
         #: last fitted mixture (for logging / inspection; tensors stay on the device)
         self.last_gmm = None
+
+    @property
+    def loss_name(self) -> str:
+        """Eq. 14/15 with the ablated offset loss ℓ and mask named."""
+        loss_word = {"l1": "L1", "smoothl1": "SmoothL1", "l2": "L2"}[self.params.offset_loss]
+        return f"L2 + α·W·{loss_word} (Eq. 14/15, W = G then {self.params.offset_mask})"
 
     # ------------------------------------------------------------------------------ head
     def head_channels(self) -> int:

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from lrpose_bench.codecs.heatmap_ops import flip_heatmaps
-from lrpose_bench.errors import ConfigError
+from lrpose_bench.config import AT_LEAST_0, POSITIVE, OddSize, bounded
 from lrpose_bench.method import Method, TrainingStage
 from lrpose_bench.methods.simcc.codec import device_constants
 from lrpose_bench.registry import register_method
@@ -51,25 +51,13 @@ class IntegralParams:
     """Constants and ablation switches of integral regression (``configs/methods/integral.yaml``)."""
 
     #: inverse temperature of the softmax (mmpose ``beta``; Sun et al.: plain softmax, 1)
-    beta: float = 1.0
+    beta: float = bounded(1.0, POSITIVE)
     #: weight of the DSNT Jensen–Shannon regulariser; 0 = plain integral regression (IPR)
-    dsnt_weight: float = 0.0
+    dsnt_weight: float = bounded(0.0, AT_LEAST_0)
     #: σ (heatmap px) of the regulariser's Gaussian target
-    sigma: float = 2.0
+    sigma: float = bounded(2.0, POSITIVE)
     #: confidence = probability mass in this odd window around the mode
-    score_window: int = 5
-
-    def __post_init__(self) -> None:
-        if not self.beta > 0:
-            raise ConfigError(f"methods.integral.beta: must be > 0, got {self.beta!r}")
-        if self.dsnt_weight < 0:
-            raise ConfigError(f"methods.integral.dsnt_weight: must be >= 0, got {self.dsnt_weight!r}")
-        if not self.sigma > 0:
-            raise ConfigError(f"methods.integral.sigma: must be > 0, got {self.sigma!r}")
-        if self.score_window < 1 or self.score_window % 2 == 0:
-            raise ConfigError(
-                f"methods.integral.score_window: must be a positive odd number, got {self.score_window!r}"
-            )
+    score_window: int = bounded(5, OddSize())
 
 
 def soft_argmax(logits: Tensor, beta: float) -> tuple[Tensor, Tensor]:
@@ -142,7 +130,7 @@ class IntegralMethod(Method):
     name = "integral"
     description = "Integral regression (Sun et al. 2018): softmax expectation, L1 on coordinates, optional DSNT JS term"
     codec_name = "soft-argmax (expected coordinate)"
-    loss_name = "L1 on coordinates"
+    loss_family = "L1 on coordinates"
     Params = IntegralParams
     #: codec oracle bound (heatmap px): the oracle map's expectation is the truth up to float32 round-off
     codec_bound_px = 1e-3
@@ -151,8 +139,14 @@ class IntegralMethod(Method):
         super().__init__(params, context)
         height, width = context.heatmap_size
         self.extent = np.array([max(width - 1.0, 1.0), max(height - 1.0, 1.0)], dtype=np.float32)
-        if params.dsnt_weight > 0:
-            self.loss_name = f"L1 on coordinates + {params.dsnt_weight:g}·JS to Gaussian σ={params.sigma:g} (DSNT)"
+
+    @property
+    def loss_name(self) -> str:
+        """IPR's L1, plus DSNT's JS regulariser when ``dsnt_weight > 0``."""
+        p = self.params
+        if p.dsnt_weight > 0:
+            return f"{self.loss_family} + {p.dsnt_weight:g}·JS to Gaussian σ={p.sigma:g} (DSNT)"
+        return self.loss_family
 
     def head_channels(self) -> int:
         return self.context.num_joints

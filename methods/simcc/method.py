@@ -30,12 +30,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
+from lrpose_bench.config import POSITIVE, bounded
 from lrpose_bench.errors import ConfigError
 from lrpose_bench.method import Method, TrainingStage
 from lrpose_bench.methods.simcc.codec import (
@@ -51,31 +52,21 @@ from lrpose_bench.methods.simcc.codec import (
 )
 from lrpose_bench.registry import register_method
 
-DECODES = ("argmax", "soft")
-
 
 @dataclass
 class SimccParams:
     """Constants and ablation switches of SimCC (``configs/methods/simcc.yaml``)."""
 
     #: k: bins per input pixel (mmpose ``simcc_split_ratio``)
-    split_ratio: float = 2.0
+    split_ratio: float = bounded(2.0, POSITIVE)
     #: Gaussian label σ in bins (mmpose ``sigma``); unused without label smoothing
-    sigma: float = 6.0
+    sigma: float = bounded(6.0, POSITIVE)
     #: Gaussian label smoothing (mmpose ``smoothing_type='gaussian'``); false: one-hot labels
     label_smoothing: bool = True
     #: divide Gaussian labels by σ·√(2π) (mmpose ``normalize``)
     normalize: bool = True
     #: argmax (mmpose ``SimCCLabel.decode``) or soft (softmax expectation)
-    decode: str = "argmax"
-
-    def __post_init__(self) -> None:
-        if not self.split_ratio > 0:
-            raise ConfigError(f"methods.simcc.split_ratio: must be > 0, got {self.split_ratio!r}")
-        if self.label_smoothing and not self.sigma > 0:
-            raise ConfigError(f"methods.simcc.sigma: must be > 0 with label_smoothing, got {self.sigma!r}")
-        if self.decode not in DECODES:
-            raise ConfigError(f"methods.simcc.decode: expected one of {', '.join(DECODES)}; got {self.decode!r}")
+    decode: Literal["argmax", "soft"] = "argmax"
 
 
 class SimccHead(nn.Module):
@@ -105,8 +96,9 @@ class SimccMethod(Method):
     name = "simcc"
     description = "SimCC/SimDR (Li et al. 2022): 1-D x/y classification at k bins per px, KL loss, arg-max decode"
     codec_name = "simcc (1-D bins, Gaussian label smoothing)"
-    loss_name = "KLDiscretLoss (mmpose)"
+    loss_family = "KLDiscretLoss (mmpose)"
     Params = SimccParams
+    outputs_are_maps = False  # vectors, not maps: unbiased coordinates only
 
     def __init__(self, params: Any, context: Any) -> None:
         super().__init__(params, context)

@@ -28,7 +28,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -40,6 +40,7 @@ from tqdm.auto import tqdm
 from lrpose_bench.baselines.spsr.generator import SPSRGenerator, bicubic_upsample, build_generator, count_parameters
 from lrpose_bench.baselines.spsr.gradient import gradient_map
 from lrpose_bench.baselines.spsr.metrics import psnr, ssim, to_uint8_image
+from lrpose_bench.config import Range, bounded
 from lrpose_bench.data.dataset import MEAN, STD, PoseDataset
 from lrpose_bench.data.transforms import crop_matrix, warp_image
 from lrpose_bench.errors import CheckpointError, ConfigError
@@ -88,20 +89,14 @@ class SrProfileConfig:
 class SpsrConfig:
     """Everything about the SR stage of SPSR+pose (``configs/methods/spsr.yaml``)."""
 
-    scale: int = 4
+    scale: int = bounded(4, Range(low=2, why="4 in the paper"))
     lr_resolution: str = "64x48"
     antialias: bool = True
     quantize_lr: bool = True
-    sr_profile: str | None = None
+    sr_profile: Literal["quick", "paper"] | None = None
     losses: SrLossConfig = field(default_factory=SrLossConfig)
     quick: SrProfileConfig = field(default_factory=SrProfileConfig)
     paper: SrProfileConfig = field(default_factory=SrProfileConfig)
-
-    def __post_init__(self) -> None:
-        if self.scale < 2:
-            raise ConfigError(f"methods.spsr.scale: must be >= 2 (4 in the paper), got {self.scale!r}")
-        if self.sr_profile not in (None, "quick", "paper"):
-            raise ConfigError(f"methods.spsr.sr_profile: expected quick, paper or null, got {self.sr_profile!r}")
 
     def profile_for(self, run_profile: str) -> tuple[str, SrProfileConfig]:
         """The SR profile of a run: ``sr_profile`` if set, else the run's profile when it is

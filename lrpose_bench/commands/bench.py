@@ -124,7 +124,7 @@ def bench_cell(
     from lrpose_bench.data.gpu_augment import DeviceAugmentPipeline
     from lrpose_bench.engine.accelerate import TrainStep, adam_for, configure_backends
     from lrpose_bench.engine.cell import CellSpec, build_cell_model, build_method
-    from lrpose_bench.engine.evaluator import predict
+    from lrpose_bench.engine.evaluator import build_eval_dataset, predict
 
     spec = CellSpec(method_name, cfg.model.backbone, res, cfg.seed)
     method = build_method(spec, cfg)
@@ -228,7 +228,7 @@ def bench_cell(
 
     val = bundle.val
     subset = KeypointSplit(val.name, val.annotation_file, val.image_root, val.gt, val.instances[:eval_instances])
-    eval_set = PoseDataset(subset, method, res, train=False, box_padding=cfg.data.box_padding, image_cache=cache)
+    eval_set = build_eval_dataset(subset, method, res, cfg, cache)
     model.eval()
     eval_kwargs = dict(
         batch_size=min(cfg.eval.batch_size, len(eval_set)), flip_test=cfg.eval.flip_test, device=device, progress=False

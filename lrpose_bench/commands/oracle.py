@@ -15,10 +15,10 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader
 
-from lrpose_bench.data.dataset import ImageCache, PoseDataset
+from lrpose_bench.data.dataset import ImageCache
 from lrpose_bench.data.sources import load_data
 from lrpose_bench.engine.cell import CellSpec, build_method, score_predictions
-from lrpose_bench.engine.evaluator import Predictions, heatmap_to_image
+from lrpose_bench.engine.evaluator import Predictions, build_eval_dataset, heatmap_to_image
 from lrpose_bench.oracle import oracle_outputs
 from lrpose_bench.resolution import parse_resolution_list
 from lrpose_bench.store import ensure_writable_folder, write_json
@@ -45,9 +45,7 @@ def oracle_rows(cfg, methods: list[str], resolutions, progress: bool = True) -> 
             method = build_method(CellSpec(name, cfg.model.backbone, res), cfg)
             if method.train_resolution() != res:
                 continue  # pipelines (SPSR+pose) have no codec of their own at this size
-            dataset = PoseDataset(
-                bundle.val, method, res, train=False, box_padding=cfg.data.box_padding, image_cache=cache
-            )
+            dataset = build_eval_dataset(bundle.val, method, res, cfg, cache)
             parts: dict[str, list[np.ndarray]] = {k: [] for k in ("coords", "scores", "matrix", "gt", "vis", "index")}
             for batch in DataLoader(dataset, batch_size=256, shuffle=False):
                 outputs = oracle_outputs(method, batch["joints"], batch["visible"])

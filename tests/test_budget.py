@@ -69,3 +69,5 @@ def test_cell_scores_its_snapshots_and_the_report_shows_the_budget(tmp_path, cap
     assert lrs["hrnet"] == lrs["cal"]  # the matched epochs at CAL's stage-2 learning rate
     report = json.loads((out / "report" / "report.json").read_text())
     assert "budget" in report["tables"]
+    assert (out / "report" / "latex" / "figures" / "budget_curve.pdf").is_file()
+    assert "Budget curve" in (out / "report" / "report.html").read_text()

@@ -238,3 +238,33 @@ def training_curves(logs: Mapping[str, tuple[str, str, pd.DataFrame]]) -> Figure
         ax.legend(fontsize=7, frameon=False)
     axes[0].set_ylabel("loss (log scale)" if positive else "loss")
     return fig
+
+
+# ------------------------------------------------------------------------------- budget curve
+def budget_curve(frame: pd.DataFrame) -> Figure:
+    """AP (×100) and final error / floor error against training epochs, one line per method
+    (mean over seeds, bars = sd): does the ranking hold as training grows?
+
+    ``frame`` columns: ``method, resolution, epochs, AP, AP_sd, ratio, ratio_sd`` (one row per
+    method, resolution and budget point, the last point being the end of training).
+    """
+    resolutions = list(dict.fromkeys(frame["resolution"]))
+    fig = Figure(figsize=(9.0, 3.4 * len(resolutions)), layout="constrained")
+    axes = fig.subplots(len(resolutions), 2, squeeze=False)
+    for row, res in enumerate(resolutions):
+        part = frame[frame["resolution"] == res]
+        for j, (method, lines) in enumerate(part.groupby("method", sort=False)):
+            lines = lines.sort_values("epochs")
+            colour = method_colour(str(method))
+            for ax, key in ((axes[row][0], "AP"), (axes[row][1], "ratio")):
+                ax.errorbar(lines["epochs"], lines[key], yerr=lines[f"{key}_sd"].fillna(0), color=colour,
+                            marker=_MARKERS[j % len(_MARKERS)], capsize=3, label=str(method))  # fmt: skip
+        axes[row][0].set_ylabel("AP (OKS, ×100)")
+        axes[row][1].set_ylabel("final error / mean-pose floor")
+        axes[row][1].axhline(1.0, color="0.6", linewidth=0.8, linestyle=":")
+        for ax in axes[row]:
+            ax.set_xlabel("training epochs")
+            ax.set_title(f"budget curve, {str(res).replace('x', '×')}", fontsize=10)
+            _style(ax)
+        axes[row][0].legend(fontsize=8, frameon=False)
+    return fig

@@ -313,6 +313,36 @@ def _environment(run: RunData) -> dict[str, Any]:
     return env
 
 
+def _budget_frame(run: RunData) -> pd.DataFrame | None:
+    """Rows (method, resolution, epochs, AP, ratio + sds) from every un-ablated cell's snapshots and
+    final scores; ``None`` when no cell kept snapshots."""
+    points: dict[tuple[str, str, int], list[tuple[float, float]]] = {}
+    for cell in run.complete_cells():
+        snaps = cell.info.get("snapshots") or []
+        if cell.ablation or not snaps:
+            continue
+        floor = (cell.info.get("floor") or {}).get("final_mean_px")
+        stages = (cell.info.get("method") or {}).get("stages") or []
+        total = sum(int(s.get("epochs", 0)) for s in stages if isinstance(s, dict))
+        entries = [(int(s["epochs"]), s.get("metrics", {}), s.get("errors", {})) for s in snaps]
+        entries.append((total, cell.metrics, cell.info.get("errors") or {}))
+        for epochs, metrics, errors in entries:
+            if metrics.get("AP") is None:
+                continue
+            error = errors.get("final_mean_px")
+            ratio = error / floor if error is not None and floor else float("nan")
+            points.setdefault((cell.method, cell.resolution, epochs), []).append((100 * metrics["AP"], ratio))
+    if not points:
+        return None
+    rows = []
+    for (method, res, epochs), values in points.items():
+        ap = pd.Series([v[0] for v in values])
+        ratio = pd.Series([v[1] for v in values])
+        rows.append({"method": method, "resolution": res, "epochs": epochs, "AP": ap.mean(), "AP_sd": ap.std(),
+                     "ratio": ratio.mean(), "ratio_sd": ratio.std()})  # fmt: skip
+    return pd.DataFrame(rows).sort_values(["resolution", "method", "epochs"], key=None)
+
+
 def _pixels(res: str) -> int:
     try:
         r = Resolution.parse(res)
@@ -364,6 +394,17 @@ def make_figures(
                 else ""
             )
             + ".",
+            "figures",
+        )
+    budget = _budget_frame(run)
+    if budget is not None:
+        emit(
+            figs.budget_curve(budget),
+            "budget_curve",
+            "Budget curve: score against training epochs",
+            "Mean over seeds (bars: sd) of AP and of the final error relative to the mean-pose floor, from the "
+            "weights kept at fractions of the epochs and at the end (no extra training). The last point of a "
+            "baseline includes its budget-matched epochs; CAL's point at the base epochs is its stage 1.",
             "figures",
         )
     if summaries:

@@ -152,7 +152,7 @@ EVAL_SPLITS = ("val", "tune")
 #: ``report.formats`` (``lrpose_bench.report.build.FORMATS``)
 REPORT_FORMATS = ("html", "latex", "csv", "json")
 #: ``train.device``: names only; whether the device exists here is checked when the run starts
-#: (:func:`lrpose_bench.engine.trainer.resolve_device`)
+#: (:func:`lrpose_bench.engine.distributed.resolve_device`)
 DEVICES = Choice(("auto", "cpu", "cuda", "mps"), pattern=r"cuda:[0-9]+", pattern_text="cuda:N")
 
 

@@ -43,6 +43,8 @@ def test_every_measured_constant_names_its_sweep_and_matches_it() -> None:
         for (method, res), point in winners.items():
             if path.stem != method:
                 continue
-            assert f"# sweep {res}: chosen by lrpose-bench sweep" in path.read_text(), f"{path.name} lacks its {res} evidence"
+            assert f"# sweep {res}: chosen by lrpose-bench sweep" in path.read_text(), (
+                f"{path.name} lacks its {res} evidence"
+            )
             for key, value in point.items():
                 assert data["per_resolution"][res][key] == value, f"{path.name}: {res}.{key} is not the sweep's choice"

@@ -63,7 +63,7 @@ def test_changed_method_constants_are_refused_and_force_retrains(tmp_path, capsy
     capsys.readouterr()
     assert main(_args(coco, out)) != 0
     err = capsys.readouterr().err
-    assert CELL in err and "radius_factor: 0.0546875 -> 0.125" in err and "--force" in err
+    assert CELL in err and "radius_factor: 0.0546875 -> 0.09375" in err and "--force" in err
     assert "Traceback" not in err
     assert (cell / "metrics.json").stat().st_mtime_ns == before  # nothing was touched
 
@@ -71,6 +71,6 @@ def test_changed_method_constants_are_refused_and_force_retrains(tmp_path, capsy
     assert main(_args(coco, out, "--force")) == 0
     again = json.loads((cell / "metrics.json").read_text())
     assert again["timing"]["resumed_from_epoch"] is None and again["timing"]["train_s"] > 0
-    assert again["method"]["params"]["radius_factor"] == 0.125
-    assert yaml.safe_load((cell / "config.yaml").read_text())["method_params"]["radius_factor"] == 0.125
+    assert again["method"]["params"]["radius_factor"] == 0.09375
+    assert yaml.safe_load((cell / "config.yaml").read_text())["method_params"]["radius_factor"] == 0.09375
     assert again["metrics"] == first["metrics"]  # deterministic: the same training again

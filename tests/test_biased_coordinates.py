@@ -5,12 +5,11 @@ JointsDataset.py::generate_target``, ``lib/core/function.py::validate`` flip tes
 
 from __future__ import annotations
 
-import math
-
 import cv2
 import numpy as np
 import pytest
 import torch
+from test_codec_heatmap import hrnet_get_final_preds
 
 from conftest import make_coco_fixture
 from lrpose_bench.config import AugmentConfig, load_config
@@ -100,17 +99,10 @@ def flip_back(output_flipped, matched_parts):
 
 
 def get_final_preds(batch_heatmaps, center, scale):
+    """HRNet ``get_final_preds``: the arg-max + quarter refinement (rebuilt loop for loop in
+    ``test_codec_heatmap.py``), then ``transform_preds`` through the inverse heatmap affine."""
     n, k, height, width = batch_heatmaps.shape
-    idx = batch_heatmaps.reshape(n, k, -1).argmax(-1)
-    coords = np.stack([idx % width, idx // width], -1).astype(np.float32)
-    for i in range(n):
-        for p in range(k):
-            hm = batch_heatmaps[i][p]
-            px = int(math.floor(coords[i][p][0] + 0.5))
-            py = int(math.floor(coords[i][p][1] + 0.5))
-            if 1 < px < width - 1 and 1 < py < height - 1:
-                diff = np.array([hm[py][px + 1] - hm[py][px - 1], hm[py + 1][px] - hm[py - 1][px]])
-                coords[i][p] += np.sign(diff) * 0.25
+    coords = hrnet_get_final_preds(batch_heatmaps).astype(np.float32)
     preds = coords.copy()
     for i in range(n):
         trans = get_affine_transform(center[i], scale[i], 0, [width, height], inv=1)

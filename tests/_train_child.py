@@ -22,6 +22,19 @@ from typing import Any
 KILL_ENV = "LRPOSE_TEST_KILL_IN_WRITE"
 
 
+#: the smallest CPU training the end-to-end tests use: hrnet-w8, one epoch, batch 4, one thread
+TINY_TRAINING = (
+    "--backbone", "hrnet-w8", "--set", "train.epochs=1", "--set", "train.batch_size=4",
+    "--set", "train.threads=1", "--set", "train.device=cpu", "--no-progress",
+)  # fmt: skip
+
+
+def coco_train_args(method: str, coco: Path, out: Path, *extra: str) -> list[str]:
+    """``train`` of one 64×48 cell of ``method`` on a COCO-layout folder with :data:`TINY_TRAINING`."""
+    return ["train", "--method", method, "--res", "64x48", "--data", "coco", "--coco-root", str(coco),
+            "--out", str(out), *TINY_TRAINING, *extra]  # fmt: skip
+
+
 def make_coco_layout(root: Path, train_images: int = 10, val_images: int = 3, persons_per_image: int = 2) -> Path:
     """A tiny COCO 2017 folder (``annotations/person_keypoints_{train,val}2017.json``, ``train2017/``,
     ``val2017/``) built with ``conftest.make_coco_fixture``; returns ``root``."""

@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 import torch
 
-from _train_child import annotation_path, load_doc, make_coco_layout, save_doc
+from _train_child import TINY_TRAINING, annotation_path, load_doc, make_coco_layout, save_doc
 from lrpose_bench import __version__
 from lrpose_bench.cli import main
 from lrpose_bench.engine.cell import CellSpec
@@ -31,19 +31,7 @@ from lrpose_bench.resolution import Resolution
 from lrpose_bench.store import read_status
 
 CELL = CellSpec("hrnet", "hrnet-w8", Resolution(64, 48), 0).cell_id
-FAST = [
-    "--backbone",
-    "hrnet-w8",
-    "--set",
-    "train.epochs=1",
-    "--set",
-    "train.batch_size=4",
-    "--set",
-    "train.threads=1",
-    "--set",
-    "train.device=cpu",
-    "--no-progress",
-]
+FAST = list(TINY_TRAINING)
 
 
 def one_line(text: str) -> str:

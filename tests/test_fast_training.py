@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from _train_child import make_coco_layout, poison_heatmap_loss
+from _train_child import coco_train_args, make_coco_layout, poison_heatmap_loss
 from conftest import make_coco_fixture
 from lrpose_bench.cli import main
 from lrpose_bench.config import AugmentConfig, TrainConfig, load_config
@@ -172,39 +172,8 @@ def test_a_nan_loss_is_named_by_its_iteration_even_between_host_syncs(tmp_path, 
 def test_run_with_the_crop_store_pipeline_records_it(tmp_path):
     coco = make_coco_layout(tmp_path / "coco", train_images=4, val_images=1)
     out = tmp_path / "out"
-    assert (
-        main(
-            [
-                "train",
-                "--method",
-                "udp",
-                "--res",
-                "64x48",
-                "--data",
-                "coco",
-                "--coco-root",
-                str(coco),
-                "--out",
-                str(out),
-                "--no-progress",
-                "--backbone",
-                "hrnet-w8",
-                "--set",
-                "train.epochs=1",
-                "--set",
-                "train.batch_size=4",
-                "--set",
-                "train.threads=1",
-                "--set",
-                "train.device=cpu",
-                "--set",
-                "data.pipeline=crop_store",
-                "--set",
-                f"data.crop_store.root={tmp_path / 'stores'}",
-            ]
-        )
-        == 0
-    )
+    extra = ("--set", "data.pipeline=crop_store", "--set", f"data.crop_store.root={tmp_path / 'stores'}")
+    assert main(coco_train_args("udp", coco, out, *extra)) == 0
     cell = out / CellSpec("udp", "hrnet-w8", R64, 0).cell_id
     info = json.loads((cell / "metrics.json").read_text())
     assert info["timing"]["input_pipeline"] == "crop_store"

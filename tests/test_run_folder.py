@@ -8,7 +8,7 @@ import json
 
 import yaml
 
-from _train_child import make_coco_layout
+from _train_child import coco_train_args, make_coco_layout
 from lrpose_bench.cli import main
 from lrpose_bench.engine.cell import CellSpec
 from lrpose_bench.resolution import Resolution
@@ -17,31 +17,7 @@ CELL = CellSpec("udp", "hrnet-w8", Resolution(64, 48), 0).cell_id
 
 
 def _args(coco, out, *extra):
-    return [
-        "train",
-        "--method",
-        "udp",
-        "--res",
-        "64x48",
-        "--data",
-        "coco",
-        "--coco-root",
-        str(coco),
-        "--out",
-        str(out),
-        "--no-progress",
-        "--backbone",
-        "hrnet-w8",
-        "--set",
-        "train.epochs=1",
-        "--set",
-        "train.batch_size=4",
-        "--set",
-        "train.threads=1",
-        "--set",
-        "train.device=cpu",
-        *extra,
-    ]
+    return coco_train_args("udp", coco, out, *extra)
 
 
 def test_changed_method_constants_are_refused_and_force_retrains(tmp_path, capsys):

@@ -108,7 +108,8 @@ def _add_evaluate_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
-def _bench_config(args: argparse.Namespace):
+def _bench_config(args: argparse.Namespace, extra: dict[str, Any] | None = None):
+    """The configuration of a ``bench`` run; ``extra`` dotted overrides win over ``--set`` (a recipe)."""
     from lrpose_bench.config import load_config, parse_override
 
     overrides: dict[str, Any] = {}
@@ -133,6 +134,7 @@ def _bench_config(args: argparse.Namespace):
         overrides["degrade"] = args.degrade
     if args.device:
         overrides["train.device"] = args.device
+    overrides.update(extra or {})
     return load_config(args.profile, args.config, overrides)
 
 
@@ -256,6 +258,7 @@ def _run_cells_in(
     from lrpose_bench.data.sources import load_data
     from lrpose_bench.engine import distributed
     from lrpose_bench.engine.cell import CellSpec, build_method, run_cell
+    from lrpose_bench.engine.parallel import cell_jobs, run_cells_parallel, threads_per_cell
     from lrpose_bench.environment import environment
     from lrpose_bench.report.tables import percent
     from lrpose_bench.store import now, write_json
@@ -290,12 +293,19 @@ def _run_cells_in(
             record["processes"] = processes
         write_json(out / "run.json", record)
     cache = ImageCache(cfg.data.image_cache_mb)
+    jobs = cell_jobs(cfg, len(specs), ctx.world_size)
+    if jobs > 1:
+        print(f"training {jobs} cells at a time, {threads_per_cell(cfg, jobs)} thread(s) each", flush=True)
+        finished = dict(run_cells_parallel(specs, cfg, out, jobs, force))
     rows = []
     floor = None
     failures = 0
     for spec in specs:
-        print(f"== cell {spec.cell_id}", flush=True)
-        result = run_cell(spec, cfg, bundle, out, progress=progress, image_cache=cache, force=force)
+        if jobs > 1:
+            result = finished[spec]
+        else:
+            print(f"== cell {spec.cell_id}", flush=True)
+            result = run_cell(spec, cfg, bundle, out, progress=progress, image_cache=cache, force=force)
         if not writer:  # DDP ranks > 0: rank 0 scores, prints and writes
             continue
         if result.state == "failed":
@@ -378,6 +388,7 @@ def _check_same_configuration(out: Path, cfg: Any, force: bool) -> None:
         "train.device",
         "train.num_workers",
         "train.threads",
+        "train.parallel_cells",
         "train.sync_every",
         "eval.batch_size",
         "report.",

@@ -301,15 +301,24 @@ class TrainConfig:
     lr_milestones: list[int] = bounded(rule=AT_LEAST_1, factory=lambda: [170, 200])
     lr_gamma: float = bounded(0.1, Range(0, 1, low_open=True, why="the factor at each milestone"))
     schedule_reference_epochs: int = bounded(210, AT_LEAST_1)
+    #: linear learning-rate warm-up over the first N optimisation steps (0: none, the paper's schedule)
+    warmup_iters: int = bounded(0, AT_LEAST_0)
+    #: the warm-up's first factor of ``lr`` (mmpose LinearLR start_factor)
+    warmup_start_factor: float = bounded(0.001, Range(0, 1, low_open=True, why="a factor of train.lr"))
     weight_decay: float = bounded(0.0, AT_LEAST_0)
     num_workers: int = bounded(0, AT_LEAST_0)
     threads: int = bounded(0, Range(low=0, why="0 leaves torch's default"))
+    #: cells trained at once on a CPU, each in its own process on threads // parallel_cells cores
+    #: (engine/parallel.py: a small network's step does not scale across cores)
+    parallel_cells: int = bounded(1, AT_LEAST_1)
     checkpoint_every_iters: int = bounded(0, Range(low=0, why="0 checkpoints at epoch ends only"))
     deterministic: bool = True
     device: str = bounded("auto", DEVICES)
     amp: bool = True
     channels_last: bool = True
     compile: bool = False
+    #: Adam's fused kernel (CUDA, and the CPU since PyTorch 2.4); false: the per-parameter loop
+    fused_adam: bool = True
     #: capture forward+loss+backward+Adam in one CUDA graph and replay it (CUDA, one process; ignored on a CPU)
     cuda_graphs: bool = False
     #: steps between host synchronisations (non-finite loss check, progress bar); 0 = 1 on a CPU, 50 on CUDA

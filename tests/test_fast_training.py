@@ -36,7 +36,10 @@ def test_pipeline_choice_follows_the_documented_rule():
     cfg = load_config("quick")
     cpu, cuda = torch.device("cpu"), torch.device("cuda")  # a device object needs no GPU
     assert cfg.data.pipeline == "auto"
-    assert not use_crop_store(cfg, cpu) and use_crop_store(cfg, cuda)
+    assert use_crop_store(cfg, cpu) and use_crop_store(cfg, cuda)  # the store feeds the CPU too (bench)
+    cfg.data.coordinates = "biased"
+    assert not use_crop_store(cfg, cpu)  # the store and its warp are unbiased
+    cfg.data.coordinates = "unbiased"
     cfg.data.pipeline = "crop_store"
     assert use_crop_store(cfg, cpu)
     cfg.data.pipeline = "reference"

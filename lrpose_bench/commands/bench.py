@@ -14,7 +14,11 @@ One run measures, on the same device and thread count, and prints as images/s an
   runs a whole epoch ahead in a background thread;
 * ``mgm_share``: CAL's stage-2 mask (Algorithm 1: arg-max displacements, GMM-EM, mask) as a share of
   the ``model`` step (methods with a stage-2 MGM only);
-* ``eval``: evaluation images/s (crop, flip test, decode, back-projection).
+* ``eval``: evaluation images/s (crop, flip test, decode, back-projection);
+* the recipe table (``--no-recipes`` skips it): whole training steps under each training recipe
+  of ``configs/bench.yaml`` (the quick profile's CPU path before it was tuned, and the
+  configuration as it stands), each with its own batch size and input pipeline, and their ratio
+  (:mod:`lrpose_bench.commands.bench_recipes`).
 
 ``--coco-val-estimate`` adds the time pycocotools needs to score a COCO-val-sized result set
 (6,352 person instances over 5,000 images, predictions = perturbed ground truth, rescoring + OKS-NMS
@@ -73,6 +77,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--coco-val-estimate",
         action="store_true",
         help="also time pycocotools on a COCO-val-sized result set and estimate a full COCO val evaluation",
+    )
+    parser.add_argument(
+        "--no-recipes",
+        action="store_true",
+        help="skip the recipe table (whole training steps under each recipe of configs/bench.yaml, side by side)",
     )
     parser.add_argument("--out", default=None, metavar="FILE", help="write the numbers as JSON, e.g. RUN/bench.json")
     parser.epilog = (
@@ -137,12 +146,14 @@ def bench_cell(
     model = build_cell_model(method, spec, cfg).to(device)
     use_cuda = device.type == "cuda"
     configure_backends(device, deterministic=False)
-    channels_last = use_cuda and cfg.train.channels_last
+    channels_last = cfg.train.channels_last
     if channels_last:
         model.to(memory_format=torch.channels_last)
-    amp = use_cuda and cfg.train.amp
+    amp = cfg.train.amp
     graphed = use_cuda and cfg.train.cuda_graphs
-    optimizer = adam_for(model, cfg.train.lr, cfg.train.weight_decay, device, graphed=graphed)
+    optimizer = adam_for(
+        model, cfg.train.lr, cfg.train.weight_decay, device, graphed=graphed, fused=cfg.train.fused_adam
+    )
     stage = method.stages(1)[0]
     n = batch_size
 
@@ -349,8 +360,10 @@ def format_table(rows: list[dict[str, Any]]) -> str:
 # ----------------------------------------------------------------------------------- run
 def run(args: argparse.Namespace) -> int:
     from lrpose_bench.cli import _bench_config, _check_backbone, _method_names
+    from lrpose_bench.commands.bench_recipes import bench_recipe, compare_rows, format_recipes, load_recipes
     from lrpose_bench.data.crop_store import CropStoreConfig, build_crop_store
     from lrpose_bench.data.sources import load_data
+    from lrpose_bench.engine.accelerate import precision_name
     from lrpose_bench.engine.cell import seed_everything
     from lrpose_bench.engine.distributed import resolve_device
     from lrpose_bench.environment import environment
@@ -370,7 +383,11 @@ def run(args: argparse.Namespace) -> int:
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     seed_everything(cfg.seed, deterministic=False)
-    needed = args.batch_size * (args.steps + 1) * 2  # warm-up + timed steps, CPU and fast step measurements
+    recipes = {} if args.no_recipes else load_recipes()
+    recipe_cfgs = {name: _bench_config(args, overrides) for name, overrides in recipes.items()}
+    largest = max([args.batch_size, *(c.train.batch_size for c in recipe_cfgs.values())])
+    # warm-up + timed steps, CPU and fast step measurements
+    needed = max(args.batch_size * (args.steps + 1) * 2, largest * (args.steps + 2))
     cfg.data.max_train_instances = min(cfg.data.max_train_instances or needed, needed)
     cfg.data.max_val_instances = min(cfg.data.max_val_instances or args.eval_instances, args.eval_instances)
     started = time.perf_counter()
@@ -383,6 +400,7 @@ def run(args: argparse.Namespace) -> int:
             )
         store_root = Path(cfg.data.cache_dir).expanduser() / "crop_store"
         rows: list[dict[str, Any]] = []
+        measured: dict[str, list[dict[str, Any]]] = {}
         stores: dict[str, dict[str, Any]] = {}
         by_aspect: dict[float, list[Any]] = {}
         for res in resolutions:
@@ -415,6 +433,11 @@ def run(args: argparse.Namespace) -> int:
                             name, res, cfg, bundle, store, device, args.batch_size, args.steps, args.eval_instances
                         )
                     )
+                    for recipe, recipe_cfg in recipe_cfgs.items():
+                        print(f"bench: {res} {name} recipe {recipe} ...", flush=True)
+                        measured.setdefault(recipe, []).append(
+                            bench_recipe(name, res, recipe_cfg, bundle, store, device, args.steps, median_seconds)
+                        )
         coco = coco_val_estimate(rows, cfg, seed=cfg.seed) if args.coco_val_estimate else None
     finally:
         torch.set_num_threads(previous_threads)
@@ -431,6 +454,14 @@ def run(args: argparse.Namespace) -> int:
         "by the CPU reference / crop-store + device pipeline; data_*: pipeline only; plan: host-side epoch planning "
         "(runs an epoch ahead in a thread); mgm_share: CAL stage-2 MGM / model step."
     )
+    recipe_rows = compare_rows(measured) if measured else []
+    if recipe_rows:
+        print()
+        print(
+            f"Training recipes side by side (whole steps: each recipe's input pipeline and batch, then fwd, loss, "
+            f"bwd, Adam; configs/bench.yaml), images/s, {threads} CPU thread(s), median of {args.steps} step(s):"
+        )
+        print(format_recipes(recipe_rows))
     for key, info in stores.items():
         built = f"built at {info['build_img_s']:.0f} instances/s" if info["built_now"] else "reused"
         print(
@@ -456,10 +487,12 @@ def run(args: argparse.Namespace) -> int:
                 "backbone": cfg.model.backbone,
                 "batch_size": args.batch_size,
                 "steps": args.steps,
-                "amp": device.type == "cuda" and cfg.train.amp,
+                "precision": precision_name(device, cfg.train.amp),
+                "channels_last": cfg.train.channels_last,
                 "rows": rows,
                 "crop_stores": stores,
                 "coco_val_estimate": coco,
+                "recipes": {"definitions": recipes, "measured": measured, "rows": recipe_rows},
                 "seconds": elapsed,
                 "environment": environment(),
             },

@@ -56,8 +56,10 @@ __all__ = [
     "snapshot_epochs",
     "snapshot_path",
     "stage_at",
+    "step_learning_rate",
     "train",
     "training_stages",
+    "warmup_factor",
 ]
 
 
@@ -65,6 +67,23 @@ def learning_rate(cfg: TrainConfig, epoch: int) -> float:
     """Step schedule: ``lr · γ^(#milestones ≤ epoch)`` with milestones scaled to the profile."""
     passed = sum(1 for m in cfg.milestones() if epoch >= m)
     return cfg.lr * (cfg.lr_gamma**passed)
+
+
+def warmup_factor(cfg: TrainConfig, step: int) -> float:
+    """Linear warm-up over the first ``train.warmup_iters`` optimisation steps, from
+    ``train.warmup_start_factor`` to 1 (mmpose's ``LinearLR(start_factor, by_epoch=False, end=N)``
+    before its ``MultiStepLR``): ``f(i) = s + (1 - s) · i / N`` for ``i < N``, then 1. ``step`` counts
+    the steps of the whole training (0-based), so a resumed run continues the same ramp."""
+    if cfg.warmup_iters <= 0 or step >= cfg.warmup_iters:
+        return 1.0
+    start = cfg.warmup_start_factor
+    return start + (1.0 - start) * step / cfg.warmup_iters
+
+
+def step_learning_rate(cfg: TrainConfig, epoch: int, iteration: int, steps_per_epoch: int) -> float:
+    """The learning rate of step ``iteration`` (0-based) of ``epoch``: the epoch's step-schedule rate
+    (:func:`learning_rate`) times the warm-up factor (:func:`warmup_factor`)."""
+    return learning_rate(cfg, epoch) * warmup_factor(cfg, epoch * steps_per_epoch + iteration)
 
 
 def training_stages(method: Method, cfg: TrainConfig) -> list[TrainingStage]:
@@ -342,10 +361,10 @@ def _prepare_run(model: nn.Module, method: Method, instances: int, cfg: TrainCon
     stages = training_stages(method, cfg)
     model.to(device)
     configure_backends(device, cfg.deterministic)
-    if device.type == "cuda" and cfg.channels_last:
+    if cfg.channels_last:  # NHWC: cuDNN's and oneDNN's preferred convolution layout
         model.to(memory_format=torch.channels_last)
     graphed = _use_cuda_graphs(cfg, ctx, device)
-    optimizer = adam_for(model, cfg.lr, cfg.weight_decay, device, graphed=graphed)
+    optimizer = adam_for(model, cfg.lr, cfg.weight_decay, device, graphed=graphed, fused=cfg.fused_adam)
     # DDP (synchronised BN) and torch.compile wrap the module that runs the step; ``model`` stays the
     # plain module whose state_dict the checkpoints hold
     train_model = maybe_compile(distributed.wrap_model(model, ctx, device), cfg.compile)
@@ -586,7 +605,10 @@ class _EpochLoop:
             leave=False,
         )
         steps = 0
+        warming = run.cfg.warmup_iters > epoch * run.steps_per_epoch + first
         for step, batch in enumerate(bar, start=first):
+            if warming:  # per-step rates only while the warm-up lasts
+                train_step.set_lr(step_learning_rate(run.cfg, epoch, step, run.steps_per_epoch))
             batch = {k: (v.to(run.device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
             meter.add(train_step.step(batch), step + 1)
             steps += 1

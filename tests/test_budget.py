@@ -41,10 +41,11 @@ def test_matched_ratio_is_cal_s_stage2_ratio(res: str) -> None:
 
 
 def test_extra_epochs_run_at_the_post_milestone_lr() -> None:
-    cfg = load_config("quick").train  # 20 epochs, milestones 16 and 19
+    cfg = load_config("quick").train  # 30 epochs, milestones 24 and 29
+    assert cfg.milestones() == [24, 29]
     extra = range(cfg.epochs, cfg.epochs + training_stages(method("hrnet"), cfg)[-1].epochs)
     assert {learning_rate(cfg, e) for e in extra} == {learning_rate(cfg, cfg.epochs - 1)}
-    assert snapshot_epochs(cfg) == {5: 0.25, 10: 0.5, 20: 1.0}
+    assert snapshot_epochs(cfg) == {8: 0.25, 15: 0.5, 30: 1.0}  # round(7.5) = 8
 
 
 def test_cell_scores_its_snapshots_and_the_report_shows_the_budget(tmp_path, capsys) -> None:
@@ -69,5 +70,11 @@ def test_cell_scores_its_snapshots_and_the_report_shows_the_budget(tmp_path, cap
     assert lrs["hrnet"] == lrs["cal"]  # the matched epochs at CAL's stage-2 learning rate
     report = json.loads((out / "report" / "report.json").read_text())
     assert "budget" in report["tables"]
+    # the cost axis of the frontier: each cell's training in CPU-minutes (wall s x its threads / 60)
+    for row in report["tables"]["budget"]["rows"]:
+        cell = next(out.glob(f"{row['Method']}__*"))
+        info = json.loads((cell / "metrics.json").read_text())
+        minutes = info["timing"]["train_s"] * info["environment"]["threads"] / 60
+        assert row["Train CPU-min"] == f"{minutes:.1f}"
     assert (out / "report" / "latex" / "figures" / "budget_curve.pdf").is_file()
     assert "Budget curve" in (out / "report" / "report.html").read_text()

@@ -753,6 +753,7 @@ def budget_table(run: RunData) -> Table | None:
             (LABEL, "Input"): _res_display(group.first.resolution),
             (LABEL, "Seeds"): str(len(group.complete)),
             (LABEL, "Epochs (base + extra)"): _epochs_label(group.first),
+            (LABEL, "Train CPU-min"): _cpu_minutes_label(group.complete),
         }
         sd_row: dict[tuple[str, str], float] = {}
         for metric in ("AP", "AP75"):
@@ -764,7 +765,7 @@ def budget_table(run: RunData) -> Table | None:
         rows.append(row)
         sds.append(sd_row)
     columns = [(LABEL, "Method"), (LABEL, "Input"), (LABEL, "Seeds"), (LABEL, "Epochs (base + extra)")]
-    columns += [(m, p) for m in ("AP", "AP75") for p in points]
+    columns += [(LABEL, "Train CPU-min"), *((m, p) for m in ("AP", "AP75") for p in points)]
     values = pd.DataFrame(rows).reindex(columns=pd.MultiIndex.from_tuples(columns))
     notes = [
         f"OKS AP and AP75 ×100 on {run.eval_split} at fractions of the profile's epochs (weights kept during "
@@ -773,6 +774,8 @@ def budget_table(run: RunData) -> Table | None:
         "adds CAL's stage 2 (Eq. 15, MGM) and, for single-stage methods with train.match_budget, as many "
         "extra epochs at the same post-milestone learning rate: the difference CAL − baseline at 'final' is "
         "the MGM's, not the extra epochs'.",
+        "Train CPU-min: a cell's whole training (every epoch), wall seconds × its torch threads / 60, mean over "
+        "seeds; the budget points before 'final' cost their share of the epochs.",
     ]
     return Table(key="budget", title="Training budget: score against epochs (budget curve, matched control)",
                  values=values, sd=pd.DataFrame(sds).reindex(index=values.index, columns=values.columns),
@@ -790,6 +793,21 @@ def _snapshot_metric(cell: Cell, fraction: float | None, metric: str) -> float |
         found = next((s for s in _snapshots(cell) if s["fraction"] == fraction), None)
         value = (found or {}).get("metrics", {}).get(metric)
     return None if value is None else percent(value)
+
+
+def train_cpu_minutes(cell: Cell) -> float | None:
+    """A cell's training cost in CPU-minutes: ``timing.train_s`` × the torch threads it ran on / 60
+    (``environment.threads``; cells trained side by side run on one thread each)."""
+    seconds = (cell.info.get("timing") or {}).get("train_s")
+    threads = (cell.info.get("environment") or {}).get("threads")
+    if not isinstance(seconds, (int, float)) or not isinstance(threads, int) or seconds <= 0:
+        return None
+    return seconds * threads / 60.0
+
+
+def _cpu_minutes_label(cells: list[Cell]) -> str:
+    values = [v for v in (train_cpu_minutes(c) for c in cells) if v is not None]
+    return f"{np.mean(values):.1f}" if values else ""
 
 
 def _epochs_label(cell: Cell) -> str:

@@ -129,7 +129,8 @@ def bench_cell(
     """Every measurement of one (resolution, method); images/s and ratios."""
     from torch.utils.data import DataLoader, default_collate
 
-    from lrpose_bench.data.dataset import ImageCache, PoseDataset
+    from lrpose_bench.commands.bench_recipes import bench_train_set
+    from lrpose_bench.data.dataset import ImageCache
     from lrpose_bench.data.gpu_augment import DeviceAugmentPipeline
     from lrpose_bench.engine.accelerate import TrainStep, adam_for, configure_backends
     from lrpose_bench.engine.cell import CellSpec, build_cell_model, build_method
@@ -164,16 +165,7 @@ def bench_cell(
 
     # model only: one fixed batch on the device (synthetic images, targets encoded from real joints)
     cache = ImageCache(cfg.data.image_cache_mb)
-    train_set = PoseDataset(
-        bundle.train,
-        method,
-        res,
-        train=True,
-        augment=cfg.augment,
-        box_padding=cfg.data.box_padding,
-        seed=cfg.seed,
-        image_cache=cache,
-    )
+    train_set = bench_train_set(bundle, method, res, cfg, cache)
     fixed = _to_device(default_collate([train_set[i % len(train_set)] for i in range(n)]), device)
     synthetic = torch.randn(n, 3, res.height, res.width, device=device)
     fixed_batch = {**fixed, "image": synthetic}

@@ -47,6 +47,23 @@ def load_recipes() -> dict[str, dict[str, Any]]:
     return recipes
 
 
+def bench_train_set(bundle: Any, method: Any, res: Any, cfg: BenchConfig, cache: Any) -> Any:
+    """The training split as the reference path reads it (``PoseDataset(train=True)``, the run's
+    augmentation, seed and box padding): ``bench``'s one way to build it."""
+    from lrpose_bench.data.dataset import PoseDataset
+
+    return PoseDataset(
+        bundle.train,
+        method,
+        res,
+        train=True,
+        augment=cfg.augment,
+        box_padding=cfg.data.box_padding,
+        seed=cfg.seed,
+        image_cache=cache,
+    )
+
+
 def _reference_batches(cfg: BenchConfig, train_set: Any, batch_size: int, device: torch.device) -> Iterator[Any]:
     """Endless batches of the CPU reference path (``PoseDataset`` → ``DataLoader``, as the trainer)."""
     from torch.utils.data import DataLoader
@@ -87,7 +104,7 @@ def bench_recipe(
     median_seconds: Callable[..., float],
 ) -> dict[str, Any]:
     """Images/s of whole training steps (input pipeline + forward, loss, backward, Adam) under ``cfg``."""
-    from lrpose_bench.data.dataset import ImageCache, PoseDataset
+    from lrpose_bench.data.dataset import ImageCache
     from lrpose_bench.data.gpu_augment import DeviceAugmentPipeline
     from lrpose_bench.engine.accelerate import TrainStep, adam_for, precision_name
     from lrpose_bench.engine.cell import CellSpec, build_cell_model, build_method, use_crop_store
@@ -116,16 +133,7 @@ def bench_recipe(
         pipeline = DeviceAugmentPipeline(store, method, res, cfg.augment, seed=cfg.seed, device=device)
         batches = _store_batches(pipeline, len(store), n)
     else:
-        train_set = PoseDataset(
-            bundle.train,
-            method,
-            res,
-            train=True,
-            augment=cfg.augment,
-            box_padding=cfg.data.box_padding,
-            seed=cfg.seed,
-            image_cache=ImageCache(cfg.data.image_cache_mb),
-        )
+        train_set = bench_train_set(bundle, method, res, cfg, ImageCache(cfg.data.image_cache_mb))
         batches = _reference_batches(cfg, train_set, n, device)
     model.train()
     seconds = median_seconds(lambda: step.step(next(batches)), steps, device, warmup=2)

@@ -213,6 +213,9 @@ def test_nan_loss_fails_the_cell_keeps_checkpoint_and_run_goes_on(tmp_path, monk
         "--no-progress",
         "--no-report",
         *TINY,
+        # in this process: the poisoned loss is a monkeypatch, which spawned cell workers do not see
+        "--set",
+        "train.parallel_cells=1",
     ]
     code = main(args)
     stdout = capsys.readouterr().out

@@ -412,6 +412,10 @@ def train_cell(
     )
     if pipeline is not None:
         pipeline.close()
+    # evaluate in the default layout whatever trained (train.channels_last): a network rebuilt from
+    # checkpoint.pt (`evaluate --checkpoint`) runs NCHW, and NHWC kernels sum in another order, which
+    # can flip an arg-max between two near-equal heatmap pixels of a barely trained model
+    built.model.to(memory_format=torch.contiguous_format)
     return TrainedCell(result, time.perf_counter() - t0, "crop_store" if pipeline is not None else "reference")
 
 

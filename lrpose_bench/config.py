@@ -153,6 +153,9 @@ EVAL_SPLITS = ("val", "tune")
 REPORT_FORMATS = ("html", "latex", "csv", "json")
 #: ``train.device``: names only; whether the device exists here is checked when the run starts
 #: (:func:`lrpose_bench.engine.distributed.resolve_device`)
+INIT_SCHEMES = ("official", "kaiming")
+#: a number in exponent notation without a dot ("1e-3", "5E-4"), which YAML 1.1 leaves a string
+_EXPONENT_FLOAT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+$")
 DEVICES = Choice(("auto", "cpu", "cuda", "mps"), pattern=r"cuda:[0-9]+", pattern_text="cuda:N")
 
 
@@ -356,10 +359,11 @@ class EvalConfig:
 
 @dataclass
 class ModelConfig:
-    """Backbone by registry name; optional local checkpoint for its weights."""
+    """Backbone by registry name; optional local checkpoint for its weights; how a from-scratch net starts."""
 
     backbone: str = "hrnet-w32"
     pretrained: str | None = None
+    init: str = bounded("official", Choice(INIT_SCHEMES))
 
 
 @dataclass
@@ -478,6 +482,9 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
         raise ConfigError(f"config key {path}: expected int, got {value!r}")
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str) and _EXPONENT_FLOAT.match(value.strip()):
+            # YAML 1.1 (PyYAML) reads "1e-3" (no dot) as a string; it is the float a user means
             return float(value)
         raise ConfigError(f"config key {path}: expected float, got {value!r}")
     if tp is str:

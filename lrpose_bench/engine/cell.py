@@ -97,7 +97,9 @@ def build_method(spec: CellSpec, cfg: BenchConfig, resolution: Resolution | None
 def build_cell_model(method: Method, spec: CellSpec, cfg: BenchConfig) -> torch.nn.Module:
     from lrpose_bench.models import build_method_model
 
-    return build_method_model(spec.backbone, method, cfg.model.pretrained)  # + the method's head, if any
+    return build_method_model(
+        spec.backbone, method, cfg.model.pretrained, cfg.model.init
+    )  # + the method's head, if any
 
 
 @dataclass

@@ -81,7 +81,35 @@ class MethodHeadModel(nn.Module):
         return self.head(self.backbone(x))
 
 
-def build_method_model(backbone: str, method: Any, pretrained: str | None = None) -> nn.Module:
+#: name of the output layer every backbone ends with (keeps its official N(0, 0.001) under any scheme)
+OUTPUT_LAYER = "final_layer"
+
+
+def apply_init(net: nn.Module, scheme: str) -> nn.Module:
+    """Re-initialise a from-scratch backbone by ``model.init`` ``scheme``; returns ``net``.
+
+    ``official`` keeps each backbone's own init (HRNet: every conv ~ N(0, 0.001), the
+    ``init_weights`` of pose_hrnet.py, written for a trunk that is then overwritten by ImageNet
+    weights). ``kaiming`` draws every ``Conv2d`` but the output layer from He's normal with fan-out
+    and ReLU gain (torchvision ResNet's init; mmpose's ResNet ``init_cfg=[Kaiming(Conv2d),
+    Constant(1, _BatchNorm)]``). Why it matters without pretraining: behind batch norm a conv's
+    output does not depend on its weights' scale, but Adam's step does not shrink with it, so
+    weights of norm 0.001 take relative steps ~lr/0.001 ≈ 2.5 per update until their norm grows;
+    He's scale gives the same lr a relative step of ~1 %.
+    """
+    if scheme == "official":
+        return net
+    if scheme != "kaiming":
+        raise ConfigError(f"model.init: unknown scheme {scheme!r}; use official or kaiming")
+    for name, module in net.named_modules():
+        if isinstance(module, nn.Conv2d) and name.split(".")[-1] != OUTPUT_LAYER:
+            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+    return net
+
+
+def build_method_model(backbone: str, method: Any, pretrained: str | None = None, init: str = "official") -> nn.Module:
     """The network of a cell: backbone with a ``method.head_channels()`` final layer and, when the
     method defines one (:meth:`~lrpose_bench.method.Method.build_head`), its output head after it.
 
@@ -89,6 +117,8 @@ def build_method_model(backbone: str, method: Any, pretrained: str | None = None
     checkpoints and key names are unchanged.
     """
     net = build_model(backbone, method.head_channels(), pretrained)
+    if pretrained is None:  # loaded weights replace any init; only a from-scratch net takes model.init
+        apply_init(net, init)
     head = method.build_head()
     if head is None:
         return net
@@ -102,6 +132,7 @@ __all__ = [
     "MethodHeadModel",
     "build_method_model",
     "build_model",
+    "apply_init",
     "init_config",
     "model_config",
     "model_config_section",

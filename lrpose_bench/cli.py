@@ -20,7 +20,7 @@ from lrpose_bench.errors import ConfigError, UserError
 EXAMPLES = {
     "run": "lrpose-bench run --methods cal,udp,dark --res 64x48 --profile quick --out runs/demo",
     "train": "lrpose-bench train --method cal --res 64x48 --profile quick --out runs/one",
-    "evaluate": "lrpose-bench evaluate --checkpoint runs/demo/cal__hrnet-w8__64x48__s0",
+    "evaluate": "lrpose-bench evaluate --checkpoint runs/demo/cal__hrnet-w16-slim__64x48__s0",
     "data": "lrpose-bench data synth --out ~/.cache/lrpose-bench",
     "models": "lrpose-bench models --res 64x48,128x96,256x192,384x288",
     "methods": "lrpose-bench methods",
@@ -31,8 +31,8 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--profile",
         default="quick",
-        help="configuration profile: quick (SynthPose, small HRNet, 30 epochs, minutes on a CPU), "
-        "standard (the same recipe for 180 epochs, about an hour for four methods x two seeds on 2 cores) "
+        help="configuration profile: quick (SynthPose, small HRNet (hrnet-w16-slim), 24 epochs, minutes on a CPU), "
+        "standard (the same recipe for 140 epochs, about an hour for four methods x two seeds on 2 cores) "
         "or paper (the paper's 210-epoch schedule on hrnet-w32). Default: quick",
     )
     parser.add_argument(

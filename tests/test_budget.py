@@ -41,11 +41,11 @@ def test_matched_ratio_is_cal_s_stage2_ratio(res: str) -> None:
 
 
 def test_extra_epochs_run_at_the_post_milestone_lr() -> None:
-    cfg = load_config("quick").train  # 30 epochs, milestones 24 and 29
-    assert cfg.milestones() == [24, 29]
+    cfg = load_config("quick").train  # 24 epochs, milestones 19 and 23
+    assert cfg.milestones() == [19, 23]
     extra = range(cfg.epochs, cfg.epochs + training_stages(method("hrnet"), cfg)[-1].epochs)
     assert {learning_rate(cfg, e) for e in extra} == {learning_rate(cfg, cfg.epochs - 1)}
-    assert snapshot_epochs(cfg) == {8: 0.25, 15: 0.5, 30: 1.0}  # round(7.5) = 8
+    assert snapshot_epochs(cfg) == {6: 0.25, 12: 0.5, 24: 1.0}
 
 
 def test_cell_scores_its_snapshots_and_the_report_shows_the_budget(tmp_path, capsys) -> None:

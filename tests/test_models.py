@@ -34,6 +34,8 @@ RESOLUTIONS = [Resolution(64, 48), Resolution(128, 96), Resolution(256, 192), Re
 FACTORIES = {
     "hrnet-w8": hrnet.hrnet_w8,
     "hrnet-w16": hrnet.hrnet_w16,
+    "hrnet-w16-slim": hrnet.hrnet_w16_slim,
+    "hrnet-w32-slim": hrnet.hrnet_w32_slim,
     "hrnet-w32": hrnet.hrnet_w32,
     "hrnet-w48": hrnet.hrnet_w48,
     "simplebaseline-r18": resnet_deconv.simplebaseline_r18,

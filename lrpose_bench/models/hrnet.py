@@ -324,6 +324,19 @@ def hrnet_w16(out_channels: int, pretrained: str | None = None) -> nn.Module:
     return build_hrnet("hrnet-w16", out_channels, pretrained)
 
 
+@register_backbone("hrnet-w16-slim")
+def hrnet_w16_slim(out_channels: int, pretrained: str | None = None) -> nn.Module:
+    """hrnet-w8's depth and stem with the branch widths doubled (16/32/64/128): the width step of the
+    CPU accuracy-per-minute comparison (docs/speed.md)."""
+    return build_hrnet("hrnet-w16-slim", out_channels, pretrained)
+
+
+@register_backbone("hrnet-w32-slim")
+def hrnet_w32_slim(out_channels: int, pretrained: str | None = None) -> nn.Module:
+    """hrnet-w8's depth and stem with hrnet-w32's branch widths (32/64/128/256)."""
+    return build_hrnet("hrnet-w32-slim", out_channels, pretrained)
+
+
 @register_backbone("hrnet-w32")
 def hrnet_w32(out_channels: int, pretrained: str | None = None) -> nn.Module:
     """pose_hrnet_w32 (28.5M parameters with K=17, 7.1 GMACs at 256x192)."""

@@ -151,11 +151,12 @@ PIPELINES = ("auto", "reference", "crop_store")
 EVAL_SPLITS = ("val", "tune")
 #: ``report.formats`` (``lrpose_bench.report.build.FORMATS``)
 REPORT_FORMATS = ("html", "latex", "csv", "json")
-#: ``train.device``: names only; whether the device exists here is checked when the run starts
-#: (:func:`lrpose_bench.engine.distributed.resolve_device`)
+#: ``model.init``: how a backbone trained from scratch starts (:func:`lrpose_bench.models.apply_init`)
 INIT_SCHEMES = ("official", "kaiming")
 #: a number in exponent notation without a dot ("1e-3", "5E-4"), which YAML 1.1 leaves a string
 _EXPONENT_FLOAT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+$")
+#: ``train.device``: names only; whether the device exists here is checked when the run starts
+#: (:func:`lrpose_bench.engine.distributed.resolve_device`)
 DEVICES = Choice(("auto", "cpu", "cuda", "mps"), pattern=r"cuda:[0-9]+", pattern_text="cuda:N")
 
 

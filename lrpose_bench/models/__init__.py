@@ -14,7 +14,7 @@ from typing import Any
 
 import torch.nn as nn
 
-from lrpose_bench.config import config_dir, read_yaml
+from lrpose_bench.config import INIT_SCHEMES, config_dir, read_yaml
 from lrpose_bench.errors import ConfigError
 
 MODELS_YAML = "models.yaml"
@@ -100,7 +100,7 @@ def apply_init(net: nn.Module, scheme: str) -> nn.Module:
     if scheme == "official":
         return net
     if scheme != "kaiming":
-        raise ConfigError(f"model.init: unknown scheme {scheme!r}; use official or kaiming")
+        raise ConfigError(f"model.init: unknown scheme {scheme!r}; use one of {', '.join(INIT_SCHEMES)}")
     for name, module in net.named_modules():
         if isinstance(module, nn.Conv2d) and name.split(".")[-1] != OUTPUT_LAYER:
             nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")

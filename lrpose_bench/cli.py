@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from lrpose_bench import __version__
+from lrpose_bench.config import EVAL_SPLITS
 from lrpose_bench.errors import ConfigError, UserError
 
 EXAMPLES = {
@@ -106,6 +107,13 @@ def _add_evaluate_options(parser: argparse.ArgumentParser) -> None:
         help="evaluate under this source degradation preset instead of the cell's: clean, lr-mild, lr-severe",
     )
     parser.add_argument("--device", default=None, help="cpu, cuda, or auto (default: the cell's train.device)")
+    parser.add_argument(
+        "--split",
+        default=None,
+        choices=EVAL_SPLITS,
+        help="score this split instead of the cell's data.eval_split; train is the fitting diagnostic "
+        "(train AP near val AP: under-fitting)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 

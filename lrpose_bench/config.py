@@ -147,8 +147,9 @@ SEED = Range(0, 2**32 - 1)  # numpy's seed range
 
 #: ``data.pipeline``: see :func:`lrpose_bench.engine.cell.use_crop_store`
 PIPELINES = ("auto", "reference", "crop_store")
-#: which split a run scores: ``val`` (reported numbers) or ``tune`` (choosing constants, ``sweep``)
-EVAL_SPLITS = ("val", "tune")
+#: which split a run scores: ``val`` (reported numbers), ``tune`` (choosing constants, ``sweep``) or
+#: ``train`` (a diagnostic: the training images without augmentation, to tell under- from over-fitting)
+EVAL_SPLITS = ("val", "tune", "train")
 #: ``report.formats`` (``lrpose_bench.report.build.FORMATS``)
 REPORT_FORMATS = ("html", "latex", "csv", "json")
 #: ``model.init``: how a backbone trained from scratch starts (:func:`lrpose_bench.models.apply_init`)
@@ -270,7 +271,8 @@ class DataConfig:
     #: training device), ``auto`` (crop_store on CUDA with ``degrade: clean``, else reference)
     pipeline: str = bounded("auto", Choice(PIPELINES))
     #: the split that is scored: ``val`` for reported numbers, ``tune`` while choosing constants
-    #: (``lrpose-bench sweep`` sets it; a constant chosen on val would be selection on the test set)
+    #: (``lrpose-bench sweep`` sets it; a constant chosen on val would be selection on the test set),
+    #: ``train`` to diagnose fitting (train AP near val AP: under-fitting; far above: over-fitting)
     eval_split: str = bounded("val", Choice(EVAL_SPLITS))
     #: ``unbiased``: UDP's data processing, every method's default; ``biased``: HRNet's (box onto
     #: ``w`` px, ``joints / feat_stride``, ``int(x + 0.5)`` centres, 1-px flip-test shift), to

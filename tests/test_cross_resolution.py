@@ -216,3 +216,17 @@ def test_a_single_test_resolution_is_recorded_in_the_matrix(clean_cell):
     rows = json.loads(path.read_text())
     assert "48x36" in {r["test_resolution"] for r in rows}
     assert len(rows) >= len(before)
+
+
+def test_split_scores_the_training_images_beside_the_cell_s_own_evaluation(clean_cell, capsys):
+    """``evaluate --split train``: the fitting diagnostic. This fixture trains and scores the same
+    annotation file, so the train-split numbers must equal the cell's own, and land in their own file."""
+    own = clean_cell / "evaluation.json"
+    before = own.read_text() if own.is_file() else None
+    assert main(["evaluate", "--checkpoint", str(clean_cell), "--split", "train", "--no-progress"]) == 0
+    (row,) = json.loads((clean_cell / "evaluation_train.json").read_text())
+    assert row["eval_split"] == "COCO train2017" and "(COCO train2017)" in capsys.readouterr().out
+    assert same_metrics(row, json.loads((clean_cell / "metrics.json").read_text())["metrics"])
+    assert (own.read_text() if own.is_file() else None) == before
+    assert main(["evaluate", "--checkpoint", str(clean_cell), "--split", "train", "--res", "32x24"]) == 2
+    assert "--split train with --res" in capsys.readouterr().err

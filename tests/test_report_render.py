@@ -168,6 +168,16 @@ def test_running_and_unlisted_cells(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+def test_a_train_split_run_is_labelled_a_diagnostic(tmp_path: Path) -> None:
+    specs = standard_specs()[:2]
+    run_dir = make_run(tmp_path / "run", specs, num_images=6, eval_split="SynthPose train",
+                       config={"data": {"eval_split": "train"}})  # fmt: skip
+    html = build_report(run_dir, formats=["html"])["html"].read_text()
+    assert "a fitting diagnostic, not a result" in html
+    val_dir = make_run(tmp_path / "val", specs, num_images=6)
+    assert "fitting diagnostic" not in build_report(val_dir, formats=["html"])["html"].read_text()
+
+
 def test_twelve_cell_report_time(tmp_path: Path) -> None:
     """Performance note: a 12-cell run (500 instances × 17 joints each) is measured, not asserted
     tightly; the time is printed and recorded in report.json."""

@@ -308,7 +308,7 @@ def load_split(
     else:
         instances, skipped = gt_instances(gt, image_root, min_keypoints)
     if max_instances is not None:
-        instances = instances[:max_instances]
+        gt, instances = whole_images(gt, instances, max_instances)
     if not instances and person_boxes is not None:  # the boxes were filtered away, not the annotations
         raise DataError(
             f"person-box file {person_boxes}: no usable person boxes for {annotation_file} after filtering "
@@ -328,6 +328,34 @@ def load_split(
         )
     check_images_exist(instances, annotation_file)
     return KeypointSplit(name, annotation_file, Path(image_root), gt, instances, skipped)
+
+
+def whole_images(
+    gt: dict[str, Any], instances: list[Instance], max_instances: int
+) -> tuple[dict[str, Any], list[Instance]]:
+    """At most ``max_instances`` instances, as whole images, and the ground truth of those images only.
+
+    Why: pycocotools scores every image of the ground-truth document, so a split cut at N instances
+    but scored against the full document counts every person it left out as a miss (AP falls with
+    the cut); and an image cut in half counts its other persons as misses. Images are taken in the
+    order their first instance appears; the first image is kept whole even when it alone exceeds N.
+    """
+    per_image: dict[int, int] = {}
+    for inst in instances:
+        per_image[inst.image_id] = per_image.get(inst.image_id, 0) + 1
+    kept: set[int] = set()
+    total = 0
+    for image_id, count in per_image.items():
+        if kept and total + count > max_instances:
+            break
+        kept.add(image_id)
+        total += count
+    subset = {
+        "images": [im for im in gt["images"] if im["id"] in kept],
+        "annotations": [a for a in gt["annotations"] if a["image_id"] in kept],
+        "categories": gt["categories"],
+    }
+    return subset, [inst for inst in instances if inst.image_id in kept]
 
 
 def hold_out_images(split: KeypointSplit, num_images: int, seed: int, name: str) -> tuple[KeypointSplit, KeypointSplit]:

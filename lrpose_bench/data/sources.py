@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from lrpose_bench.config import DataConfig
-from lrpose_bench.data.coco import KeypointSplit, hold_out_images, load_split
+from lrpose_bench.data.coco import KeypointSplit, hold_out_images, load_split, whole_images
 from lrpose_bench.errors import DataError
 from lrpose_bench.registry import DATASETS, register_dataset
 
 
 @dataclass
 class DataBundle:
-    """The training split and the scored split of one run (``val``, or the tune split while choosing
-    constants: ``data.eval_split``), and the label tables print next to numbers."""
+    """The training split and the scored split of one run (``val``, the tune split while choosing
+    constants, or the training images as a fitting diagnostic: ``data.eval_split``), and the label
+    tables print next to numbers."""
 
     name: str  # "SynthPose", "COCO"
     train: KeypointSplit
@@ -39,7 +40,7 @@ def synth_source(cfg: DataConfig, progress: bool = True) -> DataBundle:
         min_keypoints=cfg.min_keypoints,
         max_instances=cfg.max_train_instances,
     )
-    split = cfg.eval_split  # "val" (reported numbers) or "tune" (choosing constants)
+    split = cfg.eval_split  # "val" (reported numbers), "tune" (choosing constants), "train" (diagnostic)
     val = load_split(
         f"SynthPose {split}",
         paths.annotations(split),
@@ -74,6 +75,10 @@ def coco_source(cfg: DataConfig, progress: bool = True) -> DataBundle:
                 "data.eval_split: tune needs a COCO tune split; pass --tune-split N (N train2017 images held out)"
             )
         return DataBundle("COCO", train, tune)
+    if cfg.eval_split == "train":
+        # the fitting diagnostic scores the training images (tune slice already removed) on their
+        # ground-truth boxes; data.max_val_instances caps it, since train2017 holds ~150k people
+        return DataBundle("COCO", train, capped(train, cfg.max_val_instances))
     boxes = person_box_file(cfg.person_boxes, root)
     val = load_split(
         "COCO val2017",
@@ -85,6 +90,15 @@ def coco_source(cfg: DataConfig, progress: bool = True) -> DataBundle:
         max_instances=cfg.max_val_instances,
     )
     return DataBundle("COCO", train, val)
+
+
+def capped(split: KeypointSplit, max_instances: int | None) -> KeypointSplit:
+    """``split`` cut to at most ``max_instances`` instances, as whole images with their ground
+    truth only (:func:`~lrpose_bench.data.coco.whole_images`)."""
+    if max_instances is None:
+        return split
+    gt, instances = whole_images(split.gt, split.instances, max_instances)
+    return replace(split, gt=gt, instances=instances)
 
 
 def person_box_file(person_boxes: str | None, coco_root: Path) -> Path | None:

@@ -209,17 +209,25 @@ def evaluate_checkpoint(args: argparse.Namespace) -> int:
                 f"--backbone {backbone}: cell {spec.cell_id} was trained with backbone {spec.backbone!r}; "
                 "drop --backbone (evaluate uses the cell's own), or pass a cell of that backbone"
             )
+    split = getattr(args, "split", None)
+    if split and resolutions:  # the cross-resolution matrix holds the cell's scored split only
+        raise UserError(
+            f"--split {split} with --res: the cross-resolution matrix is scored on the cell's own split; "
+            "evaluate another split without --res"
+        )
     override = None
-    if getattr(args, "degrade", None) or getattr(args, "device", None):
+    if getattr(args, "degrade", None) or getattr(args, "device", None) or split:
         _, cfg, _ = load_cell(cell_dir)
         override = dataclasses.replace(
             cfg,
             degrade=args.degrade or cfg.degrade,
             train=dataclasses.replace(cfg.train, device=args.device or cfg.train.device),
+            data=dataclasses.replace(cfg.data, eval_split=split or cfg.data.eval_split),
         )
     rows = evaluate_cell(cell_dir, resolutions, progress=not args.no_progress, cfg_override=override)
     out = Path(args.out) if args.out else cell_dir
-    write_json(out / "evaluation.json", rows)
+    # another split's numbers sit beside the cell's own evaluation, never over it
+    write_json(out / (f"evaluation_{split}.json" if split else "evaluation.json"), rows)
     run_dir = cell_dir.parent
     if resolutions:  # an explicit --res is a cross-resolution evaluation: merge its entries into the matrix
         path = run_dir / "cross_resolution.json"

@@ -289,6 +289,11 @@ def _protocol_rows(run: RunData) -> list[tuple[str, str]]:
 
 def _page_notes(run: RunData) -> list[str]:
     notes = []
+    if (run.config.get("data") or {}).get("eval_split") == "train":
+        notes.append(
+            f"Scored on the training images ({run.eval_split}, data.eval_split: train): a fitting diagnostic, "
+            "not a result. Train AP near val AP means the models under-fit; far above it, they over-fit."
+        )
     if "coco" not in run.eval_split.lower():
         notes.append(
             f"Our numbers are measured on {run.eval_split}; the paper's are on COCO (val2017 or "

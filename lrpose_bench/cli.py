@@ -33,7 +33,7 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
         "--profile",
         default="quick",
         help="configuration profile: quick (SynthPose, small HRNet (hrnet-w16-slim), 24 epochs, minutes on a CPU), "
-        "standard (the previous hrnet-w8 recipe for 180 epochs, about an hour for four methods x two seeds on 2 cores) "
+        "standard (the quick recipe for 140 epochs, about 50 minutes for four methods x two seeds on 2 cores) "
         "or paper (the paper's 210-epoch schedule on hrnet-w32). Default: quick",
     )
     parser.add_argument(

@@ -242,16 +242,20 @@ def _run_cells(
     report: bool = True,
     seeds: str | None = None,
     force: bool = False,
+    more_ablations: tuple = (),
 ) -> int:
-    """Every (method, resolution, seed) cell into ``out``; a run that fails before writing anything
-    removes the folders it created (the body is :func:`_run_cells_in`)."""
+    """Every (method, resolution, ablation, seed) cell into ``out``; a run that fails before writing
+    anything removes the folders it created (the body is :func:`_run_cells_in`). ``more_ablations``
+    adds further ablation sets to the same pool of cells: the sweep passes all grid points of a
+    method at once, so parallel cells never wait for the last seed of one point."""
     from lrpose_bench.store import ensure_writable_folder, first_missing_folder, remove_empty_folders
 
     seed_list = _parse_seeds(seeds, cfg.seed)
+    ablations = [ablation, *more_ablations]
     created = first_missing_folder(out)
     out = ensure_writable_folder(out)
     try:
-        return _run_cells_in(cfg, methods, resolutions, ablation, out, progress, report, seed_list, force)
+        return _run_cells_in(cfg, methods, resolutions, ablations, out, progress, report, seed_list, force)
     except BaseException:
         if created is not None:  # a run that failed before writing anything leaves no empty folders
             remove_empty_folders(created)
@@ -259,7 +263,7 @@ def _run_cells(
 
 
 def _run_cells_in(
-    cfg, methods, resolutions, ablation, out: Path, progress: bool, report: bool, seed_list: list[int], force: bool
+    cfg, methods, resolutions, ablations, out: Path, progress: bool, report: bool, seed_list: list[int], force: bool
 ) -> int:
     import pandas as pd
 
@@ -275,8 +279,9 @@ def _run_cells_in(
     specs = []
     for method in methods:
         for res in resolutions:
-            for seed in seed_list:
-                specs.append(CellSpec(method, cfg.model.backbone, res, seed, ablation))
+            for ablation in ablations:
+                for seed in seed_list:
+                    specs.append(CellSpec(method, cfg.model.backbone, res, seed, ablation))
     for spec in specs:  # validate every ablation key before any training starts
         build_method(spec, cfg)
     ctx = distributed.context()

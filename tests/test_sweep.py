@@ -55,6 +55,8 @@ def test_sweep_scores_tune_and_writes_the_winner_with_evidence(tmp_path, capsys)
             "--backbone", "hrnet-w8", "--write", "--method-configs", str(configs), "--no-progress",
             "--set", f"data.cache_dir={tmp_path / 'cache'}", *TINY]  # fmt: skip
     assert main(args) == 0
+    # one pool for both points' six cells (two at a time), not one pool per point
+    assert capsys.readouterr().out.count("cells at a time") == 1
     record = json.loads((out / "sweep.json").read_text())
     cells = list(out.glob("hrnet@sigma=*__s*"))
     assert len(cells) == 6  # 2 points x 3 seeds

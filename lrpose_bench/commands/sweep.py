@@ -121,13 +121,26 @@ def run(args: argparse.Namespace) -> int:
     results = []
     for method in methods:
         for res in resolutions:
-            for point in spec.grid(method, str(res)):
-                ablation = tuple(point.items())
-                print(f"== sweep {method} {res}: {point_label(point)} (seeds {seeds})", flush=True)
-                code = _run_cells(cfg, [method], [res], ablation, out, not args.no_progress, report=False, seeds=seeds)
-                if code != 0:
-                    raise ConfigError(f"sweep cell {method} {res} {point_label(point)} failed; see {out}")
-                results.append(collect(out, method, str(res), point, cfg, seeds, spec.metric))
+            # All grid points x seeds of one method in one pool of cells: with two cells at a time
+            # and an odd number of seeds, a point-by-point loop left one core idle for each point.
+            points = spec.grid(method, str(res))
+            first, *rest = (tuple(point.items()) for point in points)
+            labels = "; ".join(point_label(point) for point in points)
+            print(f"== sweep {method} {res}: {labels} (seeds {seeds})", flush=True)
+            code = _run_cells(
+                cfg,
+                [method],
+                [res],
+                first,
+                out,
+                not args.no_progress,
+                report=False,
+                seeds=seeds,
+                more_ablations=tuple(rest),
+            )
+            if code != 0:
+                raise ConfigError(f"sweep cells of {method} {res} failed; see the cells' logs in {out}")
+            results.extend(collect(out, method, str(res), point, cfg, seeds, spec.metric) for point in points)
     record = build_record(results, spec, cfg, spec_path, seeds)
     write_outputs(out, record)
     if args.write:

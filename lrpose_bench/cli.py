@@ -218,12 +218,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     _check_runnable(cfg)
     _init_distributed(cfg)
     _check_backbone(cfg.model.backbone)
-    ablation = _parse_ablation(args.ablation)
     return _run_cells(
         cfg,
         methods,
         resolutions,
-        ablation,
+        [_parse_ablation(args.ablation)],
         Path(args.out),
         not args.no_progress,
         report=not args.no_report,
@@ -236,22 +235,20 @@ def _run_cells(
     cfg,
     methods,
     resolutions,
-    ablation,
+    ablations: list[tuple],
     out: Path,
     progress: bool,
     report: bool = True,
     seeds: str | None = None,
     force: bool = False,
-    more_ablations: tuple = (),
 ) -> int:
-    """Every (method, resolution, ablation, seed) cell into ``out``; a run that fails before writing
-    anything removes the folders it created (the body is :func:`_run_cells_in`). ``more_ablations``
-    adds further ablation sets to the same pool of cells: the sweep passes all grid points of a
-    method at once, so parallel cells never wait for the last seed of one point."""
+    """Every (method, resolution, ablation, seed) cell into ``out``, all in one pool of parallel
+    cells (the sweep passes all grid points of a method at once, so two cells at a time never wait
+    for the last seed of one point); a run that fails before writing anything removes the folders
+    it created (the body is :func:`_run_cells_in`)."""
     from lrpose_bench.store import ensure_writable_folder, first_missing_folder, remove_empty_folders
 
     seed_list = _parse_seeds(seeds, cfg.seed)
-    ablations = [ablation, *more_ablations]
     created = first_missing_folder(out)
     out = ensure_writable_folder(out)
     try:
@@ -444,7 +441,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         cfg,
         _method_names(args.method),
         parse_resolution_list(args.res),
-        _parse_ablation(args.ablation),
+        [_parse_ablation(args.ablation)],
         Path(args.out),
         not args.no_progress,
         report=False,

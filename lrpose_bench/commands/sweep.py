@@ -124,20 +124,10 @@ def run(args: argparse.Namespace) -> int:
             # All grid points x seeds of one method in one pool of cells: with two cells at a time
             # and an odd number of seeds, a point-by-point loop left one core idle for each point.
             points = spec.grid(method, str(res))
-            first, *rest = (tuple(point.items()) for point in points)
             labels = "; ".join(point_label(point) for point in points)
             print(f"== sweep {method} {res}: {labels} (seeds {seeds})", flush=True)
-            code = _run_cells(
-                cfg,
-                [method],
-                [res],
-                first,
-                out,
-                not args.no_progress,
-                report=False,
-                seeds=seeds,
-                more_ablations=tuple(rest),
-            )
+            ablations = [tuple(point.items()) for point in points]
+            code = _run_cells(cfg, [method], [res], ablations, out, not args.no_progress, report=False, seeds=seeds)
             if code != 0:
                 raise ConfigError(f"sweep cells of {method} {res} failed; see the cells' logs in {out}")
             results.extend(collect(out, method, str(res), point, cfg, seeds, spec.metric) for point in points)

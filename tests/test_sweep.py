@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import yaml
 
 from lrpose_bench.cli import main
-from lrpose_bench.commands.sweep import choose, load_sweep_spec, write_choice
+from lrpose_bench.commands.sweep import SweepSpec, build_record, choose, load_sweep_spec, render_markdown, write_choice
 from lrpose_bench.config import config_dir, load_config
 from lrpose_bench.data.sources import load_data
 from lrpose_bench.errors import ConfigError
@@ -86,7 +87,7 @@ def test_spec_needs_three_seeds_and_choice_rule(tmp_path) -> None:
         load_sweep_spec(path)
     points = [{"mean": 0.2, "sd": 0.02}, {"mean": 0.2, "sd": 0.01}, {"mean": 0.1, "sd": 0.0}]
     assert choose(points) is points[1]
-    assert load_sweep_spec(config_dir() / "sweep.yaml").seeds == (0, 1, 2)
+    assert load_sweep_spec(config_dir() / "sweep.yaml").seeds == (0, 1, 2, 3)
 
 
 def test_write_choice_replaces_the_line_and_its_old_evidence(tmp_path) -> None:
@@ -98,3 +99,21 @@ def test_write_choice_replaces_the_line_and_its_old_evidence(tmp_path) -> None:
     text = path.read_text()
     assert text.count("# sweep 64x48") == 1
     assert yaml.safe_load(text)["per_resolution"]["64x48"] == {"sigma": 1.5, "truncate": 3.0}
+
+
+def test_a_winner_at_a_grid_edge_is_flagged_and_an_interior_one_is_not() -> None:
+    """The rule of configs/sweep.yaml: a winner at the first or last point of a grid gets the grid
+    extended one step past it, so the sweep must say which winners sit at an edge."""
+
+    def group(*means: float) -> list[dict]:
+        return [{"method": "m", "resolution": "64x48", "point": {"sigma": float(i)}, "values": [v], "mean": v,
+                 "sd": 0.0, "eval_split": "SynthPose tune"} for i, v in enumerate(means)]  # fmt: skip
+
+    spec = SweepSpec("AP", (0, 1, 2), {}, {})
+    cfg = SimpleNamespace(profile="quick", model=SimpleNamespace(backbone="hrnet-w8"))
+    first, middle, last = (build_record(group(*m), spec, cfg, Path("sweep.yaml"), "0") for m in
+                           [(0.3, 0.2, 0.1), (0.1, 0.3, 0.2), (0.1, 0.2, 0.3)])  # fmt: skip
+    assert [r["chosen"][0]["at_edge"] for r in (first, middle, last)] == [True, False, True]
+    assert "**yes** (grid edge)" in render_markdown(first) and "(grid edge)" not in render_markdown(middle)
+    two_points = build_record(group(0.3, 0.2), spec, cfg, Path("sweep.yaml"), "0")
+    assert not two_points["chosen"][0]["at_edge"]  # two points have no interior to prefer

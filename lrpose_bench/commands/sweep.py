@@ -133,6 +133,14 @@ def run(args: argparse.Namespace) -> int:
             results.extend(collect(out, method, str(res), point, cfg, seeds, spec.metric) for point in points)
     record = build_record(results, spec, cfg, spec_path, seeds)
     write_outputs(out, record)
+    for choice in record["chosen"]:
+        if choice["at_edge"]:
+            print(
+                f"warning: {choice['method']} {choice['resolution']}: the winner {point_label(choice['point'])} is at "
+                f"an edge of its grid; extend grids.{choice['method']}.{choice['resolution']} in {spec_path.name} "
+                f"one step past it and rerun with the same --out (finished cells are kept)",
+                flush=True,
+            )
     if args.write:
         folder = Path(args.method_configs) if args.method_configs else config_dir() / "methods"
         for choice in record["chosen"]:
@@ -159,6 +167,13 @@ def collect(out: Path, method: str, res: str, point: dict, cfg: Any, seeds: str,
             **summarise(values)}  # fmt: skip
 
 
+def at_edge(best: dict[str, Any], group: list[dict[str, Any]]) -> bool:
+    """Whether the winner is the first or last point of a grid of three or more: its optimum may lie
+    past that edge, so the grid should be extended one step there before the constant is trusted
+    (the rule configs/sweep.yaml applies to every method alike)."""
+    return len(group) >= 3 and (best is group[0] or best is group[-1])
+
+
 def build_record(results: list[dict], spec: SweepSpec, cfg: Any, spec_path: Path, seeds: str) -> dict[str, Any]:
     chosen = []
     for key in dict.fromkeys((r["method"], r["resolution"]) for r in results):
@@ -166,7 +181,7 @@ def build_record(results: list[dict], spec: SweepSpec, cfg: Any, spec_path: Path
         if any(math.isnan(v) for r in group for v in r["values"]):
             raise ConfigError(f"sweep {key[0]} {key[1]}: a cell has no {spec.metric}; rerun it")
         best = choose(group)
-        chosen.append({**best, "others": [r for r in group if r is not best]})
+        chosen.append({**best, "others": [r for r in group if r is not best], "at_edge": at_edge(best, group)})
     return {
         "metric": spec.metric,
         "seeds": [int(s) for s in seeds.split(",")],
@@ -190,8 +205,10 @@ def render_markdown(record: dict[str, Any]) -> str:
         "|---|---|---|---|---|---|",
     ]
     winners = {(c["method"], c["resolution"], point_label(c["point"])) for c in record["chosen"]}
+    edges = {(c["method"], c["resolution"], point_label(c["point"])) for c in record["chosen"] if c.get("at_edge")}
     for r in record["results"]:
-        mark = "**yes**" if (r["method"], r["resolution"], point_label(r["point"])) in winners else ""
+        key = (r["method"], r["resolution"], point_label(r["point"]))
+        mark = ("**yes** (grid edge)" if key in edges else "**yes**") if key in winners else ""
         values = " / ".join(f"{100 * v:.1f}" for v in r["values"])
         lines.append(
             f"| {r['method']} | {r['resolution']} | {point_label(r['point'])} | "

@@ -39,7 +39,8 @@ def input_to_heatmap(method: SimccMethod, xy_in: np.ndarray) -> np.ndarray:
 # ------------------------------------------------------------------------------------ labels
 def test_constants_and_bins_follow_the_yaml() -> None:
     m = build("64x48")
-    assert m.params.split_ratio == 2.0 and m.params.sigma == 6.0 and m.params.decode == "argmax"
+    # 64x48 sigma: the 2026-12-06 tune-split sweep (configs/methods/simcc.yaml)
+    assert m.params.split_ratio == 2.0 and m.params.sigma == 3.0 and m.params.decode == "argmax"
     assert (m.x_bins, m.y_bins) == (96, 128)  # k·w, k·h
     assert build("256x192").params.sigma == 6.0  # mmpose SimCC 256x192
     assert (build("64x48", split_ratio=3).x_bins, build("64x48", split_ratio=1).y_bins) == (144, 64)

@@ -137,10 +137,15 @@ def test_crop_matrix_is_hrnet_get_affine_transform(rotation: float) -> None:
     np.testing.assert_allclose(ours, ref, atol=2e-4)
 
 
-def test_training_target_is_hrnet_generate_target(split) -> None:
-    """Crop (``get_affine_transform``), joints / feat_stride, ``int(x + 0.5)`` centre, 3σ patch."""
+@pytest.mark.parametrize("sigma", [1.0, 2.0])
+def test_training_target_is_hrnet_generate_target(split, sigma: float) -> None:
+    """Crop (``get_affine_transform``), joints / feat_stride, ``int(x + 0.5)`` centre, 3σ patch.
+
+    At σ with an integral 3σ: HRNet's patch arithmetic (``ul = int(mu - 3σ)``, centre ``size // 2``)
+    puts the peak one pixel before ``mu`` when 3σ is fractional (σ 0.75: ``int(mu - 2.25) + 2``), a
+    case its configs never reach; the next test checks our peak at the shipped 64×48 σ instead."""
     cfg = biased_cfg()
-    method = build_method(CellSpec("hrnet", "hrnet-w8", RES), cfg)
+    method = build_method(CellSpec("hrnet", "hrnet-w8", RES, 0, (("sigma", sigma),)), cfg)
     still = AugmentConfig(scale_factor=0.0, rotation_factor=0.0, rotation_prob=0.0, flip_prob=0.0)
     dataset = PoseDataset(split, method, RES, train=True, augment=still, coordinates="biased")
     sigma = method.params.sigma
@@ -154,6 +159,28 @@ def test_training_target_is_hrnet_generate_target(split) -> None:
         vis = item["weight"].numpy() > 0
         np.testing.assert_array_equal(vis, weight > 0)
         np.testing.assert_allclose(item["heatmap"].numpy()[vis], target[vis], atol=1e-6)
+
+
+def test_training_target_peaks_at_the_rounded_joint_at_the_shipped_sigma(split) -> None:
+    """Whatever σ the sweep chose (0.75 at 64×48, a fractional 3σ), the target's maximum sits on
+    HRNet's centre ``int(j / stride + 0.5)`` and the map is symmetric about it."""
+    cfg = biased_cfg()
+    method = build_method(CellSpec("hrnet", "hrnet-w8", RES), cfg)
+    still = AugmentConfig(scale_factor=0.0, rotation_factor=0.0, rotation_prob=0.0, flip_prob=0.0)
+    dataset = PoseDataset(split, method, RES, train=True, augment=still, coordinates="biased")
+    for index, inst in enumerate(split.instances):
+        center, scale = centre_scale(inst)
+        trans = get_affine_transform(center, scale, 0, [RES.width, RES.height])
+        joints = np.array([affine_transform(j, trans) for j in inst.joints]) / 4.0
+        item = dataset[index]
+        heatmap, weight = item["heatmap"].numpy(), item["weight"].numpy()
+        for k in np.flatnonzero(weight > 0):
+            mu_x, mu_y = (int(v + 0.5) for v in joints[k])
+            if not (1 <= mu_x < heatmap.shape[2] - 1 and 1 <= mu_y < heatmap.shape[1] - 1):
+                continue  # the symmetry check needs both neighbours on the map
+            assert np.unravel_index(heatmap[k].argmax(), heatmap[k].shape) == (mu_y, mu_x)
+            assert heatmap[k, mu_y, mu_x - 1] == pytest.approx(heatmap[k, mu_y, mu_x + 1])
+            assert heatmap[k, mu_y - 1, mu_x] == pytest.approx(heatmap[k, mu_y + 1, mu_x])
 
 
 class StrideFourNet(torch.nn.Module):

@@ -375,6 +375,10 @@ class ReportConfig:
 
     formats: list[str] = bounded(rule=Choice(REPORT_FORMATS), factory=lambda: list(REPORT_FORMATS))
     displacement_bins: list[float] = bounded(rule=Range(low=0, increasing=True), factory=lambda: [0.0, 1.0, 2.0, 3.0])
+    keypoint_error_ks: list[float] = bounded(
+        rule=Range(0, 1, low_open=True, high_open=True, increasing=True), factory=lambda: [0.5, 0.85]
+    )
+    keypoint_error_match_oks: float = bounded(0.1, Range(0, 1, low_open=True, high_open=True))
 
 
 @dataclass

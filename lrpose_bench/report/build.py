@@ -29,6 +29,7 @@ from lrpose_bench.analysis.bootstrap import (
     pooled_differences,
 )
 from lrpose_bench.analysis.displacement import Displacements, bin_labels, load_displacements, summarize
+from lrpose_bench.analysis.keypoint_errors import ErrorBreakdown, Thresholds, error_breakdown
 from lrpose_bench.config import EvalConfig, ReportConfig
 from lrpose_bench.errors import ConfigError, UserError
 from lrpose_bench.report import tables as tbl
@@ -50,6 +51,7 @@ class Settings:
     bootstrap_samples: int
     seed: int
     formats: list[str]
+    keypoint_errors: Thresholds
 
 
 def settings_of(run: RunData) -> Settings:
@@ -61,7 +63,20 @@ def settings_of(run: RunData) -> Settings:
         bootstrap_samples=int(evaluation.get("bootstrap_samples", EvalConfig().bootstrap_samples)),
         seed=int(config.get("seed", 0) or 0),
         formats=list(report.get("formats", ReportConfig().formats)),
+        keypoint_errors=_keypoint_error_thresholds(report),
     )
+
+
+def _keypoint_error_thresholds(report: dict[str, Any]) -> Thresholds:
+    """Thresholds of the keypoint error table from the run's ``report`` config (defaults for runs
+    made before the table existed)."""
+    defaults = ReportConfig()
+    low, high = (float(v) for v in report.get("keypoint_error_ks", defaults.keypoint_error_ks))
+    match = float(report.get("keypoint_error_match_oks", defaults.keypoint_error_match_oks))
+    try:
+        return Thresholds(low=low, high=high, match_oks=match)
+    except ValueError as error:
+        raise ConfigError(f"report.keypoint_error_ks / keypoint_error_match_oks: {error}") from None
 
 
 def parse_formats(formats: Sequence[str] | str | None, default: Sequence[str]) -> list[str]:
@@ -107,7 +122,13 @@ def build_report(run_dir: Path, formats: list[str] | None = None, out: Path | No
     budget = tbl.budget_table(run)
     if budget is not None:
         tables.append(budget)
-    for optional in (tbl.bootstrap_table(run, differences), tbl.displacement_table(run, summaries, labels)):
+    errors = keypoint_error_breakdowns(run, settings.keypoint_errors)
+    optional_tables = (
+        tbl.bootstrap_table(run, differences),
+        tbl.displacement_table(run, summaries, labels),
+        tbl.keypoint_error_table(run, errors),
+    )
+    for optional in optional_tables:
         if optional is not None:
             tables.append(optional)
     tables += tbl.extra_tables(run)
@@ -196,6 +217,27 @@ def run_bootstrap(
         for diff in pooled_differences(by_seed, samples, seed):
             results.append(({"resolution": res, "backbone": backbone, "seed": f"pooled ({len(by_seed)})"}, diff))
     return results, notes
+
+
+def keypoint_error_breakdowns(run: RunData, thresholds: Thresholds) -> dict[str, ErrorBreakdown]:
+    """Keypoint error breakdown of every complete cell whose predictions and ground truth are
+    readable; a cell without them simply has no row (its AP is in the main table)."""
+    out: dict[str, ErrorBreakdown] = {}
+    gt_cache: dict[str, Any] = {}
+    for cell in run.complete_cells():
+        gt_path = cell.info.get("gt_annotations")
+        if not gt_path:
+            continue
+        if gt_path not in gt_cache:
+            gt_cache[gt_path] = _load_gt(Path(gt_path))
+        if gt_cache[gt_path] is None:
+            continue
+        try:
+            predictions = json.loads((cell.folder / "predictions.json").read_text())
+            out[cell.id] = error_breakdown(gt_cache[gt_path], predictions, thresholds)
+        except (OSError, ValueError, AssertionError, KeyError):
+            continue
+    return out
 
 
 def _load_gt(path: Path) -> Any:

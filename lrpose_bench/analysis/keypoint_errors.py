@@ -1,0 +1,232 @@
+"""Keypoint error taxonomy of Ronchi & Perona (ICCV 2017, "Benchmarking and Error Diagnosis in
+Multi-Instance Pose Estimation"), computed as their coco-analyze does
+(``pycocotools/cocoanalyze.py``: ``_find_dt_matches`` and ``_find_kpt_errors``).
+
+Why a suite about codecs needs it: AP mixes two kinds of error. A codec (arg-max, DARK, offsets,
+CAL's weighed offsets) moves a prediction by a fraction of a heatmap pixel: it turns *jitter* into
+*good*. It cannot repair a prediction placed on the person's other wrist (*inversion*), on another
+person (*swap*) or nowhere near (*miss*): those come from the backbone and the data. Where
+inversions dominate, two codecs can differ clearly in localisation and still not separate in AP.
+This module says which errors a method makes, and what its AP would be with one kind fixed.
+
+Per matched detection and labelled joint ``j`` (``v > 0``) the keypoint similarity to a ground
+truth keypoint is ``ks = exp(-d² / (2 · area · (2σ_j)²))`` (Eq. 16's term; pycocotools' ``vars =
+(2σ)²``). It is taken against every person of the image, as labelled and with left and right
+swapped (their ``flip_index`` view), the matched person first. With ``ks*`` the largest of these and
+``t_low``, ``t_high`` the thresholds (coco-analyze ``jitterKsThrs = [0.5, 0.85]``):
+
+* **good**: ``ks* > t_high`` on the matched person's own joint;
+* **jitter**: ``t_low ≤ ks* ≤ t_high`` on the matched person's own joint;
+* **inversion**: ``ks* ≥ t_low`` on the matched person's mirror joint;
+* **swap**: ``ks* ≥ t_low`` on another person (either view);
+* **miss**: ``ks* < t_low``.
+
+Detections are matched to ground truth by ``COCOeval.evaluate`` at the single OKS threshold
+``match_oks`` (coco-analyze ``oksLocThrs = 0.1``); unmatched detections and unmatched ground truths
+are background errors, not keypoint errors, and are not classified here.
+
+*Fixing* a kind of error moves each such keypoint onto its own ground truth joint at the distance
+that keeps the similarity it had with the joint it actually hit (a miss: at ``t_low``, a jitter: at
+``t_high``), along x, as coco-analyze's ``correct_kpts_x``. Two deliberate differences: the distance
+here is the one that gives exactly that similarity, ``sqrt(-ln ks · 2 · area · (2σ)²)`` (coco-analyze
+writes ``σ²`` for ``(2σ)²`` there, half the distance, so its fixed joints score better than they
+hit); and coco-analyze then reads AP at its lowest OKS threshold, we read the suite's COCO AP
+(0.50:0.95), the number every other table reports.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from lrpose_bench.keypoints import OKS_SIGMAS, flip_index
+
+ERROR_TYPES: tuple[str, ...] = ("good", "jitter", "inversion", "swap", "miss")
+GOOD, JITTER, INVERSION, SWAP, MISS = range(len(ERROR_TYPES))
+UNLABELLED = -1
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """``low``/``high``: the keypoint-similarity bounds of jitter (coco-analyze ``jitterKsThrs``);
+    ``match_oks``: the OKS at which a detection counts as matched (``oksLocThrs``)."""
+
+    low: float = 0.5
+    high: float = 0.85
+    match_oks: float = 0.1
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.low < self.high < 1.0:
+            raise ValueError(f"keypoint-error thresholds need 0 < low < high < 1, got low={self.low}, high={self.high}")
+        if not 0.0 < self.match_oks < 1.0:
+            raise ValueError(f"keypoint-error match_oks must lie in (0, 1), got {self.match_oks}")
+
+
+def keypoint_similarity(pred: np.ndarray, gt: np.ndarray, area: float, sigmas: np.ndarray = OKS_SIGMAS) -> np.ndarray:
+    """Per-joint ``ks = exp(-d²/(2·area·(2σ)²))`` of predictions (K, 2) against joints (K, 2)."""
+    d2 = np.sum((np.asarray(pred, float) - np.asarray(gt, float)) ** 2, axis=-1)
+    return np.exp(-d2 / ((2.0 * sigmas) ** 2) / (area + np.spacing(1)) / 2.0)
+
+
+def classify_detection(
+    pred: np.ndarray,
+    people: Sequence[tuple[np.ndarray, float]],
+    thresholds: Thresholds = Thresholds(),
+    sigmas: np.ndarray = OKS_SIGMAS,
+    mirror: np.ndarray | None = None,
+) -> np.ndarray:
+    """Error type per joint (``ERROR_TYPES`` index, ``UNLABELLED`` where the matched person's joint
+    has ``v = 0``) of one detection ``pred`` (K, 2); ``people`` lists ``(keypoints (K, 3), area)``
+    of every ground truth person of the image, the matched one first."""
+    pred = np.asarray(pred, float)
+    mirror = flip_index(pred.shape[0]) if mirror is None else mirror
+    n = len(people)
+    ks = np.full((2 * n, pred.shape[0]), -1.0)
+    for i, (kpts, area) in enumerate(people):
+        kpts = np.asarray(kpts, float).reshape(-1, 3)
+        for row, view in ((i, kpts), (n + i, kpts[mirror])):
+            labelled = view[:, 2] > 0
+            sim = keypoint_similarity(pred, view[:, :2], area, sigmas)
+            ks[row] = np.where(labelled, sim, -1.0)
+    best = ks.max(axis=0)
+    which = ks.argmax(axis=0)
+    own_labelled = np.asarray(people[0][0], float).reshape(-1, 3)[:, 2] > 0
+    labels = np.full(pred.shape[0], MISS)
+    hit = best >= thresholds.low
+    labels[hit & (which == 0) & (best > thresholds.high)] = GOOD
+    labels[hit & (which == 0) & (best <= thresholds.high)] = JITTER
+    labels[hit & (which == n)] = INVERSION
+    labels[hit & (which != 0) & (which != n)] = SWAP
+    labels[~own_labelled] = UNLABELLED
+    return labels
+
+
+def corrected_keypoints(
+    pred: np.ndarray,
+    labels: np.ndarray,
+    people: Sequence[tuple[np.ndarray, float]],
+    fix: Sequence[str],
+    thresholds: Thresholds = Thresholds(),
+    sigmas: np.ndarray = OKS_SIGMAS,
+    mirror: np.ndarray | None = None,
+) -> np.ndarray:
+    """``pred`` (K, 2) with the joints of the error types in ``fix`` moved onto the matched person's
+    joint, offset along x by the distance at which ks equals what the joint had (coco-analyze
+    ``correct_kpts_x``): its best ks for inversions and swaps, ``low`` for misses, ``high`` for
+    jitter. Other joints are left where they were."""
+    unknown = sorted(set(fix) - set(ERROR_TYPES[1:]))
+    if unknown:
+        raise ValueError(f"cannot fix keypoint errors of type {unknown}; choose from {list(ERROR_TYPES[1:])}")
+    pred = np.asarray(pred, float).copy()
+    kpts, area = people[0]
+    gt = np.asarray(kpts, float).reshape(-1, 3)
+    mirror = flip_index(pred.shape[0]) if mirror is None else mirror
+    best = np.zeros(pred.shape[0])
+    for other, other_area in people:
+        view = np.asarray(other, float).reshape(-1, 3)
+        for v in (view, view[mirror]):
+            # the distance is read at the matched person's scale, as coco-analyze does for swaps
+            sim = np.where(v[:, 2] > 0, keypoint_similarity(pred, v[:, :2], other_area, sigmas), 0.0)
+            best = np.maximum(best, sim)
+    target_ks = {
+        JITTER: np.full_like(best, thresholds.high),
+        MISS: np.full_like(best, thresholds.low),
+        INVERSION: best,
+        SWAP: best,
+    }
+    for name in fix:
+        code = ERROR_TYPES.index(name)
+        chosen = labels == code
+        ks = np.clip(target_ks[code][chosen], np.spacing(1), 1.0 - np.spacing(1))
+        distance = np.sqrt(-np.log(ks) * 2.0 * area * (2.0 * sigmas[chosen]) ** 2)
+        pred[chosen, 0] = gt[chosen, 0] + distance
+        pred[chosen, 1] = gt[chosen, 1]
+    return pred
+
+
+@dataclass(frozen=True)
+class ErrorBreakdown:
+    """Keypoint error counts of one set of predictions, and the AP with each kind fixed."""
+
+    counts: dict[str, int]
+    matched: int  # detections matched at ``match_oks``
+    detections: int
+    ap: float
+    ap_fixed: dict[str, float]  # error type → AP with that type fixed
+    thresholds: Thresholds = Thresholds()
+
+    @property
+    def labelled(self) -> int:
+        return int(sum(self.counts.values()))
+
+    def share(self, name: str) -> float:
+        """Fraction of the matched detections' labelled joints with error type ``name``."""
+        return self.counts[name] / self.labelled if self.labelled else float("nan")
+
+
+def match_detections(coco_gt: Any, results: list[dict[str, Any]], match_oks: float) -> dict[int, int]:
+    """Detection index in ``results`` → matched ground-truth annotation id, by ``COCOeval.evaluate``
+    at the single OKS threshold ``match_oks`` (area "all", greedy by score, as every AP)."""
+    from pycocotools.cocoeval import COCOeval
+
+    if not results:
+        return {}
+    with contextlib.redirect_stdout(io.StringIO()):
+        dets = [dict(r, _index=i) for i, r in enumerate(results)]
+        coco_dt = coco_gt.loadRes(dets)
+        evaluator = COCOeval(coco_gt, coco_dt, iouType="keypoints")
+        evaluator.params.iouThrs = np.array([match_oks])
+        evaluator.evaluate()
+    index_of = {ann["id"]: ann["_index"] for ann in coco_dt.dataset["annotations"]}
+    num_images = len(evaluator.params.imgIds)
+    matches: dict[int, int] = {}
+    for record in evaluator.evalImgs[:num_images]:  # area range "all"
+        if record is None:
+            continue
+        for det_id, gt_id in zip(record["dtIds"], record["dtMatches"][0], strict=True):
+            if gt_id:
+                matches[index_of[det_id]] = int(gt_id)
+    return matches
+
+
+def error_breakdown(
+    gt: Mapping[str, Any] | Any,
+    results: list[dict[str, Any]],
+    thresholds: Thresholds = Thresholds(),
+    fix: Sequence[str] = ("jitter", "inversion", "swap", "miss"),
+    sigmas: np.ndarray = OKS_SIGMAS,
+) -> ErrorBreakdown:
+    """Classify every labelled joint of every matched detection and score AP with each kind fixed.
+
+    ``gt``: a COCO keypoint ground-truth document or an indexed ``pycocotools.coco.COCO``;
+    ``results``: COCO keypoint results (``image_id``, ``keypoints``, ``score``)."""
+    from lrpose_bench.data.coco import coco_from_dict
+    from lrpose_bench.evaluation.coco_metric import evaluate_keypoints
+
+    coco_gt = gt if hasattr(gt, "loadRes") else coco_from_dict(dict(gt))
+    matches = match_detections(coco_gt, results, thresholds.match_oks)
+    counts = dict.fromkeys(ERROR_TYPES, 0)
+    fixed = {name: [dict(r) for r in results] for name in fix}
+    for index, gt_id in matches.items():
+        result = results[index]
+        own = coco_gt.anns[gt_id]
+        others = [a for a in coco_gt.imgToAnns[own["image_id"]] if a["id"] != gt_id and a.get("num_keypoints", 1) > 0]
+        people = [(np.asarray(a["keypoints"], float), float(a["area"])) for a in (own, *others)]
+        triples = np.asarray(result["keypoints"], float).reshape(-1, 3)
+        labels = classify_detection(triples[:, :2], people, thresholds, sigmas)
+        for code, name in enumerate(ERROR_TYPES):
+            counts[name] += int(np.count_nonzero(labels == code))
+        for name in fix:
+            moved = corrected_keypoints(triples[:, :2], labels, people, (name,), thresholds, sigmas)
+            fixed[name][index]["keypoints"] = np.column_stack([moved, triples[:, 2]]).reshape(-1).tolist()
+    document = coco_gt.dataset
+    ap = evaluate_keypoints(document, [dict(r) for r in results])["AP"] if results else 0.0
+    ap_fixed = {name: evaluate_keypoints(document, rs)["AP"] if rs else 0.0 for name, rs in fixed.items()}
+    return ErrorBreakdown(
+        counts=counts, matched=len(matches), detections=len(results), ap=ap, ap_fixed=ap_fixed, thresholds=thresholds
+    )

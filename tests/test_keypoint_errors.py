@@ -1,0 +1,229 @@
+"""Keypoint error taxonomy (Ronchi & Perona 2017, coco-analyze): similarity against pycocotools'
+OKS, each error type on a constructed case, the fix keeping a joint's similarity, the end-to-end
+breakdown and the report table."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from lrpose_bench.analysis.keypoint_errors import (
+    ERROR_TYPES,
+    GOOD,
+    INVERSION,
+    JITTER,
+    MISS,
+    SWAP,
+    UNLABELLED,
+    Thresholds,
+    classify_detection,
+    corrected_keypoints,
+    error_breakdown,
+    keypoint_similarity,
+)
+from lrpose_bench.data.coco import coco_from_dict
+from lrpose_bench.keypoints import NUM_JOINTS, OKS_SIGMAS, flip_index
+from lrpose_bench.report import tables as tbl
+from lrpose_bench.report.build import build_report, keypoint_error_breakdowns
+from lrpose_bench.report.run_folder import load_run
+from tests.test_report_factory import CellSpec, make_run
+
+AREA = 4000.0
+
+
+def _person(x0: float = 100.0, y0: float = 50.0, width: float = 40.0) -> np.ndarray:
+    """A person whose left joints sit ``width`` px left of its right joints (pairs well apart)."""
+    kpts = np.zeros((NUM_JOINTS, 3))
+    for j in range(NUM_JOINTS):
+        kpts[j] = (x0 + (width if j % 2 == 0 else 0.0) + 2.0 * j, y0 + 6.0 * j, 2.0)
+    kpts[0, 0] = x0 + width / 2  # the nose, unpaired
+    return kpts
+
+
+def _distance_for(ks: float, joint: int, area: float = AREA) -> float:
+    """Pixel distance at which joint ``joint`` has keypoint similarity ``ks``."""
+    return float(np.sqrt(-np.log(ks) * 2.0 * area * (2.0 * OKS_SIGMAS[joint]) ** 2))
+
+
+def test_similarity_averages_to_pycocotools_oks() -> None:
+    gt = _person()
+    rng = np.random.default_rng(0)
+    pred = gt[:, :2] + rng.normal(0, 3.0, (NUM_JOINTS, 2))
+    gt[3, 2] = 0  # an unlabelled joint does not count
+    doc = {
+        "images": [{"id": 1, "width": 300, "height": 300}],
+        "annotations": [
+            {
+                "id": 1,
+                "image_id": 1,
+                "category_id": 1,
+                "keypoints": gt.reshape(-1).tolist(),
+                "num_keypoints": int((gt[:, 2] > 0).sum()),
+                "area": AREA,
+                "bbox": [90.0, 40.0, 100.0, 120.0],
+                "iscrowd": 0,
+            }
+        ],
+        "categories": [{"id": 1, "name": "person"}],
+    }
+    from pycocotools.cocoeval import COCOeval
+
+    coco = coco_from_dict(doc)
+    result = {"image_id": 1, "category_id": 1, "score": 1.0}
+    result["keypoints"] = np.column_stack([pred, np.ones(NUM_JOINTS)]).reshape(-1).tolist()
+    with contextlib.redirect_stdout(io.StringIO()):
+        evaluator = COCOeval(coco, coco.loadRes([result]), iouType="keypoints")
+        evaluator._prepare()
+        oks = float(evaluator.computeOks(1, 1)[0, 0])
+    ks = keypoint_similarity(pred, gt[:, :2], AREA)
+    assert ks[gt[:, 2] > 0].mean() == pytest.approx(oks, rel=1e-9)
+
+
+def test_each_error_type_on_a_constructed_person() -> None:
+    own, other = _person(), _person(x0=200.0)
+    mirror = flip_index()
+    pred = own[:, :2].copy()  # 0: exactly on its joint → good
+    pred[1] = own[1, :2] + (_distance_for(0.7, 1), 0.0)  # ks 0.7 on its own joint → jitter
+    pred[5] = own[mirror[5], :2]  # on the mirror joint of the same person → inversion
+    pred[7] = other[7, :2]  # on another person's joint → swap
+    pred[9] = other[mirror[9], :2]  # on another person's mirror joint → swap too
+    pred[11] = own[11, :2] + (0.0, 500.0)  # far from everyone → miss
+    own[13, 2] = 0  # unlabelled on the matched person → not classified
+    labels = classify_detection(pred, [(own, AREA), (other, AREA)])
+    assert labels[0] == GOOD and labels[1] == JITTER and labels[5] == INVERSION
+    assert labels[7] == SWAP and labels[9] == SWAP and labels[11] == MISS and labels[13] == UNLABELLED
+    untouched = [j for j in range(NUM_JOINTS) if j not in (1, 5, 7, 9, 11, 13)]
+    assert np.all(labels[untouched] == GOOD)
+
+
+def test_band_edges_follow_coco_analyze() -> None:
+    """good needs ks > high; a joint at exactly the lower bound is still a hit (jitter)."""
+    own = _person()
+    thresholds = Thresholds(low=0.5, high=0.85)
+    pred = own[:, :2].copy()
+    pred[2] = own[2, :2] + (_distance_for(0.85, 2) * (1 + 1e-9), 0.0)
+    pred[4] = own[4, :2] + (_distance_for(0.5, 4) * (1 - 1e-9), 0.0)
+    pred[6] = own[6, :2] + (_distance_for(0.5, 6) * (1 + 1e-6), 0.0)
+    labels = classify_detection(pred, [(own, AREA)], thresholds)
+    assert labels[2] == JITTER and labels[4] == JITTER and labels[6] == MISS
+
+
+def test_thresholds_are_checked() -> None:
+    with pytest.raises(ValueError, match="low < high"):
+        Thresholds(low=0.9, high=0.5)
+    with pytest.raises(ValueError, match="match_oks"):
+        Thresholds(match_oks=0.0)
+    with pytest.raises(ValueError, match="cannot fix"):
+        corrected_keypoints(np.zeros((NUM_JOINTS, 2)), np.zeros(NUM_JOINTS, int), [(_person(), AREA)], ("good",))
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    joint=st.sampled_from([j for j in range(NUM_JOINTS) if flip_index()[j] != j]),
+    dx=st.floats(-4.0, 4.0),
+    dy=st.floats(-4.0, 4.0),
+)
+def test_fixing_an_inversion_keeps_its_similarity(joint: int, dx: float, dy: float) -> None:
+    own = _person()
+    mirror = flip_index()
+    pred = own[:, :2].copy()
+    pred[joint] = own[mirror[joint], :2] + (dx, dy)
+    labels = classify_detection(pred, [(own, AREA)])
+    hit = keypoint_similarity(pred[joint], own[mirror[joint], :2], AREA, OKS_SIGMAS[joint])
+    if hit < 0.5:
+        assert labels[joint] == MISS
+        return
+    assert labels[joint] == INVERSION
+    fixed = corrected_keypoints(pred, labels, [(own, AREA)], ("inversion",))
+    after = keypoint_similarity(fixed[joint], own[joint, :2], AREA, OKS_SIGMAS[joint])
+    assert after == pytest.approx(hit, rel=1e-9)
+    others = np.arange(NUM_JOINTS) != joint
+    np.testing.assert_array_equal(fixed[others], pred[others])
+
+
+def _swapped_doc(tmp_path: Path) -> tuple[dict, list[dict]]:
+    """Two images, one person each; the detection of image 2 has left and right exchanged (pairs
+    12 px apart, close enough that the exchanged detection still matches its person at OKS 0.1)."""
+    doc = {"images": [], "annotations": [], "categories": [{"id": 1, "name": "person"}]}
+    results = []
+    for image_id in (1, 2):
+        person = _person(x0=60.0 * image_id, width=12.0)
+        doc["images"].append({"id": image_id, "width": 300, "height": 300})
+        doc["annotations"].append(
+            {
+                "id": image_id,
+                "image_id": image_id,
+                "category_id": 1,
+                "keypoints": person.reshape(-1).tolist(),
+                "num_keypoints": NUM_JOINTS,
+                "area": AREA,
+                "bbox": [50.0, 40.0, 150.0, 130.0],
+                "iscrowd": 0,
+            }
+        )
+        pred = person[flip_index()] if image_id == 2 else person
+        results.append(
+            {"image_id": image_id, "category_id": 1, "score": 1.0 / image_id, "keypoints": pred.reshape(-1).tolist()}
+        )
+    return doc, results
+
+
+def test_breakdown_counts_inversions_and_fixing_them_restores_ap(tmp_path: Path) -> None:
+    doc, results = _swapped_doc(tmp_path)
+    breakdown = error_breakdown(doc, results)
+    pairs = NUM_JOINTS - 1  # every joint but the nose has a partner
+    assert breakdown.counts["inversion"] == pairs
+    assert breakdown.counts["good"] == NUM_JOINTS + 1
+    assert breakdown.counts["jitter"] == breakdown.counts["swap"] == breakdown.counts["miss"] == 0
+    assert breakdown.matched == 2 and breakdown.labelled == 2 * NUM_JOINTS
+    assert breakdown.ap < 1.0
+    assert breakdown.ap_fixed["inversion"] == pytest.approx(1.0)
+    assert breakdown.ap_fixed["miss"] == pytest.approx(breakdown.ap)  # nothing to fix
+    assert breakdown.share("inversion") == pytest.approx(pairs / (2 * NUM_JOINTS))
+    assert set(breakdown.counts) == set(ERROR_TYPES)
+
+
+def test_report_has_the_keypoint_error_table(tmp_path: Path) -> None:
+    root = make_run(
+        tmp_path / "run",
+        [CellSpec("udp", noise=2.0), CellSpec("udp", seed=1, noise=2.5), CellSpec("hrnet", noise=9.0)],
+        num_images=12,
+    )
+    run = load_run(root)
+    breakdowns = keypoint_error_breakdowns(run, Thresholds())
+    assert set(breakdowns) == {c.id for c in run.cells}
+    table = tbl.keypoint_error_table(run, breakdowns)
+    assert table is not None
+    rows = table.values.set_index(("", "Method"))
+    assert rows.loc["udp", ("", "Seeds")] == "2"
+    shares = rows[[("Labelled joints (%)", name) for name in ERROR_TYPES]].sum(axis=1)
+    np.testing.assert_allclose(shares.to_numpy(dtype=float), 100.0)
+    assert rows.loc["udp", ("Labelled joints (%)", "good")] > rows.loc["hrnet", ("Labelled joints (%)", "good")]
+    udp_ap = np.mean([json.loads((c.folder / "metrics.json").read_text())["metrics"]["AP"] for c in run.cells[:2]])
+    assert rows.loc["udp", ("AP ×100", "as scored")] == pytest.approx(100 * udp_ap)
+    udp_row = int(np.flatnonzero(table.values[("", "Method")] == "udp")[0])
+    assert table.sd is not None and np.isfinite(table.sd.loc[udp_row, ("AP ×100", "as scored")])
+    hrnet_row = 1 - udp_row
+    assert np.isnan(table.sd.loc[hrnet_row, ("AP ×100", "as scored")])  # one seed: no ±
+    paths = build_report(root, ["csv"])
+    assert (paths["csv"].parent / "tables" / "keypoint_errors.csv").is_file()
+
+
+def test_bad_thresholds_in_run_config_are_one_line(tmp_path: Path) -> None:
+    from lrpose_bench.errors import ConfigError
+
+    root = make_run(
+        tmp_path / "run",
+        [CellSpec("udp")],
+        num_images=4,
+        config={"report": {"keypoint_error_ks": [0.9, 0.5]}},
+    )
+    with pytest.raises(ConfigError, match="report.keypoint_error_ks"):
+        build_report(root, ["csv"])

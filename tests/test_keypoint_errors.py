@@ -216,6 +216,30 @@ def test_report_has_the_keypoint_error_table(tmp_path: Path) -> None:
     assert (paths["csv"].parent / "tables" / "keypoint_errors.csv").is_file()
 
 
+def test_pooled_bootstrap_of_the_inversion_fixed_ap(tmp_path: Path) -> None:
+    """Its point estimate is the mean over seeds of the fixed-AP difference; only pooled rows."""
+    import pandas as pd
+
+    specs = [CellSpec(m, seed=s, noise=n + s) for s in (0, 1) for m, n in (("udp", 2.0), ("hrnet", 8.0))]
+    root = make_run(tmp_path / "run", specs, num_images=12)
+    run = load_run(root)
+    breakdowns = keypoint_error_breakdowns(run, Thresholds())
+    paths = build_report(root, ["csv"])
+    frame = pd.read_csv(paths["csv"].parent / "tables" / "bootstrap_inversion_fixed.csv")
+    assert list(frame["Seed"]) == ["pooled (2)"]
+    a, b = frame.loc[0, "A"], frame.loc[0, "B"]
+    expected = np.mean(
+        [
+            breakdowns[f"{a}__hrnet-w8__64x48__s{s}"].ap_fixed["inversion"]
+            - breakdowns[f"{b}__hrnet-w8__64x48__s{s}"].ap_fixed["inversion"]
+            for s in (0, 1)
+        ]
+    )
+    assert frame.loc[0, "AP(A) − AP(B) ×100: Δ"] == pytest.approx(100 * expected)
+    low, high = frame.loc[0, "AP(A) − AP(B) ×100: CI low"], frame.loc[0, "AP(A) − AP(B) ×100: CI high"]
+    assert low <= 100 * expected <= high
+
+
 def test_bad_thresholds_in_run_config_are_one_line(tmp_path: Path) -> None:
     from lrpose_bench.errors import ConfigError
 

@@ -39,7 +39,7 @@ from __future__ import annotations
 import contextlib
 import io
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -159,6 +159,8 @@ class ErrorBreakdown:
     ap: float
     ap_fixed: dict[str, float]  # error type → AP with that type fixed
     thresholds: Thresholds = Thresholds()
+    #: the COCO results with each kind fixed (for a bootstrap of the fixed AP); not compared or printed
+    fixed_results: dict[str, list[dict[str, Any]]] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def labelled(self) -> int:
@@ -228,5 +230,11 @@ def error_breakdown(
     ap = evaluate_keypoints(document, [dict(r) for r in results])["AP"] if results else 0.0
     ap_fixed = {name: evaluate_keypoints(document, rs)["AP"] if rs else 0.0 for name, rs in fixed.items()}
     return ErrorBreakdown(
-        counts=counts, matched=len(matches), detections=len(results), ap=ap, ap_fixed=ap_fixed, thresholds=thresholds
+        counts=counts,
+        matched=len(matches),
+        detections=len(results),
+        ap=ap,
+        ap_fixed=ap_fixed,
+        thresholds=thresholds,
+        fixed_results=fixed,
     )

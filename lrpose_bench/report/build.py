@@ -8,10 +8,11 @@ atomically (``lrpose_bench.store``).
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -127,6 +128,7 @@ def build_report(run_dir: Path, formats: list[str] | None = None, out: Path | No
         tbl.bootstrap_table(run, differences),
         tbl.displacement_table(run, summaries, labels),
         tbl.keypoint_error_table(run, errors),
+        tbl.fixed_bootstrap_table(run, _fixed_differences(run, errors, settings), INVERSION_FIX),
     )
     for optional in optional_tables:
         if optional is not None:
@@ -178,10 +180,20 @@ def _load_displacements(run: RunData) -> dict[str, Displacements]:
     return out
 
 
+def _saved_predictions(cell: Cell) -> list[dict[str, Any]]:
+    return json.loads((cell.folder / "predictions.json").read_text())
+
+
 def run_bootstrap(
-    run: RunData, samples: int, seed: int
+    run: RunData,
+    samples: int,
+    seed: int,
+    predictions_of: Callable[[Cell], list[dict[str, Any]]] = _saved_predictions,
 ) -> tuple[list[tuple[dict[str, Any], PairedDifference]], list[str]]:
-    """Paired bootstrap for every pair of cells sharing input size, backbone, seed and ground truth."""
+    """Paired bootstrap for every pair of cells sharing input size, backbone, seed and ground truth.
+
+    ``predictions_of`` gives a cell's COCO results (default: its ``predictions.json``); the keypoint
+    error table passes predictions with one kind of error fixed."""
     notes: list[str] = []
     if samples <= 0:
         return [], ["Bootstrap disabled (eval.bootstrap_samples = 0)."]
@@ -202,8 +214,7 @@ def run_bootstrap(
         evaluations: dict[str, ImageEvaluation] = {}
         for cell in cells:
             try:
-                predictions = json.loads((cell.folder / "predictions.json").read_text())
-                evaluations[cell.label] = evaluate_images(coco_gt, predictions)
+                evaluations[cell.label] = evaluate_images(coco_gt, predictions_of(cell))
             except (OSError, ValueError, AssertionError, KeyError) as error:
                 notes.append(f"Bootstrap skipped {cell.id}: predictions.json unusable ({type(error).__name__}).")
         if len(evaluations) < 2:
@@ -217,6 +228,26 @@ def run_bootstrap(
         for diff in pooled_differences(by_seed, samples, seed):
             results.append(({"resolution": res, "backbone": backbone, "seed": f"pooled ({len(by_seed)})"}, diff))
     return results, notes
+
+
+#: the error kind whose fixed AP gets its own pooled bootstrap: the one a codec cannot touch
+INVERSION_FIX = "inversion"
+
+
+def _fixed_differences(
+    run: RunData, errors: dict[str, ErrorBreakdown], settings: Settings
+) -> list[tuple[dict[str, Any], PairedDifference]]:
+    """Pooled-over-seeds paired bootstrap of AP with inversions fixed (only where every cell of a
+    comparison has a breakdown; per-seed rows are left to the main bootstrap table)."""
+    if settings.bootstrap_samples <= 0 or not errors:
+        return []
+
+    def fixed(cell: Cell) -> list[dict[str, Any]]:
+        return errors[cell.id].fixed_results[INVERSION_FIX]
+
+    usable = dataclasses.replace(run, cells=[c for c in run.cells if c.id in errors])
+    differences, _ = run_bootstrap(usable, settings.bootstrap_samples, settings.seed, fixed)
+    return [(context, diff) for context, diff in differences if str(context["seed"]).startswith("pooled")]
 
 
 def keypoint_error_breakdowns(run: RunData, thresholds: Thresholds) -> dict[str, ErrorBreakdown]:

@@ -574,6 +574,46 @@ def bootstrap_table(run: RunData, differences: list[tuple[dict[str, Any], Paired
     """Paired-bootstrap AP differences (×100) with their percentile intervals."""
     if not differences:
         return None
+    values = _difference_frame(differences)
+    first = differences[0][1]
+    notes = [
+        f"Paired bootstrap over images of {run.eval_split}: {first.samples} resamples of the image ids with "
+        f"replacement, both methods scored by COCO OKS AP on the same resample; {100 * first.level:.0f} % "
+        "percentile interval of the difference. Pairs share input size, backbone and seed.",
+        "Seed 'pooled (n)': a two-level bootstrap over the n seeds and the images (each replicate draws seeds "
+        "and images with replacement and averages AP(A) − AP(B) over the drawn seeds): the interval to read "
+        "when a method is said to beat another.",
+        "The paper reports no intervals: no paper column.",
+    ]
+    return Table(key="bootstrap", title="Paired differences in AP (bootstrap over images)", values=values, notes=notes)
+
+
+def fixed_bootstrap_table(
+    run: RunData, differences: list[tuple[dict[str, Any], PairedDifference]], fixed: str
+) -> Table | None:
+    """The pooled paired bootstrap of AP with one kind of keypoint error (``fixed``) removed: how the
+    methods compare on what remains. A diagnostic beside :func:`bootstrap_table`, never instead of it."""
+    if not differences:
+        return None
+    first = differences[0][1]
+    notes = [
+        f"As the pooled rows of the bootstrap table, on AP ×100 with every {fixed} error fixed (see the keypoint "
+        f"error table): {first.samples} replicates drawing seeds and images of {run.eval_split} with replacement, "
+        f"{100 * first.level:.0f} % percentile interval.",
+        f"A diagnostic that uses the ground truth to undo the {fixed}s: it says whether the methods differ in "
+        "what a codec can change once the errors no codec can change are set aside. The scored comparison is "
+        "the bootstrap table above.",
+    ]
+    return Table(
+        key=f"bootstrap_{fixed}_fixed",
+        title=f"Paired differences in AP with {fixed}s fixed (diagnostic, pooled over seeds)",
+        values=_difference_frame(differences),
+        notes=notes,
+    )
+
+
+def _difference_frame(differences: list[tuple[dict[str, Any], PairedDifference]]) -> pd.DataFrame:
+    """One row per paired difference: context, both APs, the difference and its interval (×100)."""
     rows = []
     for context, diff in differences:
         rows.append(
@@ -593,17 +633,7 @@ def bootstrap_table(run: RunData, differences: list[tuple[dict[str, Any], Paired
         )
     values = pd.DataFrame(rows)
     values.columns = pd.MultiIndex.from_tuples(values.columns)
-    first = differences[0][1]
-    notes = [
-        f"Paired bootstrap over images of {run.eval_split}: {first.samples} resamples of the image ids with "
-        f"replacement, both methods scored by COCO OKS AP on the same resample; {100 * first.level:.0f} % "
-        "percentile interval of the difference. Pairs share input size, backbone and seed.",
-        "Seed 'pooled (n)': a two-level bootstrap over the n seeds and the images (each replicate draws seeds "
-        "and images with replacement and averages AP(A) − AP(B) over the drawn seeds): the interval to read "
-        "when a method is said to beat another.",
-        "The paper reports no intervals: no paper column.",
-    ]
-    return Table(key="bootstrap", title="Paired differences in AP (bootstrap over images)", values=values, notes=notes)
+    return values
 
 
 # ------------------------------------------------------------------------------ displacement

@@ -177,6 +177,24 @@ def test_baseline_for_another_configuration_is_refused(tmp_path, capsys):
     assert "is for another configuration" in err and "run with --update after review" in err
 
 
+def _with_overrides(tmp_path: Path, name: str, overrides: dict) -> Path:
+    spec = yaml.safe_load(_spec(tmp_path).read_text())
+    spec["statistical"]["overrides"].update(overrides)
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def test_config_hash_ignores_report_settings_and_covers_training_settings(tmp_path):
+    """The guard renders no report: a report knob must not invalidate the baseline (CI failed once on
+    a new report threshold with no number moved), while any training knob must."""
+    base = R.load_spec(_spec(tmp_path)).digest
+    report_only = _with_overrides(tmp_path, "report.yaml", {"report.keypoint_error_ks": [0.4, 0.9]})
+    training = _with_overrides(tmp_path, "train.yaml", {"train.lr": 0.01})
+    assert R.load_spec(report_only).digest == base
+    assert R.load_spec(training).digest != base
+
+
 def test_missing_baseline_says_how_to_create_it(tmp_path, capsys):
     code = main(["regress", "--spec", str(_spec(tmp_path)), "--baseline", str(tmp_path / "none.json")])
     assert code == 2 and "--update" in capsys.readouterr().err

@@ -74,7 +74,7 @@ def test_bench_writes_every_measurement(tmp_path, capsys):
     # the recipe table: the old CPU path and the default, side by side, with their ratio
     assert "Training recipes side by side" in printed and "default_vs_reference_cpu" in printed
     recipes = data["recipes"]
-    assert set(recipes["definitions"]) == {"reference_cpu", "default"}
+    assert set(recipes["definitions"]) == {"reference_cpu", "default", "default_nchw"}
     assert [(r["res"], r["method"]) for r in recipes["rows"]] == [(r["res"], r["method"]) for r in data["rows"]]
     for row in recipes["rows"]:
         ratio = row["default_img_s"] / row["reference_cpu_img_s"]
@@ -87,6 +87,14 @@ def test_bench_writes_every_measurement(tmp_path, capsys):
         False,
     )
     assert {m["pipeline"] for m in recipes["measured"]["default"]} == {"crop_store"}
+    # the default less NHWC: channels_last's own share of the speed-up, and nothing else changed
+    nchw, default = recipes["measured"]["default_nchw"][0], recipes["measured"]["default"][0]
+    assert (nchw["channels_last"], default["channels_last"]) == (False, True)
+    assert (nchw["pipeline"], nchw["precision"], nchw["fused_adam"]) == (
+        default["pipeline"],
+        default["precision"],
+        default["fused_adam"],
+    )
     (store,) = data["crop_stores"].values()
     assert store["built_now"] and store["crop_size"][0] > 64
     assert "torch" in json.dumps(data["environment"])

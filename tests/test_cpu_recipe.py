@@ -123,7 +123,7 @@ def test_cpu_adam_is_fused_unless_told_otherwise():
 def test_shipped_recipes_compare_the_old_cpu_path_with_the_default():
     recipes = load_recipes()
     first, *rest = recipes
-    assert first == "reference_cpu" and rest == ["default"]
+    assert first == "reference_cpu" and rest == ["default", "default_nchw"]
     old = recipes["reference_cpu"]
     assert old == {
         "train.batch_size": 32,
@@ -133,6 +133,7 @@ def test_shipped_recipes_compare_the_old_cpu_path_with_the_default():
         "data.pipeline": "reference",
     }
     assert recipes["default"] == {}
+    assert recipes["default_nchw"] == {"train.channels_last": False}
 
 
 def test_a_recipe_may_only_set_speed_keys(tmp_path, monkeypatch):

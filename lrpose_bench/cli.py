@@ -114,6 +114,12 @@ def _add_evaluate_options(parser: argparse.ArgumentParser) -> None:
         help="score this split instead of the cell's data.eval_split; train is the fitting diagnostic "
         "(train AP near val AP: under-fitting)",
     )
+    parser.add_argument(
+        "--no-flip-test",
+        action="store_true",
+        help="predict without the flip test (eval.flip_test off): what flip-averaging adds to the cell's AP; "
+        "written beside its own evaluation, never over it",
+    )
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 

@@ -230,3 +230,30 @@ def test_split_scores_the_training_images_beside_the_cell_s_own_evaluation(clean
     assert (own.read_text() if own.is_file() else None) == before
     assert main(["evaluate", "--checkpoint", str(clean_cell), "--split", "train", "--res", "32x24"]) == 2
     assert "--split train with --res" in capsys.readouterr().err
+
+
+def test_no_flip_test_predicts_without_flip_beside_the_cell_s_own_evaluation(clean_cell, capsys, monkeypatch):
+    """``evaluate --no-flip-test``: the flip-test ablation. The flag must reach the prediction (recorded
+    here), the row must say so, and the cell's own evaluation must stay as it was."""
+    from lrpose_bench.engine import evaluate_cli
+
+    seen: list[bool] = []
+    real_predict = evaluate_cli.predict
+
+    def recording_predict(*args, **kwargs):
+        seen.append(kwargs["flip_test"])
+        return real_predict(*args, **kwargs)
+
+    monkeypatch.setattr(evaluate_cli, "predict", recording_predict)
+    own = clean_cell / "evaluation.json"
+    before = own.read_text() if own.is_file() else None
+    assert main(["evaluate", "--checkpoint", str(clean_cell), "--no-flip-test", "--no-progress"]) == 0
+    assert main(["evaluate", "--checkpoint", str(clean_cell), "--split", "train", "--no-progress"]) == 0
+    assert seen == [False, True]
+    (row,) = json.loads((clean_cell / "evaluation_noflip.json").read_text())
+    assert row["flip_test"] is False and "no flip test" in capsys.readouterr().out
+    (flipped,) = json.loads((clean_cell / "evaluation_train.json").read_text())
+    assert flipped["flip_test"] is True
+    assert (own.read_text() if own.is_file() else None) == before
+    assert main(["evaluate", "--checkpoint", str(clean_cell), "--no-flip-test", "--res", "32x24"]) == 2
+    assert "--no-flip-test with --res" in capsys.readouterr().err

@@ -29,8 +29,10 @@ def test_changed_method_constants_are_refused_and_force_retrains(tmp_path, capsy
 
     # the same constants: the finished cell is skipped, untouched
     before = (cell / "metrics.json").stat().st_mtime_ns
+    capsys.readouterr()
     assert main(_args(coco, out)) == 0
     assert (cell / "metrics.json").stat().st_mtime_ns == before
+    assert f"{CELL}: already complete" in capsys.readouterr().out  # the rerun says what it skipped
 
     # as if udp.yaml had changed since the cell was trained
     saved = yaml.safe_load((cell / "config.yaml").read_text())

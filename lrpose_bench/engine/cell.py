@@ -188,6 +188,8 @@ def run_cell(
     if status.get("state") == "complete" and not force:
         finished = read_finished_metrics(cell_dir)
         if finished is not None:
+            if distributed.is_writer():  # a rerun says what it did not redo, not only the table's state
+                print(f"   {spec.cell_id}: already complete in {out_dir}, skipped (--force retrains it)", flush=True)
             return CellResult(spec, "skipped", finished)
     if not distributed.is_writer():  # DDP ranks > 0 train and evaluate their share; rank 0 locks and writes
         if force:

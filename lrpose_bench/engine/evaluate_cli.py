@@ -180,6 +180,7 @@ def _evaluation_row(
         "degrade": cfg.degrade,
         "degrade_version": describe_preset(cfg.degrade)["version"],
         "train_degrade": train_degrade,
+        "flip_test": cfg.eval.flip_test,
         **metrics,
     }
 
@@ -215,19 +216,27 @@ def evaluate_checkpoint(args: argparse.Namespace) -> int:
             f"--split {split} with --res: the cross-resolution matrix is scored on the cell's own split; "
             "evaluate another split without --res"
         )
+    no_flip = bool(getattr(args, "no_flip_test", False))
+    if no_flip and resolutions:  # the cross-resolution matrix holds flip-tested numbers only
+        raise UserError(
+            "--no-flip-test with --res: the cross-resolution matrix is flip-tested, as the cell was scored; "
+            "evaluate without the flip test at the cell's own size (drop --res)"
+        )
     override = None
-    if getattr(args, "degrade", None) or getattr(args, "device", None) or split:
+    if getattr(args, "degrade", None) or getattr(args, "device", None) or split or no_flip:
         _, cfg, _ = load_cell(cell_dir)
         override = dataclasses.replace(
             cfg,
             degrade=args.degrade or cfg.degrade,
             train=dataclasses.replace(cfg.train, device=args.device or cfg.train.device),
             data=dataclasses.replace(cfg.data, eval_split=split or cfg.data.eval_split),
+            eval=dataclasses.replace(cfg.eval, flip_test=cfg.eval.flip_test and not no_flip),
         )
     rows = evaluate_cell(cell_dir, resolutions, progress=not args.no_progress, cfg_override=override)
     out = Path(args.out) if args.out else cell_dir
-    # another split's numbers sit beside the cell's own evaluation, never over it
-    write_json(out / (f"evaluation_{split}.json" if split else "evaluation.json"), rows)
+    # another split's (or protocol's) numbers sit beside the cell's own evaluation, never over it
+    name = "_".join(["evaluation"] + ([split] if split else []) + (["noflip"] if no_flip else []))
+    write_json(out / f"{name}.json", rows)
     run_dir = cell_dir.parent
     if resolutions:  # an explicit --res is a cross-resolution evaluation: merge its entries into the matrix
         path = run_dir / "cross_resolution.json"
@@ -238,6 +247,6 @@ def evaluate_checkpoint(args: argparse.Namespace) -> int:
     for row in rows:
         print(
             f"{row['cell']}  test {row['test_resolution']}: AP {100 * row['AP']:.1f}  AP50 {100 * row['AP50']:.1f}  "
-            f"AR {100 * row['AR']:.1f}  ({row['eval_split']})"
+            f"AR {100 * row['AR']:.1f}  ({row['eval_split']}{'' if row['flip_test'] else ', no flip test'})"
         )
     return 0

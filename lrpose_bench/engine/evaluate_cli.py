@@ -185,6 +185,35 @@ def _evaluation_row(
     }
 
 
+def _protocol_override(
+    args: argparse.Namespace, cell_dir: Path, split: str | None, no_flip: bool, resolutions: list[Resolution] | None
+) -> BenchConfig | None:
+    """The cell's configuration with ``evaluate``'s protocol options applied (``--degrade``,
+    ``--device``, ``--split``, ``--no-flip-test``), or ``None`` when none is given. The
+    cross-resolution matrix holds the cell's own split, flip-tested: ``--split`` and
+    ``--no-flip-test`` are refused with ``--res``."""
+    if split and resolutions:
+        raise UserError(
+            f"--split {split} with --res: the cross-resolution matrix is scored on the cell's own split; "
+            "evaluate another split without --res"
+        )
+    if no_flip and resolutions:
+        raise UserError(
+            "--no-flip-test with --res: the cross-resolution matrix is flip-tested, as the cell was scored; "
+            "evaluate without the flip test at the cell's own size (drop --res)"
+        )
+    if not (getattr(args, "degrade", None) or getattr(args, "device", None) or split or no_flip):
+        return None
+    _, cfg, _ = load_cell(cell_dir)
+    return dataclasses.replace(
+        cfg,
+        degrade=args.degrade or cfg.degrade,
+        train=dataclasses.replace(cfg.train, device=args.device or cfg.train.device),
+        data=dataclasses.replace(cfg.data, eval_split=split or cfg.data.eval_split),
+        eval=dataclasses.replace(cfg.eval, flip_test=cfg.eval.flip_test and not no_flip),
+    )
+
+
 def evaluate_checkpoint(args: argparse.Namespace) -> int:
     """CLI entry: evaluate one cell folder (or its checkpoint.pt), or a published model (``--weights``)."""
     if getattr(args, "weights", None):  # published checkpoints (engine/published_weights.py)
@@ -211,27 +240,8 @@ def evaluate_checkpoint(args: argparse.Namespace) -> int:
                 "drop --backbone (evaluate uses the cell's own), or pass a cell of that backbone"
             )
     split = getattr(args, "split", None)
-    if split and resolutions:  # the cross-resolution matrix holds the cell's scored split only
-        raise UserError(
-            f"--split {split} with --res: the cross-resolution matrix is scored on the cell's own split; "
-            "evaluate another split without --res"
-        )
     no_flip = bool(getattr(args, "no_flip_test", False))
-    if no_flip and resolutions:  # the cross-resolution matrix holds flip-tested numbers only
-        raise UserError(
-            "--no-flip-test with --res: the cross-resolution matrix is flip-tested, as the cell was scored; "
-            "evaluate without the flip test at the cell's own size (drop --res)"
-        )
-    override = None
-    if getattr(args, "degrade", None) or getattr(args, "device", None) or split or no_flip:
-        _, cfg, _ = load_cell(cell_dir)
-        override = dataclasses.replace(
-            cfg,
-            degrade=args.degrade or cfg.degrade,
-            train=dataclasses.replace(cfg.train, device=args.device or cfg.train.device),
-            data=dataclasses.replace(cfg.data, eval_split=split or cfg.data.eval_split),
-            eval=dataclasses.replace(cfg.eval, flip_test=cfg.eval.flip_test and not no_flip),
-        )
+    override = _protocol_override(args, cell_dir, split, no_flip, resolutions)
     rows = evaluate_cell(cell_dir, resolutions, progress=not args.no_progress, cfg_override=override)
     out = Path(args.out) if args.out else cell_dir
     # another split's (or protocol's) numbers sit beside the cell's own evaluation, never over it

@@ -186,7 +186,13 @@ def _evaluation_row(
 
 
 def _protocol_override(
-    args: argparse.Namespace, cell_dir: Path, split: str | None, no_flip: bool, resolutions: list[Resolution] | None
+    cell_dir: Path,
+    resolutions: list[Resolution] | None,
+    *,
+    degrade: str | None,
+    device: str | None,
+    split: str | None,
+    no_flip: bool,
 ) -> BenchConfig | None:
     """The cell's configuration with ``evaluate``'s protocol options applied (``--degrade``,
     ``--device``, ``--split``, ``--no-flip-test``), or ``None`` when none is given. The
@@ -202,13 +208,13 @@ def _protocol_override(
             "--no-flip-test with --res: the cross-resolution matrix is flip-tested, as the cell was scored; "
             "evaluate without the flip test at the cell's own size (drop --res)"
         )
-    if not (getattr(args, "degrade", None) or getattr(args, "device", None) or split or no_flip):
+    if not (degrade or device or split or no_flip):
         return None
     _, cfg, _ = load_cell(cell_dir)
     return dataclasses.replace(
         cfg,
-        degrade=args.degrade or cfg.degrade,
-        train=dataclasses.replace(cfg.train, device=args.device or cfg.train.device),
+        degrade=degrade or cfg.degrade,
+        train=dataclasses.replace(cfg.train, device=device or cfg.train.device),
         data=dataclasses.replace(cfg.data, eval_split=split or cfg.data.eval_split),
         eval=dataclasses.replace(cfg.eval, flip_test=cfg.eval.flip_test and not no_flip),
     )
@@ -241,7 +247,14 @@ def evaluate_checkpoint(args: argparse.Namespace) -> int:
             )
     split = getattr(args, "split", None)
     no_flip = bool(getattr(args, "no_flip_test", False))
-    override = _protocol_override(args, cell_dir, split, no_flip, resolutions)
+    override = _protocol_override(
+        cell_dir,
+        resolutions,
+        degrade=getattr(args, "degrade", None),
+        device=getattr(args, "device", None),
+        split=split,
+        no_flip=no_flip,
+    )
     rows = evaluate_cell(cell_dir, resolutions, progress=not args.no_progress, cfg_override=override)
     out = Path(args.out) if args.out else cell_dir
     # another split's (or protocol's) numbers sit beside the cell's own evaluation, never over it

@@ -62,7 +62,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--tier",
         choices=("all", "exact", "statistical"),
         default="all",
-        help="which tier to run (default all; --update always writes both)",
+        help="which tier to run (default all; --update writes both, except --update --tier exact, which "
+        "rewrites only the exact tier and keeps the baseline's statistical tier: a decoder change needs no retraining)",
     )
     parser.add_argument(
         "--seeds",
@@ -322,13 +323,31 @@ def _statistical_table(cells: dict[str, dict[str, Any]]) -> str:
     return pd.DataFrame(rows).to_string(index=False)
 
 
+def _updated_baseline(
+    previous: dict[str, Any] | None, results: dict[str, Any], spec: RegressionSpec, seeds: list[int]
+) -> dict[str, Any]:
+    """The baseline to write: this run's tiers; with only the exact tier run (``--update --tier
+    exact``), the previous baseline's statistical tier, its seeds and where it was measured are kept."""
+    fresh = {"config_hash": spec.digest, "created": now(), "environment": environment(), "seeds": seeds, **results}
+    if previous is None or "statistical" in results:
+        return fresh
+    kept = {
+        "seeds": previous.get("seeds", seeds),
+        "statistical": previous["statistical"],
+        "statistical_created": previous.get("statistical_created", previous.get("created")),
+        "statistical_environment": previous.get("statistical_environment", previous.get("environment")),
+    }
+    return {**fresh, **kept}
+
+
 def run(args: argparse.Namespace) -> int:
     baseline_path, spec_path = resolve_paths(args.baseline, args.spec)
     spec = load_spec(spec_path)
     seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else spec.seeds
     print(f"regress: spec {spec_path}, baseline {baseline_path}", flush=True)
-    baseline = None if args.update else read_baseline(baseline_path, spec)
-    tiers = ("exact", "statistical") if args.update or args.tier == "all" else (args.tier,)
+    exact_only_update = args.update and args.tier == "exact"
+    baseline = read_baseline(baseline_path, spec) if exact_only_update or not args.update else None
+    tiers = ("exact", "statistical") if args.tier == "all" or (args.update and not exact_only_update) else (args.tier,)
     results: dict[str, Any] = {}
     if "exact" in tiers:
         results["exact"] = run_exact(spec)
@@ -341,11 +360,8 @@ def run(args: argparse.Namespace) -> int:
                 results["statistical"] = run_statistical(spec, seeds, Path(tmp), progress=not args.no_progress)
         print(_statistical_table(results["statistical"]))
     if args.update:
-        write_json(
-            baseline_path,
-            {"config_hash": spec.digest, "created": now(), "environment": environment(), "seeds": seeds, **results},
-        )
-        print(f"baseline written: {baseline_path}")
+        write_json(baseline_path, _updated_baseline(baseline, results, spec, seeds))
+        print(f"baseline written: {baseline_path}" + (" (exact tier only)" if exact_only_update else ""))
         return 0
     assert baseline is not None
     failed = False

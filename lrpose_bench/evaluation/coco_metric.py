@@ -34,8 +34,9 @@ def oks_iou(
 
 
 def oks_nms(poses: np.ndarray, scores: np.ndarray, areas: np.ndarray, threshold: float) -> list[int]:
-    """Greedy OKS non-maximum suppression; indices kept, highest score first."""
-    order = np.argsort(-scores)
+    """Greedy OKS non-maximum suppression; indices kept, highest score first, equal scores in input
+    order (a stable sort: numpy's default argsort may order ties differently on AVX-512 and AVX2)."""
+    order = np.argsort(-scores, kind="stable")
     keep: list[int] = []
     while order.size > 0:
         current = order[0]

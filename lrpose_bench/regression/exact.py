@@ -13,7 +13,12 @@ and plugins) at each fixture resolution:
    back by ``flip_outputs`` (the flip test). The outputs are rounded to ``mantissa_bits`` significant
    bits, so the last-ulp differences of ``exp``/``log`` kernels between CPUs (AVX2 vs AVX-512,
    numpy's vs torch's) cannot reach the decoder;
-3. decode → inverse affine → COCO results → AP, and the mean coarse/final decoder errors.
+3. decode → inverse affine → COCO results → AP, and the mean coarse/final decoder errors. The decode
+   runs in float64 (softmax decoders keep it, :func:`~lrpose_bench.codecs.precision.decode_float`)
+   and the keypoint scores are rounded to ``mantissa_bits`` like the outputs: integral regression's
+   window masses are all within 1e-7 of 1, so in float32 the scalar and SIMD ``exp`` kernels
+   (``ATEN_CPU_CAPABILITY=default`` vs ``avx2``) reordered its detections and moved AP by 0.002.
+   Ties left by the rounding are broken by input order (stable sorts in OKS-NMS and pycocotools).
 
 The rounded outputs' SHA-256 is recorded, so a baseline mismatch says whether the fixture (the
 encoder) or the decoding changed. Tolerances are set in ``configs/regression.yaml`` (``exact``).
@@ -218,10 +223,12 @@ def score_outputs(
     visible: np.ndarray,
     resolution: Resolution,
     cfg: BenchConfig,
+    bits: int,
 ) -> dict[str, float]:
     """Decode → inverse affine → rescoring + OKS-NMS → pycocotools, as ``engine/cell.py`` scores a cell."""
     with torch.no_grad():
-        coords, scores = method.decode(outputs)
+        coords, scores = method.decode(outputs.double())
+    scores = round_mantissa(scores, bits)
     coords_np = coords.double().numpy()
     keypoints = heatmap_to_image(coords_np, matrices, resolution.size, resolution.heatmap)
     aspect = resolution.size[1] / resolution.size[0]
@@ -265,8 +272,9 @@ def exact_rows(spec: ExactSpec, cfg: BenchConfig, methods: list[str]) -> dict[st
                 "codec_resolution": str(codec_res),
                 "outputs_sha256": _digest(outputs, perfect),
             }
-            row.update(score_outputs(method, outputs, fixture, matrices, joints, visible, codec_res, cfg))
-            oracle = score_outputs(method, perfect, fixture, matrices, joints, visible, codec_res, cfg)
+            scored = (fixture, matrices, joints, visible, codec_res, cfg, spec.mantissa_bits)
+            row.update(score_outputs(method, outputs, *scored))
+            oracle = score_outputs(method, perfect, *scored)
             row["oracle_AP"] = oracle["AP"]
             row["oracle_final_mean_px"] = oracle["final_mean_px"]
             rows[f"{name}@{res}"] = row

@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from lrpose_bench.codecs.heatmap_ops import flip_heatmaps
+from lrpose_bench.codecs.precision import decode_float
 from lrpose_bench.config import AT_LEAST_0, POSITIVE, OddSize, bounded
 from lrpose_bench.method import Method, TrainingStage
 from lrpose_bench.methods.simcc.codec import device_constants
@@ -62,9 +63,9 @@ class IntegralParams:
 
 def soft_argmax(logits: Tensor, beta: float) -> tuple[Tensor, Tensor]:
     """Expected coordinate (N, K, 2) in heatmap px under ``softmax(beta · logits)``, and the
-    probabilities (N, K, H, W)."""
+    probabilities (N, K, H, W); float32, or float64 for float64 logits (:func:`decode_float`)."""
     n, k, h, w = logits.shape
-    probs = F.softmax(beta * logits.float().reshape(n, k, h * w), dim=-1).reshape(n, k, h, w)
+    probs = F.softmax(beta * decode_float(logits).reshape(n, k, h * w), dim=-1).reshape(n, k, h, w)
     xs = torch.arange(w, dtype=probs.dtype, device=probs.device)
     ys = torch.arange(h, dtype=probs.dtype, device=probs.device)
     x = (probs.sum(dim=2) * xs).sum(dim=-1)

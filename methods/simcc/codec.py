@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from lrpose_bench.codecs.precision import decode_float
 from lrpose_bench.data.transforms import input_to_heatmap_scale
 
 #: additive floor under the label before the log in the codec oracle (softmax(log(label)) = label)
@@ -164,8 +165,8 @@ def bins_to_heatmap(bins: Tensor, split_ratio: float, scale: float) -> Tensor:
 
 def decode_vectors(logits: Tensor, split_ratio: float, scale: float, soft: bool) -> tuple[Tensor, Tensor, Tensor]:
     """One axis: (N, K, B) logits → coordinate (N, K) in heatmap px, its arg-max coordinate, and the
-    softmax maximum (N, K)."""
-    probs = torch.softmax(logits.float(), dim=-1)
+    softmax maximum (N, K); float32, or float64 for float64 logits (:func:`decode_float`)."""
+    probs = torch.softmax(decode_float(logits), dim=-1)
     peak, index = probs.max(dim=-1)
     coarse = bins_to_heatmap(index.float(), split_ratio, scale)
     if soft:

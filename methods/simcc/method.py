@@ -36,6 +36,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from lrpose_bench.codecs.precision import decode_float
 from lrpose_bench.config import POSITIVE, bounded
 from lrpose_bench.errors import ConfigError
 from lrpose_bench.method import Method, TrainingStage
@@ -165,7 +166,7 @@ class SimccMethod(Method):
 
     # --------------------------------------------------------------------------------- decode
     def _decode(self, outputs: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        x, y = self.split(outputs.float())
+        x, y = self.split(decode_float(outputs))
         soft = self.params.decode == "soft"
         k = self.params.split_ratio
         fx, cx, px = decode_vectors(x, k, float(self.scale[0]), soft)

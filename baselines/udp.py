@@ -6,7 +6,9 @@ Codec in :mod:`lrpose_bench.codecs.offset`. Losses (``loss`` switch):
 * ``mse`` (default): UDP-Pose ``lib/core/loss.py::JointsMSELoss_offset`` — the loss the released
   UDP models were trained with (and mmpose ``CombinedTargetMSELoss``):
   ``Σ_k 0.5·MSE(cls·w, cls_gt·w) + 0.5·MSE(cls_gt·ôx, cls_gt·ox) + 0.5·MSE(cls_gt·ôy, cls_gt·oy)``, /K;
-  the class channel is a plain regression output;
+  the class channel is a plain regression output. ``alpha`` multiplies the offset term (1.0, the
+  default, is UDP-Pose's equal weighting; other values are the loss-balance ablation that CAL's
+  Eq. 14 α also exposes, so both offset methods can be tuned the same way);
 * ``paper``: the paper's description of UDP (Eq. 8): binary cross-entropy with logits on the class
   map + ``α``·SmoothL1 on the offsets inside the disk (both averaged over N·K·H·W, the offset term
   over the disk pixels' weights). The class channel is then a logit and decoding applies a sigmoid.
@@ -51,14 +53,15 @@ class UdpParams:
     smoothl1_beta: float = bounded(1.0, POSITIVE)
 
 
-def udp_mse_loss(cls: Tensor, offsets: Tensor, batch: Mapping[str, Tensor]) -> dict[str, Tensor]:
-    """UDP-Pose ``JointsMSELoss_offset`` (per-joint 0.5·MSE terms summed over joints, /K)."""
+def udp_mse_loss(cls: Tensor, offsets: Tensor, batch: Mapping[str, Tensor], alpha: float = 1.0) -> dict[str, Tensor]:
+    """UDP-Pose ``JointsMSELoss_offset`` (per-joint 0.5·MSE terms summed over joints, /K), the
+    offset terms weighed by ``alpha`` (1.0 reproduces the reference)."""
     w = visible_weights(batch["weight"])
     disk = batch["disk"]
     loss_hm = 0.5 * ((cls - disk) * w).pow(2).mean()
     diff = (offsets - batch["offset"]) * disk[:, :, None]
     loss_os = 0.5 * diff.pow(2).mean(dim=(0, 1, 3, 4)).sum()
-    return {"loss": loss_hm + loss_os, "heatmap": loss_hm.detach(), "offset": loss_os.detach()}
+    return {"loss": loss_hm + alpha * loss_os, "heatmap": loss_hm.detach(), "offset": loss_os.detach()}
 
 
 def udp_paper_loss(
@@ -110,7 +113,7 @@ class UdpMethod(Method):
         cls, offsets = split_combined(outputs.float())
         if self.params.loss == "paper":
             return udp_paper_loss(cls, offsets, batch, self.params.alpha, self.params.smoothl1_beta)
-        return udp_mse_loss(cls, offsets, batch)
+        return udp_mse_loss(cls, offsets, batch, self.params.alpha)
 
     def heatmaps(self, outputs: Tensor) -> Tensor:
         cls, _ = split_combined(outputs)

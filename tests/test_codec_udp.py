@@ -174,6 +174,19 @@ def test_mse_loss_matches_udp_pose_reference() -> None:
     assert set(parts) >= {"loss", "heatmap", "offset"}
 
 
+def test_mse_loss_alpha_weighs_only_the_offset_term() -> None:
+    """alpha scales UDP-Pose's offset terms and nothing else; 1.0 is the reference loss."""
+    batch = random_batch(build("128x96"), seed=3)
+    outputs = torch.randn(3, 3 * K, 32, 24)
+    ref = build("128x96").loss(outputs, batch, TRAIN)
+    half = build("128x96", alpha=0.5).loss(outputs, batch, TRAIN)
+    assert half["heatmap"].item() == pytest.approx(ref["heatmap"].item(), rel=1e-6)
+    assert half["offset"].item() == pytest.approx(ref["offset"].item(), rel=1e-6)
+    expected = ref["heatmap"] + 0.5 * ref["offset"]
+    assert half["loss"].item() == pytest.approx(expected.item(), rel=1e-5)
+    assert half["loss"].item() < ref["loss"].item()
+
+
 @pytest.mark.parametrize("loss", ["mse", "paper"])
 def test_offset_gradient_is_zero_outside_the_disk(loss: str) -> None:
     method = build("128x96", loss=loss)

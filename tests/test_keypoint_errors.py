@@ -27,6 +27,7 @@ from lrpose_bench.analysis.keypoint_errors import (
     corrected_keypoints,
     error_breakdown,
     keypoint_similarity,
+    nearer_mirror,
 )
 from lrpose_bench.data.coco import coco_from_dict
 from lrpose_bench.keypoints import NUM_JOINTS, OKS_SIGMAS, flip_index
@@ -101,6 +102,25 @@ def test_each_error_type_on_a_constructed_person() -> None:
     assert labels[7] == SWAP and labels[9] == SWAP and labels[11] == MISS and labels[13] == UNLABELLED
     untouched = [j for j in range(NUM_JOINTS) if j not in (1, 5, 7, 9, 11, 13)]
     assert np.all(labels[untouched] == GOOD)
+
+
+def test_nearer_mirror_counts_left_right_confusion_at_any_distance() -> None:
+    """A joint placed on its partner is confused; so is one far from both but nearer the partner,
+    which the taxonomy calls a miss; the nose and joints with an unlabelled partner are not eligible."""
+    own = _person()
+    mirror = flip_index()
+    pred = own[:, :2].copy()
+    pred[5] = own[mirror[5], :2]  # on the partner: an inversion, and confused
+    far = own[mirror[7], :2] + (0.0, 300.0)  # 300 px below the partner: nearer it than its own joint
+    pred[7] = far
+    own[mirror[9], 2] = 0  # partner unlabelled: joint 9 not eligible
+    pred[9] = own[mirror[9], :2]
+    eligible, confused = nearer_mirror(pred, own)
+    labels = classify_detection(pred, [(own, AREA)])
+    assert labels[5] == INVERSION and labels[7] == MISS
+    assert np.flatnonzero(confused).tolist() == [5, 7]
+    assert not eligible[0] and not eligible[9] and not eligible[mirror[9]]
+    assert eligible.sum() == NUM_JOINTS - 1 - 2
 
 
 def test_band_edges_follow_coco_analyze() -> None:
@@ -188,6 +208,8 @@ def test_breakdown_counts_inversions_and_fixing_them_restores_ap(tmp_path: Path)
     assert breakdown.ap_fixed["miss"] == pytest.approx(breakdown.ap)  # nothing to fix
     assert breakdown.share("inversion") == pytest.approx(pairs / (2 * NUM_JOINTS))
     assert set(breakdown.counts) == set(ERROR_TYPES)
+    assert breakdown.lateral == 2 * pairs and breakdown.nearer_mirror == pairs  # image 2: every lateral joint
+    assert breakdown.nearer_mirror_share == pytest.approx(0.5)
 
 
 def test_report_has_the_keypoint_error_table(tmp_path: Path) -> None:
@@ -206,6 +228,8 @@ def test_report_has_the_keypoint_error_table(tmp_path: Path) -> None:
     shares = rows[[("Labelled joints (%)", name) for name in ERROR_TYPES]].sum(axis=1)
     np.testing.assert_allclose(shares.to_numpy(dtype=float), 100.0)
     assert rows.loc["udp", ("Labelled joints (%)", "good")] > rows.loc["hrnet", ("Labelled joints (%)", "good")]
+    confusion = rows[("Left/right (%)", "nearer mirror")].to_numpy(dtype=float)
+    assert np.all((confusion >= 0) & (confusion <= 100))
     udp_ap = np.mean([json.loads((c.folder / "metrics.json").read_text())["metrics"]["AP"] for c in run.cells[:2]])
     assert rows.loc["udp", ("AP ×100", "as scored")] == pytest.approx(100 * udp_ap)
     udp_row = int(np.flatnonzero(table.values[("", "Method")] == "udp")[0])

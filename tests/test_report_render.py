@@ -121,6 +121,20 @@ def test_latex_compiles(built, tmp_path: Path) -> None:
     assert (work / "report.pdf").stat().st_size > 1000
 
 
+def test_rebuilding_a_report_gives_the_same_figure_bytes(tmp_path: Path) -> None:
+    """A committed report must change in git only where a number changed: the PDFs used to embed
+    their creation date, so every rebuild rewrote every figure."""
+    root = make_run(tmp_path / "run", [CellSpec("udp"), CellSpec("hrnet", noise=6.0)], num_images=6)
+    first = build_report(root, ["latex", "html"], out=tmp_path / "a")
+    time.sleep(1.1)  # a second later: a timestamp would differ
+    second = build_report(root, ["latex", "html"], out=tmp_path / "b")
+    pdfs = sorted((first["latex"].parent / "figures").glob("*.pdf"))
+    assert pdfs
+    for pdf in pdfs:
+        assert pdf.read_bytes() == (second["latex"].parent / "figures" / pdf.name).read_bytes(), pdf.name
+    assert first["html"].read_bytes() == second["html"].read_bytes()
+
+
 def test_latex_escape() -> None:
     assert latex_escape("cal@offset_mask=binary 50% #1 & ŷ−y ± 1×2 —") == (
         r"cal@offset\_mask=binary 50\% \#1 \& $\hat{y}-$y $\pm$ 1$\times$2 --"

@@ -9,6 +9,12 @@ person (*swap*) or nowhere near (*miss*): those come from the backbone and the d
 inversions dominate, two codecs can differ clearly in localisation and still not separate in AP.
 This module says which errors a method makes, and what its AP would be with one kind fixed.
 
+The taxonomy counts a left/right confusion as an *inversion* only when the prediction lands within
+``t_low`` of the mirror joint; a looser method's confusions fall under *miss*. So a more precise
+codec shows more inversions for the same confusion rate. :func:`nearer_mirror` is the
+threshold-free count next to it: lateral joints whose prediction is nearer the mirror joint than its
+own (measurements in ``docs/reading-reports.md``).
+
 Per matched detection and labelled joint ``j`` (``v > 0``) the keypoint similarity to a ground
 truth keypoint is ``ks = exp(-d² / (2 · area · (2σ_j)²))`` (Eq. 16's term; pycocotools' ``vars =
 (2σ)²``). It is taken against every person of the image, as labelled and with left and right
@@ -106,6 +112,22 @@ def classify_detection(
     return labels
 
 
+def nearer_mirror(
+    pred: np.ndarray, keypoints: np.ndarray, mirror: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(eligible, confused) per joint of one detection ``pred`` (K, 2) on its matched person
+    ``keypoints`` (K, 3): *eligible* joints have a left/right partner and both are labelled;
+    *confused* ones are eligible and nearer the partner's ground truth than their own, whatever the
+    distance (the threshold-free left/right confusion; partners share σ, so pixels compare fairly)."""
+    pred = np.asarray(pred, float)
+    gt = np.asarray(keypoints, float).reshape(-1, 3)
+    mirror = np.asarray(flip_index(pred.shape[0]) if mirror is None else mirror)
+    eligible = (mirror != np.arange(pred.shape[0])) & (gt[:, 2] > 0) & (gt[mirror, 2] > 0)
+    own = np.sum((pred - gt[:, :2]) ** 2, axis=-1)
+    other = np.sum((pred - gt[mirror, :2]) ** 2, axis=-1)
+    return eligible, eligible & (other < own)
+
+
 def corrected_keypoints(
     pred: np.ndarray,
     labels: np.ndarray,
@@ -159,6 +181,9 @@ class ErrorBreakdown:
     ap: float
     ap_fixed: dict[str, float]  # error type → AP with that type fixed
     thresholds: Thresholds = Thresholds()
+    #: lateral joints with both partners labelled, and those nearer the partner (:func:`nearer_mirror`)
+    lateral: int = 0
+    nearer_mirror: int = 0
     #: the COCO results with each kind fixed (for a bootstrap of the fixed AP); not compared or printed
     fixed_results: dict[str, list[dict[str, Any]]] = field(default_factory=dict, repr=False, compare=False)
 
@@ -169,6 +194,11 @@ class ErrorBreakdown:
     def share(self, name: str) -> float:
         """Fraction of the matched detections' labelled joints with error type ``name``."""
         return self.counts[name] / self.labelled if self.labelled else float("nan")
+
+    @property
+    def nearer_mirror_share(self) -> float:
+        """Fraction of the lateral joints (both partners labelled) predicted nearer the partner."""
+        return self.nearer_mirror / self.lateral if self.lateral else float("nan")
 
 
 def match_detections(coco_gt: Any, results: list[dict[str, Any]], match_oks: float) -> dict[int, int]:
@@ -213,6 +243,7 @@ def error_breakdown(
     coco_gt = gt if hasattr(gt, "loadRes") else coco_from_dict(dict(gt))
     matches = match_detections(coco_gt, results, thresholds.match_oks)
     counts = dict.fromkeys(ERROR_TYPES, 0)
+    lateral = confused = 0
     fixed = {name: [dict(r) for r in results] for name in fix}
     for index, gt_id in matches.items():
         result = results[index]
@@ -223,6 +254,9 @@ def error_breakdown(
         labels = classify_detection(triples[:, :2], people, thresholds, sigmas)
         for code, name in enumerate(ERROR_TYPES):
             counts[name] += int(np.count_nonzero(labels == code))
+        eligible, nearer = nearer_mirror(triples[:, :2], people[0][0])
+        lateral += int(eligible.sum())
+        confused += int(nearer.sum())
         for name in fix:
             moved = corrected_keypoints(triples[:, :2], labels, people, (name,), thresholds, sigmas)
             fixed[name][index]["keypoints"] = np.column_stack([moved, triples[:, 2]]).reshape(-1).tolist()
@@ -236,5 +270,7 @@ def error_breakdown(
         ap=ap,
         ap_fixed=ap_fixed,
         thresholds=thresholds,
+        lateral=lateral,
+        nearer_mirror=confused,
         fixed_results=fixed,
     )

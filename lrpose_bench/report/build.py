@@ -42,6 +42,10 @@ from lrpose_bench.store import atomic_write, ensure_writable_folder
 
 FORMATS: tuple[str, ...] = ("html", "latex", "csv", "json")
 PNG_DPI = 100
+#: no creation date or software version in the figure files: rebuilding a report from the same run
+#: folder gives the same bytes, so a committed report changes in git only where a number changed
+PDF_METADATA: dict[str, None] = {"CreationDate": None, "Producer": None, "Creator": None}
+PNG_METADATA: dict[str, None] = {"Software": None}
 
 
 @dataclass
@@ -446,12 +450,12 @@ def make_figures(
         png = None
         if want_png:
             buffer = io.BytesIO()
-            fig.savefig(buffer, format="png", dpi=PNG_DPI)
+            fig.savefig(buffer, format="png", dpi=PNG_DPI, metadata=PNG_METADATA)
             png = buffer.getvalue()
         pdf = None
         if pdf_dir is not None:
             pdf = pdf_dir / f"{_safe(key)}.pdf"
-            atomic_write(pdf, lambda handle: fig.savefig(handle, format="pdf"))
+            atomic_write(pdf, lambda handle: fig.savefig(handle, format="pdf", metadata=PDF_METADATA))
         fig.clear()
         out.append(FigureOut(key=key, title=title, caption=caption, png=png, pdf=pdf, section=section))
 

@@ -15,6 +15,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
 
 from lrpose_bench.analysis.displacement import Displacements, bin_labels, bin_shares
 
@@ -57,6 +59,26 @@ def _style(ax) -> None:
     ax.set_axisbelow(True)
     for side in ("top", "right"):
         ax.spines[side].set_visible(False)
+
+
+#: more legend entries than this and a per-cell legend squeezes the panel to nothing (32 cells,
+#: 4 methods x 8 seeds, collapsed the constrained layout): the legend then names methods only
+MAX_LEGEND_ENTRIES = 12
+
+
+def _legend(ax, method_of: Mapping[str, str], kind: str) -> None:
+    """One entry per cell while they fit, else one per method (its colour; seeds share it).
+    ``method_of`` maps each artist label on ``ax`` to its method; ``kind`` is ``line`` or ``bar``."""
+    handles, labels = ax.get_legend_handles_labels()
+    if len(labels) <= MAX_LEGEND_ENTRIES:
+        ax.legend(fontsize=7, frameon=False)
+        return
+    methods = list(dict.fromkeys(method_of[label] for label in labels))
+    if kind == "bar":
+        proxies = [Patch(color=method_colour(m)) for m in methods]
+    else:
+        proxies = [Line2D([0], [0], color=method_colour(m)) for m in methods]
+    ax.legend(proxies, [f"{m} (all seeds)" for m in methods], fontsize=7, frameon=False)
 
 
 # ------------------------------------------------------------------ Fig. 5: displacement panels
@@ -166,7 +188,7 @@ def bin_share_overview(frame: pd.DataFrame, labels: Sequence[str]) -> Figure:
         ax.set_title(f"{str(res).replace('x', '×')}: coarse ŷ−y per bin", fontsize=9)
         ax.set_xlabel("distance bin (heatmap px)")
         _style(ax)
-        ax.legend(fontsize=7, frameon=False)
+        _legend(ax, dict(zip(part["label"], part["method"])), "bar")
     axes[0].set_ylabel("share of joints (%)")
     return fig
 
@@ -235,7 +257,7 @@ def training_curves(logs: Mapping[str, tuple[str, str, pd.DataFrame]]) -> Figure
         ax.set_xlabel("epoch")
         ax.set_title(f"training loss, {str(res).replace('x', '×')}", fontsize=10)
         _style(ax)
-        ax.legend(fontsize=7, frameon=False)
+        _legend(ax, {label: method for label, (method, _, _) in logs.items()}, "line")
     axes[0].set_ylabel("loss (log scale)" if positive else "loss")
     return fig
 

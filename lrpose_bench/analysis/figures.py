@@ -69,7 +69,7 @@ MAX_LEGEND_ENTRIES = 12
 def _legend(ax, method_of: Mapping[str, str], kind: str) -> None:
     """One entry per cell while they fit, else one per method (its colour; seeds share it).
     ``method_of`` maps each artist label on ``ax`` to its method; ``kind`` is ``line`` or ``bar``."""
-    handles, labels = ax.get_legend_handles_labels()
+    _, labels = ax.get_legend_handles_labels()
     if len(labels) <= MAX_LEGEND_ENTRIES:
         ax.legend(fontsize=7, frameon=False)
         return

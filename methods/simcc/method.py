@@ -36,7 +36,6 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from lrpose_bench.codecs.precision import decode_float
 from lrpose_bench.config import POSITIVE, bounded
 from lrpose_bench.errors import ConfigError
 from lrpose_bench.method import Method, TrainingStage
@@ -166,7 +165,7 @@ class SimccMethod(Method):
 
     # --------------------------------------------------------------------------------- decode
     def _decode(self, outputs: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        x, y = self.split(decode_float(outputs))
+        x, y = self.split(outputs)  # decode_vectors casts (decode_float: float32, float64 kept)
         soft = self.params.decode == "soft"
         k = self.params.split_ratio
         fx, cx, px = decode_vectors(x, k, float(self.scale[0]), soft)

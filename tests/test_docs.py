@@ -261,6 +261,18 @@ def test_reference_shortcut_options_exist(reference):
         assert option in known, option
 
 
+def test_architecture_layout_names_every_module():
+    """docs/architecture.md's Layout block is the map of the package: every module of lrpose_bench/
+    is named in it (a module added without a line there fails here)."""
+    text = (DOCS / "architecture.md").read_text(encoding="utf-8")
+    layout = text.split("## Layout", 1)[1].split("\n## ", 1)[0]
+    package = ROOT / "lrpose_bench"
+    modules = [p for p in package.rglob("*.py") if p.name not in {"__init__.py", "__main__.py"}]
+    assert modules
+    missing = sorted(str(p.relative_to(package)) for p in modules if p.name not in layout)
+    assert not missing, f"docs/architecture.md Layout does not name: {missing}"
+
+
 # ------------------------------------------------------------------------------ the tutorial
 def test_tutorial_code_is_the_tested_package():
     """Each python/toml block of add-a-method.md is copied verbatim from the package the tests run."""

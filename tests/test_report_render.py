@@ -172,6 +172,26 @@ def test_cli_report(tmp_path: Path, capsys) -> None:
     assert "not a folder" in capsys.readouterr().err
 
 
+def test_cli_bootstrap_samples_overrides_the_run_config(tmp_path: Path, capsys) -> None:
+    """``--bootstrap-samples`` refines the intervals from the saved predictions; run.json is untouched."""
+    run_dir = make_run(tmp_path / "r", [CellSpec("udp"), CellSpec("cal", noise=2)], num_images=8)
+    run_json = (run_dir / "run.json").read_bytes()
+    configured = json.loads(build_report(run_dir, ["json"], out=tmp_path / "a")["json"].read_text())
+    assert main(["report", str(run_dir), "--format", "json", "--out", str(tmp_path / "b"),
+                 "--bootstrap-samples", "37"]) == 0  # fmt: skip
+    overridden = json.loads((tmp_path / "b" / "report.json").read_text())
+    assert overridden["summary"]["Bootstrap"].startswith("37 resamples")
+    assert not configured["summary"]["Bootstrap"].startswith("37 ")
+    assert overridden["bootstrap"] and overridden["bootstrap"] != configured["bootstrap"]
+    assert (run_dir / "run.json").read_bytes() == run_json
+    off = build_report(run_dir, ["json"], out=tmp_path / "c", bootstrap_samples=0)["json"]
+    assert json.loads(off.read_text())["bootstrap"] == []
+    capsys.readouterr()
+    assert main(["report", str(run_dir), "--bootstrap-samples", "-5"]) == 2
+    err = capsys.readouterr().err
+    assert "--bootstrap-samples -5" in err and ">= 0" in err and "Traceback" not in err
+
+
 def test_not_a_run_folder_is_user_error(tmp_path: Path) -> None:
     (tmp_path / "stuff").mkdir()
     with pytest.raises(UserError, match="not a run folder"):

@@ -20,6 +20,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "run's config, normally all four)",
     )
     parser.add_argument("--out", default=None, metavar="DIR", help="output folder (default RUN_DIR/report)")
+    parser.add_argument(
+        "--bootstrap-samples",
+        type=int,
+        default=None,
+        metavar="N",
+        help="resamples of the paired bootstrap (default: eval.bootstrap_samples of the run's config); "
+        "rebuilds the intervals from the saved predictions, no retraining",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -27,7 +35,12 @@ def run(args: argparse.Namespace) -> int:
 
     start = time.perf_counter()
     formats = [f for f in args.formats.split(",") if f.strip()] if args.formats else None
-    paths = build_report(Path(args.run_dir), formats=formats, out=Path(args.out) if args.out else None)
+    paths = build_report(
+        Path(args.run_dir),
+        formats=formats,
+        out=Path(args.out) if args.out else None,
+        bootstrap_samples=args.bootstrap_samples,
+    )
     for name, path in paths.items():
         print(f"{name:>5}: {path}")
     print(f"report built in {time.perf_counter() - start:.1f} s")

@@ -59,13 +59,23 @@ class Settings:
     keypoint_errors: Thresholds
 
 
-def settings_of(run: RunData) -> Settings:
+def settings_of(run: RunData, bootstrap_samples: int | None = None) -> Settings:
+    """The run's report settings; ``bootstrap_samples`` (when given) replaces the run's
+    ``eval.bootstrap_samples``, so a coarse interval can be refined from the saved predictions
+    without retraining and without editing ``run.json``."""
     config = run.config
     report = config.get("report") or {}
     evaluation = config.get("eval") or {}
+    if bootstrap_samples is None:
+        bootstrap_samples = int(evaluation.get("bootstrap_samples", EvalConfig().bootstrap_samples))
+    elif bootstrap_samples < 0:
+        raise ConfigError(
+            f"--bootstrap-samples {bootstrap_samples}: give a count >= 0 (0 turns the bootstrap off, "
+            "e.g. --bootstrap-samples 1000)"
+        )
     return Settings(
         bins=[float(b) for b in report.get("displacement_bins", ReportConfig().displacement_bins)],
-        bootstrap_samples=int(evaluation.get("bootstrap_samples", EvalConfig().bootstrap_samples)),
+        bootstrap_samples=int(bootstrap_samples),
         seed=int(config.get("seed", 0) or 0),
         formats=list(report.get("formats", ReportConfig().formats)),
         keypoint_errors=_keypoint_error_thresholds(report),
@@ -100,15 +110,23 @@ def parse_formats(formats: Sequence[str] | str | None, default: Sequence[str]) -
     return list(dict.fromkeys(items))
 
 
-def build_report(run_dir: Path, formats: list[str] | None = None, out: Path | None = None) -> dict[str, Path]:
+def build_report(
+    run_dir: Path,
+    formats: list[str] | None = None,
+    out: Path | None = None,
+    bootstrap_samples: int | None = None,
+) -> dict[str, Path]:
     """Render the report of ``run_dir`` into ``out`` (default ``run_dir/report``).
+
+    ``bootstrap_samples`` overrides the run's ``eval.bootstrap_samples`` (None keeps it); the
+    report's run table says which count was used.
 
     Returns the main file per format: ``{"html": .../report.html, "latex": .../latex/report.tex,
     "csv": .../cells.csv, "json": .../report.json}``.
     """
     t0 = time.perf_counter()
     run = load_run(run_dir)
-    settings = settings_of(run)
+    settings = settings_of(run, bootstrap_samples)
     chosen = parse_formats(formats, settings.formats)
     out = ensure_writable_folder(Path(out) if out is not None else run.folder / "report")
     ref = load_reference()
@@ -213,7 +231,7 @@ def run_bootstrap(
     error table passes predictions with one kind of error fixed."""
     notes: list[str] = []
     if samples <= 0:
-        return [], ["Bootstrap disabled (eval.bootstrap_samples = 0)."]
+        return [], ["Bootstrap disabled (0 resamples: eval.bootstrap_samples or --bootstrap-samples)."]
     results: list[tuple[dict[str, Any], PairedDifference]] = []
     per_seed: dict[tuple[str, str, str], dict[int, dict[str, ImageEvaluation]]] = {}
     gt_cache: dict[str, Any] = {}

@@ -40,6 +40,9 @@ FLIP_PAIRS: tuple[tuple[int, int], ...] = (
     (15, 16),
 )
 
+#: the name of each left/right pair of ``FLIP_PAIRS``, in the same order (report column labels)
+FLIP_PAIR_NAMES: tuple[str, ...] = ("eyes", "ears", "shoulders", "elbows", "wrists", "hips", "knees", "ankles")
+
 #: COCO skeleton (1-based joint ids, as in person_keypoints_*.json)
 COCO_SKELETON: list[list[int]] = [
     [16, 14],

@@ -212,6 +212,24 @@ def test_breakdown_counts_inversions_and_fixing_them_restores_ap(tmp_path: Path)
     assert breakdown.nearer_mirror_share == pytest.approx(0.5)
 
 
+def test_breakdown_counts_left_right_confusion_per_joint(tmp_path: Path) -> None:
+    """Only the ankles of image 2 exchanged: the per-joint counts put every confusion there."""
+    doc, results = _swapped_doc(tmp_path)
+    ankles = (15, 16)
+    person = np.asarray(doc["annotations"][1]["keypoints"], float).reshape(-1, 3)
+    pred = person.copy()
+    pred[list(ankles)] = person[list(ankles[::-1])]
+    results[1]["keypoints"] = pred.reshape(-1).tolist()
+    breakdown = error_breakdown(doc, results)
+    lateral = [0] + [2] * (NUM_JOINTS - 1)  # two matched people, every joint but the nose paired
+    assert breakdown.lateral_by_joint == tuple(lateral)
+    assert breakdown.nearer_mirror_by_joint == tuple(1 if j in ankles else 0 for j in range(NUM_JOINTS))
+    assert breakdown.lateral == sum(lateral) and breakdown.nearer_mirror == 2
+    assert breakdown.nearer_mirror_share_of(ankles) == pytest.approx(0.5)
+    assert breakdown.nearer_mirror_share_of((5, 6)) == 0.0
+    assert np.isnan(breakdown.nearer_mirror_share_of((0,)))  # the nose has no partner
+
+
 def test_report_has_the_keypoint_error_table(tmp_path: Path) -> None:
     root = make_run(
         tmp_path / "run",
@@ -238,6 +256,33 @@ def test_report_has_the_keypoint_error_table(tmp_path: Path) -> None:
     assert np.isnan(table.sd.loc[hrnet_row, ("AP ×100", "as scored")])  # one seed: no ±
     paths = build_report(root, ["csv"])
     assert (paths["csv"].parent / "tables" / "keypoint_errors.csv").is_file()
+
+
+def test_report_has_the_left_right_table_per_joint_pair(tmp_path: Path) -> None:
+    """One column per left/right pair and 'all' (= the error table's 'nearer mirror'), mean over seeds."""
+    import pandas as pd
+
+    from lrpose_bench.keypoints import FLIP_PAIR_NAMES, FLIP_PAIRS
+
+    specs = [CellSpec("udp", noise=4.0), CellSpec("udp", seed=1, noise=5.0), CellSpec("hrnet", noise=9.0)]
+    root = make_run(tmp_path / "run", specs, num_images=12)
+    run = load_run(root)
+    breakdowns = keypoint_error_breakdowns(run, Thresholds())
+    table = tbl.left_right_table(run, breakdowns)
+    assert table is not None and table.key == "left_right_by_pair"
+    rows = table.values.set_index(("", "Method"))
+    assert [c[1] for c in rows.columns if c[0] == "Nearer mirror (%)"] == [*FLIP_PAIR_NAMES, "all"]
+    udp = [breakdowns[f"udp__hrnet-w8__64x48__s{s}"] for s in (0, 1)]
+    for name, pair in zip(FLIP_PAIR_NAMES, FLIP_PAIRS, strict=True):
+        expected = np.nanmean([100 * b.nearer_mirror_share_of(pair) for b in udp])
+        assert rows.loc["udp", ("Nearer mirror (%)", name)] == pytest.approx(expected)
+    errors = tbl.keypoint_error_table(run, breakdowns).values.set_index(("", "Method"))
+    assert rows.loc["hrnet", ("Nearer mirror (%)", "all")] == pytest.approx(
+        errors.loc["hrnet", ("Left/right (%)", "nearer mirror")]
+    )
+    assert any(b.nearer_mirror for b in breakdowns.values())  # the fixture confuses some joints
+    frame = pd.read_csv(build_report(root, ["csv"])["csv"].parent / "tables" / "left_right_by_pair.csv")
+    assert len(frame) == 2
 
 
 def test_pooled_bootstrap_of_the_inversion_fixed_ap(tmp_path: Path) -> None:

@@ -184,6 +184,9 @@ class ErrorBreakdown:
     #: lateral joints with both partners labelled, and those nearer the partner (:func:`nearer_mirror`)
     lateral: int = 0
     nearer_mirror: int = 0
+    #: the same two counts per joint (index = joint id; 0 for joints without a partner)
+    lateral_by_joint: tuple[int, ...] = ()
+    nearer_mirror_by_joint: tuple[int, ...] = ()
     #: the COCO results with each kind fixed (for a bootstrap of the fixed AP); not compared or printed
     fixed_results: dict[str, list[dict[str, Any]]] = field(default_factory=dict, repr=False, compare=False)
 
@@ -199,6 +202,13 @@ class ErrorBreakdown:
     def nearer_mirror_share(self) -> float:
         """Fraction of the lateral joints (both partners labelled) predicted nearer the partner."""
         return self.nearer_mirror / self.lateral if self.lateral else float("nan")
+
+    def nearer_mirror_share_of(self, joints: Sequence[int]) -> float:
+        """:attr:`nearer_mirror_share` restricted to ``joints`` (e.g. a left/right pair: which body
+        part a method confuses, not only how often)."""
+        lateral = sum(self.lateral_by_joint[j] for j in joints) if self.lateral_by_joint else 0
+        confused = sum(self.nearer_mirror_by_joint[j] for j in joints) if lateral else 0
+        return confused / lateral if lateral else float("nan")
 
 
 def match_detections(coco_gt: Any, results: list[dict[str, Any]], match_oks: float) -> dict[int, int]:
@@ -243,7 +253,8 @@ def error_breakdown(
     coco_gt = gt if hasattr(gt, "loadRes") else coco_from_dict(dict(gt))
     matches = match_detections(coco_gt, results, thresholds.match_oks)
     counts = dict.fromkeys(ERROR_TYPES, 0)
-    lateral = confused = 0
+    lateral: np.ndarray | None = None
+    confused: np.ndarray | None = None
     fixed = {name: [dict(r) for r in results] for name in fix}
     for index, gt_id in matches.items():
         result = results[index]
@@ -255,8 +266,8 @@ def error_breakdown(
         for code, name in enumerate(ERROR_TYPES):
             counts[name] += int(np.count_nonzero(labels == code))
         eligible, nearer = nearer_mirror(triples[:, :2], people[0][0])
-        lateral += int(eligible.sum())
-        confused += int(nearer.sum())
+        lateral = eligible.astype(np.int64) if lateral is None else lateral + eligible
+        confused = nearer.astype(np.int64) if confused is None else confused + nearer
         for name in fix:
             moved = corrected_keypoints(triples[:, :2], labels, people, (name,), thresholds, sigmas)
             fixed[name][index]["keypoints"] = np.column_stack([moved, triples[:, 2]]).reshape(-1).tolist()
@@ -270,7 +281,9 @@ def error_breakdown(
         ap=ap,
         ap_fixed=ap_fixed,
         thresholds=thresholds,
-        lateral=lateral,
-        nearer_mirror=confused,
+        lateral=int(lateral.sum()) if lateral is not None else 0,
+        nearer_mirror=int(confused.sum()) if confused is not None else 0,
+        lateral_by_joint=tuple(int(v) for v in lateral) if lateral is not None else (),
+        nearer_mirror_by_joint=tuple(int(v) for v in confused) if confused is not None else (),
         fixed_results=fixed,
     )

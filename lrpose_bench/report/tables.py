@@ -17,7 +17,7 @@ run-level JSON files are present (codec oracle, cross-resolution, bench, SR qual
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ import pandas as pd
 from lrpose_bench.analysis.bootstrap import PairedDifference, seed_summary
 from lrpose_bench.analysis.keypoint_errors import ERROR_TYPES, ErrorBreakdown
 from lrpose_bench.errors import ConfigError
+from lrpose_bench.keypoints import FLIP_PAIR_NAMES, FLIP_PAIRS
 from lrpose_bench.report.paper_reference import PAPER_METRICS, PaperReference
 from lrpose_bench.report.run_folder import Cell, RunData
 from lrpose_bench.resolution import Resolution
@@ -688,32 +689,18 @@ def keypoint_error_table(run: RunData, breakdowns: Mapping[str, ErrorBreakdown])
 
     Why: a codec only turns jitter into good; inversions, swaps and misses come from the backbone
     and the data. The table shows how much of a method's AP gap is the codec's to close."""
-    groups = [g for g in _group_by_seed(run.cells) if any(c.id in breakdowns for c in g.complete)]
-    if not groups:
-        return None
     fixes = list(dict.fromkeys(name for b in breakdowns.values() for name in b.ap_fixed))
-    rows, sds = [], []
-    for group in sorted(groups, key=lambda g: (_height(g.first.resolution), g.first.method, g.first.label)):
-        found = [breakdowns[c.id] for c in group.complete if c.id in breakdowns]
-        row: dict[tuple[str, str], Any] = {
-            (LABEL, "Method"): group.first.label,
-            (LABEL, "Backbone"): group.first.backbone,
-            (LABEL, "Input"): _res_display(group.first.resolution),
-            (LABEL, "Seeds"): str(len(found)),
-        }
-        sd_row: dict[tuple[str, str], float] = {}
-        columns = [(("Labelled joints (%)", name), [100 * b.share(name) for b in found]) for name in ERROR_TYPES]
-        columns.append((("Left/right (%)", "nearer mirror"), [100 * b.nearer_mirror_share for b in found]))
-        columns.append((("AP ×100", "as scored"), [100 * b.ap for b in found]))
-        columns += [(("AP ×100", f"{name} fixed"), [100 * b.ap_fixed[name] for b in found]) for name in fixes]
-        for key, values in columns:
-            mean, dev, n = seed_summary(values)
-            row[key] = mean
-            sd_row[key] = dev if n > 1 else np.nan
-        rows.append(row)
-        sds.append(sd_row)
-    values = pd.DataFrame(rows)
-    values.columns = pd.MultiIndex.from_tuples(values.columns)
+
+    def columns(found: list[ErrorBreakdown]) -> list[tuple[tuple[str, str], list[float]]]:
+        out = [(("Labelled joints (%)", name), [100 * b.share(name) for b in found]) for name in ERROR_TYPES]
+        out.append((("Left/right (%)", "nearer mirror"), [100 * b.nearer_mirror_share for b in found]))
+        out.append((("AP ×100", "as scored"), [100 * b.ap for b in found]))
+        return out + [(("AP ×100", f"{name} fixed"), [100 * b.ap_fixed[name] for b in found]) for name in fixes]
+
+    frames = _seed_summary_frames(run, breakdowns, columns)
+    if frames is None:
+        return None
+    values, sd = frames
     first = next(iter(breakdowns.values()))
     notes = [
         "Every labelled joint of every detection matched to a person (OKS ≥ "
@@ -736,9 +723,76 @@ def keypoint_error_table(run: RunData, breakdowns: Mapping[str, ErrorBreakdown])
         key="keypoint_errors",
         title="Keypoint errors: good, jitter, inversion, swap, miss (Ronchi & Perona 2017)",
         values=values,
-        sd=pd.DataFrame(sds).reindex(index=values.index, columns=values.columns),
+        sd=sd,
         notes=notes,
     )
+
+
+def left_right_table(run: RunData, breakdowns: Mapping[str, ErrorBreakdown]) -> Table | None:
+    """Left/right confusion ("nearer mirror") per joint pair, mean ± sd over seeds.
+
+    Why: the error table says *how often* a method confuses left and right; this one says *where*.
+    Two methods with the same overall rate can confuse different body parts (a codec's extra
+    confusions at close pairs such as knees and ankles, where the partner lies a pixel or two away on
+    a low-resolution map, point at the heatmap, not at the data's left/right cues)."""
+
+    def columns(found: list[ErrorBreakdown]) -> list[tuple[tuple[str, str], list[float]]]:
+        out = [
+            (("Nearer mirror (%)", name), [100 * b.nearer_mirror_share_of(pair) for b in found])
+            for name, pair in zip(FLIP_PAIR_NAMES, FLIP_PAIRS, strict=True)
+        ]
+        return out + [(("Nearer mirror (%)", "all"), [100 * b.nearer_mirror_share for b in found])]
+
+    usable = {cid: b for cid, b in breakdowns.items() if b.lateral_by_joint}
+    frames = _seed_summary_frames(run, usable, columns)
+    if frames is None:
+        return None
+    values, sd = frames
+    notes = [
+        "Of the joints of each left/right pair labelled on both sides (detections matched as in the keypoint "
+        "error table), the share predicted nearer the partner's ground truth than their own, at any distance; "
+        "'all' is the table above's 'nearer mirror'. 50 % is a coin toss between the two sides. Mean ± sd over "
+        "seeds.",
+        "A diagnostic of where a method confuses left and right, not a score; the paper has no such table.",
+    ]
+    return Table(
+        key="left_right_by_pair",
+        title="Left/right confusion per joint pair (nearer mirror)",
+        values=values,
+        sd=sd,
+        notes=notes,
+    )
+
+
+def _seed_summary_frames(
+    run: RunData,
+    breakdowns: Mapping[str, ErrorBreakdown],
+    columns_of: Callable[[list[ErrorBreakdown]], list[tuple[tuple[str, str], list[float]]]],
+) -> tuple[pd.DataFrame, pd.DataFrame] | None:
+    """Mean and sd over seeds of ``columns_of``'s per-seed values, one row per (method, backbone,
+    input size) with a breakdown; None when no cell has one."""
+    groups = [g for g in _group_by_seed(run.cells) if any(c.id in breakdowns for c in g.complete)]
+    if not groups:
+        return None
+    rows, sds = [], []
+    for group in sorted(groups, key=lambda g: (_height(g.first.resolution), g.first.method, g.first.label)):
+        found = [breakdowns[c.id] for c in group.complete if c.id in breakdowns]
+        row: dict[tuple[str, str], Any] = {
+            (LABEL, "Method"): group.first.label,
+            (LABEL, "Backbone"): group.first.backbone,
+            (LABEL, "Input"): _res_display(group.first.resolution),
+            (LABEL, "Seeds"): str(len(found)),
+        }
+        sd_row: dict[tuple[str, str], float] = {}
+        for key, per_seed in columns_of(found):
+            mean, dev, n = seed_summary(per_seed)
+            row[key] = mean
+            sd_row[key] = dev if n > 1 else np.nan
+        rows.append(row)
+        sds.append(sd_row)
+    values = pd.DataFrame(rows)
+    values.columns = pd.MultiIndex.from_tuples(values.columns)
+    return values, pd.DataFrame(sds).reindex(index=values.index, columns=values.columns)
 
 
 # ------------------------------------------------------------------------------------ extras

@@ -351,14 +351,27 @@ def _run_cells_in(
     if floor is not None:
         print(f"mean-pose floor: AP {100 * floor['AP']:.1f}  (a predictor that ignores the image)")
     if report and writer:
-        try:
-            from lrpose_bench.report.build import build_report
-        except ImportError:
-            pass
-        else:
-            paths = build_report(out, formats=cfg.report.formats)
-            print(f"report: {paths.get('html', out / 'report')}")
+        _build_run_report(out, cfg.report.formats)
     return 1 if failures else 0
+
+
+def _build_run_report(out: Path, formats: list[str]) -> None:
+    """The report at the end of a run. The cells are saved by then, so a report that fails must not
+    end an hour of training on a traceback: one line says the cells are kept, what failed and how to
+    rebuild (a :class:`UserError`; ``--debug`` shows it chained to the original traceback)."""
+    try:
+        from lrpose_bench.report.build import build_report
+    except ImportError:
+        return
+    try:
+        paths = build_report(out, formats=formats)
+    except Exception as error:
+        first = (str(error).strip().splitlines() or [""])[0][:200]
+        raise UserError(
+            f"the cells are saved in {out}, but the report failed ({type(error).__name__}: {first}); "
+            f"rebuild it with 'lrpose-bench report {out}' (--debug shows the traceback)"
+        ) from error
+    print(f"report: {paths.get('html', out / 'report')}")
 
 
 def _processes(cfg: Any, world_size: int) -> dict[str, int] | None:

@@ -2,7 +2,7 @@
 
 Every problem a user can fix (bad file, bad option, bad config) is raised as :class:`UserError` with
 one readable line that names the file/field and says what to do. The CLI prints that line and exits
-with status 2; anything else is a bug and shows a traceback only with ``--debug``.
+with status 2 (``--debug``: the traceback); anything else is a bug and shows its traceback.
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from lrpose_bench.cli import main
+from lrpose_bench.errors import UserError
 
 
 def run_cli(args, capsys):
@@ -113,3 +114,31 @@ def test_help_explains_every_subcommand_with_example(capsys):
         assert info.value.code == 0
         out = capsys.readouterr().out
         assert "example" in out.lower()
+
+
+def test_a_failing_report_after_a_run_is_one_line_and_keeps_the_cells(tmp_path, capsys, monkeypatch):
+    """The report is built after every cell is saved: its failure names the error and how to
+    rebuild, with no traceback (it was a traceback at the end of a standard run, 2026-12-07)."""
+    from _train_child import make_coco_layout
+
+    def broken_report(*args, **kwargs):
+        raise RuntimeError("boom\nsecond line")
+
+    monkeypatch.setattr("lrpose_bench.report.build.build_report", broken_report)
+    coco = make_coco_layout(tmp_path / "coco", train_images=4, val_images=2)
+    out = tmp_path / "out"
+    args = [
+        "run", "--methods", "hrnet", "--res", "64x48", "--data", "coco", "--coco-root", str(coco),
+        "--out", str(out), "--backbone", "hrnet-w8", "--no-progress",
+        "--set", "train.epochs=1", "--set", "train.batch_size=4", "--set", "train.device=cpu",
+        "--set", "train.snapshot_fractions=[1.0]",
+    ]  # fmt: skip
+    code, err = run_cli(args, capsys)
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert f"the cells are saved in {out}" in err and "RuntimeError: boom" in err
+    assert f"lrpose-bench report {out}" in err
+    assert (out / "hrnet__hrnet-w8__64x48__s0" / "metrics.json").is_file()
+    with pytest.raises(UserError) as raised:
+        main([*args, "--debug", "--force"])
+    assert isinstance(raised.value.__cause__, RuntimeError)

@@ -228,6 +228,7 @@ def test_breakdown_counts_left_right_confusion_per_joint(tmp_path: Path) -> None
     assert breakdown.nearer_mirror_share_of(ankles) == pytest.approx(0.5)
     assert breakdown.nearer_mirror_share_of((5, 6)) == 0.0
     assert np.isnan(breakdown.nearer_mirror_share_of((0,)))  # the nose has no partner
+    assert np.isnan(breakdown.nearer_mirror_share_of((17, 18)))  # joints a 17-joint skeleton lacks
 
 
 def test_report_has_the_keypoint_error_table(tmp_path: Path) -> None:

@@ -205,9 +205,11 @@ class ErrorBreakdown:
 
     def nearer_mirror_share_of(self, joints: Sequence[int]) -> float:
         """:attr:`nearer_mirror_share` restricted to ``joints`` (e.g. a left/right pair: which body
-        part a method confuses, not only how often)."""
-        lateral = sum(self.lateral_by_joint[j] for j in joints) if self.lateral_by_joint else 0
-        confused = sum(self.nearer_mirror_by_joint[j] for j in joints) if lateral else 0
+        part a method confuses, not only how often). Joints the predictions do not have (a skeleton
+        with fewer than COCO's 17) count as unlabelled."""
+        present = [j for j in joints if 0 <= j < len(self.lateral_by_joint)]
+        lateral = sum(self.lateral_by_joint[j] for j in present)
+        confused = sum(self.nearer_mirror_by_joint[j] for j in present)
         return confused / lateral if lateral else float("nan")
 
 

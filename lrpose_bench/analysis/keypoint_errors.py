@@ -181,10 +181,8 @@ class ErrorBreakdown:
     ap: float
     ap_fixed: dict[str, float]  # error type → AP with that type fixed
     thresholds: Thresholds = Thresholds()
-    #: lateral joints with both partners labelled, and those nearer the partner (:func:`nearer_mirror`)
-    lateral: int = 0
-    nearer_mirror: int = 0
-    #: the same two counts per joint (index = joint id; 0 for joints without a partner)
+    #: per joint (index = joint id; 0 for joints without a partner): lateral joints with both partners
+    #: labelled, and those predicted nearer the partner (:func:`nearer_mirror`)
     lateral_by_joint: tuple[int, ...] = ()
     nearer_mirror_by_joint: tuple[int, ...] = ()
     #: the COCO results with each kind fixed (for a bootstrap of the fixed AP); not compared or printed
@@ -197,6 +195,14 @@ class ErrorBreakdown:
     def share(self, name: str) -> float:
         """Fraction of the matched detections' labelled joints with error type ``name``."""
         return self.counts[name] / self.labelled if self.labelled else float("nan")
+
+    @property
+    def lateral(self) -> int:
+        return sum(self.lateral_by_joint)
+
+    @property
+    def nearer_mirror(self) -> int:
+        return sum(self.nearer_mirror_by_joint)
 
     @property
     def nearer_mirror_share(self) -> float:
@@ -255,8 +261,8 @@ def error_breakdown(
     coco_gt = gt if hasattr(gt, "loadRes") else coco_from_dict(dict(gt))
     matches = match_detections(coco_gt, results, thresholds.match_oks)
     counts = dict.fromkeys(ERROR_TYPES, 0)
-    lateral: np.ndarray | None = None
-    confused: np.ndarray | None = None
+    lateral: list[np.ndarray] = []
+    confused: list[np.ndarray] = []
     fixed = {name: [dict(r) for r in results] for name in fix}
     for index, gt_id in matches.items():
         result = results[index]
@@ -268,8 +274,8 @@ def error_breakdown(
         for code, name in enumerate(ERROR_TYPES):
             counts[name] += int(np.count_nonzero(labels == code))
         eligible, nearer = nearer_mirror(triples[:, :2], people[0][0])
-        lateral = eligible.astype(np.int64) if lateral is None else lateral + eligible
-        confused = nearer.astype(np.int64) if confused is None else confused + nearer
+        lateral.append(eligible)
+        confused.append(nearer)
         for name in fix:
             moved = corrected_keypoints(triples[:, :2], labels, people, (name,), thresholds, sigmas)
             fixed[name][index]["keypoints"] = np.column_stack([moved, triples[:, 2]]).reshape(-1).tolist()
@@ -283,9 +289,7 @@ def error_breakdown(
         ap=ap,
         ap_fixed=ap_fixed,
         thresholds=thresholds,
-        lateral=int(lateral.sum()) if lateral is not None else 0,
-        nearer_mirror=int(confused.sum()) if confused is not None else 0,
-        lateral_by_joint=tuple(int(v) for v in lateral) if lateral is not None else (),
-        nearer_mirror_by_joint=tuple(int(v) for v in confused) if confused is not None else (),
+        lateral_by_joint=tuple(int(v) for v in np.sum(lateral, axis=0)) if lateral else (),
+        nearer_mirror_by_joint=tuple(int(v) for v in np.sum(confused, axis=0)) if confused else (),
         fixed_results=fixed,
     )

@@ -356,3 +356,20 @@ def test_tune_split_is_disjoint_and_leaves_train_and_val_unchanged(tiny, tmp_pat
     assert [a["keypoints"] for a in tune["annotations"]] != [a["keypoints"] for a in val["annotations"]][
         : len(tune["annotations"])
     ]
+
+
+def test_a_larger_val_split_extends_the_smaller_one_image_for_image(tiny, tmp_path):
+    """The standard profile scores 4x quick's val images (configs/profiles/standard.yaml); it may call
+    quick's val split its first part only if every image keeps its pixels and labels when the split
+    grows, and train and tune do not move."""
+    more = generate_synthpose(tmp_path / "more", dataclasses.replace(TINY, num_val_images=6), progress=False)
+    for split in ("train", "tune"):
+        assert tiny.annotations(split).read_bytes() == more.annotations(split).read_bytes()
+    small, large = (json.loads(p.annotations("val").read_text()) for p in (tiny, more))
+    assert len(large["images"]) == 2 * len(small["images"])
+    assert large["images"][: len(small["images"])] == small["images"]
+    small_ids = {im["id"] for im in small["images"]}
+    assert [a for a in large["annotations"] if a["image_id"] in small_ids] == small["annotations"]
+    for image in small["images"]:
+        name = image["file_name"]
+        assert (tiny.images("val") / name).read_bytes() == (more.images("val") / name).read_bytes()

@@ -150,3 +150,23 @@ def test_pooled_over_seeds_is_the_seed_mean_and_widens_with_seed_spread() -> Non
         d.high - d.low for s in spread for d in paired_differences(spread[s], samples=300, seed=0)
     )
     assert pooled_differences({0: agree[0]}, samples=10) == []
+
+
+def test_pooled_pairs_use_the_seeds_both_methods_ran_and_keep_every_pair() -> None:
+    """Methods run with different seed sets (extra seeds for two of them): every pair is pooled over
+    the seeds it shares and says how many; a method with fewer seeds must not drop out of the table
+    (it did: names were intersected over all seeds), and the full-overlap pairs are unchanged."""
+    from lrpose_bench.analysis.bootstrap import pooled_differences
+
+    gt = make_gt(num_images=30, persons=2, seed=5)
+    ev = {noise: evaluate_images(gt, noisy_predictions(gt, noise, int(noise * 10))) for noise in (2.0, 3.0, 6.0)}
+    full = {s: {"a": ev[2.0], "b": ev[3.0], "c": ev[6.0]} for s in (0, 1)}
+    extra = {**full, 2: {"a": ev[3.0], "b": ev[2.0]}, 3: {"a": ev[2.0], "b": ev[6.0]}}
+    by_pair = {(d.a, d.b): d for d in pooled_differences(extra, samples=200, seed=0)}
+    assert set(by_pair) == {("a", "b"), ("a", "c"), ("b", "c")}
+    assert by_pair["a", "b"].seeds == 4 and by_pair["a", "c"].seeds == 2 and by_pair["b", "c"].seeds == 2
+    only_shared = {(d.a, d.b): d for d in pooled_differences(full, samples=200, seed=0)}
+    assert by_pair["a", "c"] == only_shared["a", "c"]  # the seeds c lacks change nothing for its pairs
+    per_seed = [ev_s["a"].ap() - ev_s["b"].ap() for ev_s in extra.values()]
+    assert by_pair["a", "b"].difference == pytest.approx(np.mean(per_seed))
+    assert paired_differences(full[0], samples=50, seed=0)[0].seeds == 1

@@ -321,3 +321,23 @@ def test_bad_thresholds_in_run_config_are_one_line(tmp_path: Path) -> None:
     )
     with pytest.raises(ConfigError, match="report.keypoint_error_ks"):
         build_report(root, ["csv"])
+
+
+def test_bootstrap_table_pools_each_pair_over_the_seeds_it_shares(tmp_path: Path) -> None:
+    """Two methods with extra seeds: the pooled rows name each pair's own seed count, and the method
+    run with fewer seeds keeps its pooled rows (it lost them when names were intersected over seeds)."""
+    import pandas as pd
+
+    noise = {"udp": 2.0, "cal": 2.5, "hrnet": 8.0}
+    specs = [CellSpec(m, seed=s, noise=noise[m] + s) for s in (0, 1) for m in noise]
+    specs += [CellSpec(m, seed=s, noise=noise[m] + s) for s in (2, 3) for m in ("udp", "cal")]
+    root = make_run(tmp_path / "run", specs, num_images=12)
+    paths = build_report(root, ["csv"])
+    frame = pd.read_csv(paths["csv"].parent / "tables" / "bootstrap.csv")
+    pooled = frame[frame["Seed"].astype(str).str.startswith("pooled")]
+    counts = {frozenset((a, b)): seed for a, b, seed in zip(pooled["A"], pooled["B"], pooled["Seed"])}
+    assert counts == {
+        frozenset(("udp", "cal")): "pooled (4)",
+        frozenset(("udp", "hrnet")): "pooled (2)",
+        frozenset(("cal", "hrnet")): "pooled (2)",
+    }

@@ -161,6 +161,8 @@ class PairedDifference:
     high: float
     samples: int
     level: float
+    #: training seeds the difference is pooled over (1: a single seed's image bootstrap)
+    seeds: int = 1
 
     @property
     def excludes_zero(self) -> bool:
@@ -213,30 +215,35 @@ def pooled_differences(
     seed: int = 0,
     level: float = 0.95,
 ) -> list[PairedDifference]:
-    """Two-level paired bootstrap pooled over training seeds, for every pair of methods run with
-    every seed: each replicate draws the seeds with replacement *and* the images with replacement
-    (one image draw for all seeds: they are scored on the same ground truth), and its difference is
+    """Two-level paired bootstrap pooled over training seeds, for every pair of methods over the
+    seeds both were run with (``seeds`` on each result; a pair sharing < 2 seeds is left out): each
+    replicate draws the seeds with replacement *and* the images with replacement (one image draw for all seeds: they are scored on the same ground truth), and its difference is
     the mean over the drawn seeds of ``AP_a − AP_b`` on that image resample. The interval thus holds
     both sources of chance a reader's rerun would meet: which images, and which seed (the
     hierarchical bootstrap of Davison & Hinkley 1997, sec. 3.8). The point estimate is the mean
     over seeds of the full-set difference. Seeds are reported as ``n``; with 2-3 seeds the seed
     level is coarse, which widens, never narrows, the interval."""
     seeds = sorted(per_seed)
-    if len(seeds) < 2:
-        return []
-    names = [n for n in per_seed[seeds[0]] if all(n in per_seed[s] for s in seeds)]
-    aps = {s: bootstrap_aps({n: per_seed[s][n] for n in names}, samples, seed) for s in seeds}
-    full = {s: {n: per_seed[s][n].ap() for n in names} for s in seeds}
-    picks = np.random.default_rng(seed + 1).integers(0, len(seeds), size=(samples, len(seeds)))
+    names = list(dict.fromkeys(n for s in seeds for n in per_seed[s]))
+    aps = {s: bootstrap_aps(per_seed[s], samples, seed) for s in seeds}  # one image draw for all seeds
+    full = {s: {n: per_seed[s][n].ap() for n in per_seed[s]} for s in seeds}
     tail = 100.0 * (1.0 - level) / 2.0
     out = []
     for a, b in itertools.combinations(names, 2):
-        per = np.stack([aps[s][a] - aps[s][b] for s in seeds])  # (S, samples)
+        shared = [s for s in seeds if a in per_seed[s] and b in per_seed[s]]
+        if len(shared) < 2:
+            continue
+        # Why per pair: a method run with extra seeds must not drop the others out of the table; a
+        # pair pools exactly the seeds both ran (the same draw of seed picks for every pair of size n).
+        picks = np.random.default_rng(seed + 1).integers(0, len(shared), size=(samples, len(shared)))
+        per = np.stack([aps[s][a] - aps[s][b] for s in shared])  # (S, samples)
         diffs = per[picks.T, np.arange(samples)].mean(axis=0)
         low, high = np.percentile(diffs, [tail, 100.0 - tail]) if diffs.size else (np.nan, np.nan)
-        ap_a = float(np.mean([full[s][a] for s in seeds]))
-        ap_b = float(np.mean([full[s][b] for s in seeds]))
-        out.append(PairedDifference(a, b, ap_a, ap_b, ap_a - ap_b, float(low), float(high), samples, level))
+        ap_a = float(np.mean([full[s][a] for s in shared]))
+        ap_b = float(np.mean([full[s][b] for s in shared]))
+        out.append(
+            PairedDifference(a, b, ap_a, ap_b, ap_a - ap_b, float(low), float(high), samples, level, len(shared))
+        )
     return out
 
 

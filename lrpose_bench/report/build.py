@@ -262,7 +262,7 @@ def run_bootstrap(
         per_seed.setdefault(key, {})[context["seed"]] = evaluations
     for (res, backbone, _), by_seed in per_seed.items():  # pooled over seeds, after the per-seed rows
         for diff in pooled_differences(by_seed, samples, seed):
-            results.append(({"resolution": res, "backbone": backbone, "seed": f"pooled ({len(by_seed)})"}, diff))
+            results.append(({"resolution": res, "backbone": backbone, "seed": f"pooled ({diff.seeds})"}, diff))
     return results, notes
 
 
@@ -327,6 +327,7 @@ def _diff_record(diff: PairedDifference) -> dict[str, Any]:
         "high": diff.high,
         "samples": diff.samples,
         "level": diff.level,
+        "seeds": diff.seeds,
     }
 
 

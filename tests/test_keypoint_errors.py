@@ -341,3 +341,34 @@ def test_bootstrap_table_pools_each_pair_over_the_seeds_it_shares(tmp_path: Path
         frozenset(("udp", "hrnet")): "pooled (2)",
         frozenset(("cal", "hrnet")): "pooled (2)",
     }
+
+
+def test_errors_by_seed_table_has_one_row_per_cell_and_the_ap_confusion_correlation(tmp_path: Path) -> None:
+    """Each row is one cell's own breakdown (no averaging); the notes give, per method with ≥ 3
+    seeds, the Pearson correlation over seeds of AP as scored with the 'all' nearer-mirror share."""
+    import pandas as pd
+
+    specs = [CellSpec("udp", seed=s, noise=3.0 + 2 * s) for s in (0, 1, 2)] + [CellSpec("hrnet", noise=9.0)]
+    root = make_run(tmp_path / "run", specs, num_images=12)
+    run = load_run(root)
+    breakdowns = keypoint_error_breakdowns(run, Thresholds())
+    table = tbl.errors_by_seed_table(run, breakdowns)
+    assert table is not None and table.key == "errors_by_seed"
+    values = table.values
+    assert list(zip(values[("", "Method")], values[("", "Seed")])) == [
+        ("hrnet", "0"),
+        ("udp", "0"),
+        ("udp", "1"),
+        ("udp", "2"),
+    ]
+    for row in range(len(values)):
+        cell = breakdowns[f"{values.loc[row, ('', 'Method')]}__hrnet-w8__64x48__s{values.loc[row, ('', 'Seed')]}"]
+        assert values.loc[row, ("AP ×100", "as scored")] == pytest.approx(100 * cell.ap)
+        assert values.loc[row, ("AP ×100", "inversion fixed")] == pytest.approx(100 * cell.ap_fixed["inversion"])
+        assert values.loc[row, ("Nearer mirror (%)", "all")] == pytest.approx(100 * cell.nearer_mirror_share)
+    udp = [breakdowns[f"udp__hrnet-w8__64x48__s{s}"] for s in (0, 1, 2)]
+    expected = np.corrcoef([b.ap for b in udp], [b.nearer_mirror_share for b in udp])[0, 1]
+    (note,) = [n for n in table.notes if "correlation" in n]
+    assert f"udp (hrnet-w8, 64×48) {expected:+.2f}" in note and "hrnet (" not in note  # one seed: none
+    frame = pd.read_csv(build_report(root, ["csv"])["csv"].parent / "tables" / "errors_by_seed.csv")
+    assert len(frame) == 4

@@ -151,6 +151,7 @@ def build_report(
         tbl.displacement_table(run, summaries, labels),
         tbl.keypoint_error_table(run, errors),
         tbl.left_right_table(run, errors),
+        tbl.errors_by_seed_table(run, errors),
         tbl.fixed_bootstrap_table(run, _fixed_differences(run, errors, settings), INVERSION_FIX),
     )
     for optional in optional_tables:

@@ -764,6 +764,67 @@ def left_right_table(run: RunData, breakdowns: Mapping[str, ErrorBreakdown]) -> 
     )
 
 
+def errors_by_seed_table(run: RunData, breakdowns: Mapping[str, ErrorBreakdown]) -> Table | None:
+    """One row per cell: AP as scored, AP with each kind of error fixed, and the left/right confusion
+    per joint pair, with the across-seed correlation of AP and confusion per method in the notes.
+
+    Why: the tables above average the seeds, and a method's seed spread can hide one cause. On
+    SynthPose at 64×48 CAL's inversion-fixed AP barely moves across seeds while its scored AP
+    follows its knee/ankle confusion (docs/speed.md, "CAL against UDP over eight seeds"); a pooled
+    bootstrap that does not separate two methods reads differently once one sees that."""
+    fixes = list(dict.fromkeys(name for b in breakdowns.values() for name in b.ap_fixed))
+    rows: list[dict[tuple[str, str], Any]] = []
+    cells = [c for g in _group_by_seed(run.cells) for c in g.complete if c.id in breakdowns]
+    if not cells:
+        return None
+    cells.sort(key=lambda c: (_height(c.resolution), c.method, c.label, c.seed))
+    for cell in cells:
+        found = breakdowns[cell.id]
+        row: dict[tuple[str, str], Any] = {
+            (LABEL, "Method"): cell.label,
+            (LABEL, "Backbone"): cell.backbone,
+            (LABEL, "Input"): _res_display(cell.resolution),
+            (LABEL, "Seed"): str(cell.seed),
+            ("AP ×100", "as scored"): 100 * found.ap,
+        }
+        row.update({("AP ×100", f"{name} fixed"): 100 * found.ap_fixed[name] for name in fixes})
+        if found.lateral_by_joint:
+            for name, pair in zip(FLIP_PAIR_NAMES, FLIP_PAIRS, strict=True):
+                row[("Nearer mirror (%)", name)] = 100 * found.nearer_mirror_share_of(pair)
+            row[("Nearer mirror (%)", "all")] = 100 * found.nearer_mirror_share
+        rows.append(row)
+    values = pd.DataFrame(rows)
+    values.columns = pd.MultiIndex.from_tuples(values.columns)
+    notes = [
+        "Per cell (no averaging over seeds): the numbers behind the keypoint error and left/right tables. "
+        "A diagnostic, not a score; the paper has no such table."
+    ]
+    correlations = _ap_confusion_correlations(values)
+    if correlations:
+        notes.append(
+            "Across seeds, the correlation of AP as scored with the 'all' nearer-mirror share (methods with ≥ 3 "
+            "seeds): " + ", ".join(correlations) + ". Near −1: the seeds that confuse left and right more "
+            "score lower. It says whether AP follows the confusion, not by how much: read it beside the "
+            "spread of the two columns."
+        )
+    return Table(key="errors_by_seed", title="Keypoint errors seed by seed", values=values, notes=notes)
+
+
+def _ap_confusion_correlations(values: pd.DataFrame) -> list[str]:
+    """``method (input): r`` for each method/input with ≥ 3 seeds and non-constant columns."""
+    confusion = ("Nearer mirror (%)", "all")
+    if confusion not in values:
+        return []
+    out = []
+    keys = [(LABEL, "Method"), (LABEL, "Backbone"), (LABEL, "Input")]
+    for (method, backbone, size), group in values.groupby(keys, sort=False):
+        ap, share = group[("AP ×100", "as scored")].to_numpy(float), group[confusion].to_numpy(float)
+        if len(group) < 3 or np.ptp(ap) == 0 or np.ptp(share) == 0:
+            continue
+        out.append(f"{method} ({backbone}, {size}) {np.corrcoef(ap, share)[0, 1]:+.2f}")
+    return out
+
+
 def _seed_summary_frames(
     run: RunData,
     breakdowns: Mapping[str, ErrorBreakdown],

@@ -217,8 +217,9 @@ def pooled_differences(
 ) -> list[PairedDifference]:
     """Two-level paired bootstrap pooled over training seeds, for every pair of methods over the
     seeds both were run with (``seeds`` on each result; a pair sharing < 2 seeds is left out): each
-    replicate draws the seeds with replacement *and* the images with replacement (one image draw for all seeds: they are scored on the same ground truth), and its difference is
-    the mean over the drawn seeds of ``AP_a − AP_b`` on that image resample. The interval thus holds
+    replicate draws the seeds with replacement *and* the images with replacement (one image draw for
+    all seeds: they are scored on the same ground truth), and its difference is the mean over the
+    drawn seeds of ``AP_a − AP_b`` on that image resample. The interval thus holds
     both sources of chance a reader's rerun would meet: which images, and which seed (the
     hierarchical bootstrap of Davison & Hinkley 1997, sec. 3.8). The point estimate is the mean
     over seeds of the full-set difference. Seeds are reported as ``n``; with 2-3 seeds the seed

@@ -774,10 +774,12 @@ def errors_by_seed_table(run: RunData, breakdowns: Mapping[str, ErrorBreakdown])
     bootstrap that does not separate two methods reads differently once one sees that."""
     fixes = list(dict.fromkeys(name for b in breakdowns.values() for name in b.ap_fixed))
     rows: list[dict[tuple[str, str], Any]] = []
-    cells = [c for g in _group_by_seed(run.cells) for c in g.complete if c.id in breakdowns]
+    cells = sorted(
+        (c for c in run.complete_cells() if c.id in breakdowns),
+        key=lambda c: (_height(c.resolution), c.method, c.label, c.seed),
+    )
     if not cells:
         return None
-    cells.sort(key=lambda c: (_height(c.resolution), c.method, c.label, c.seed))
     for cell in cells:
         found = breakdowns[cell.id]
         row: dict[tuple[str, str], Any] = {
@@ -811,7 +813,7 @@ def errors_by_seed_table(run: RunData, breakdowns: Mapping[str, ErrorBreakdown])
 
 
 def _ap_confusion_correlations(values: pd.DataFrame) -> list[str]:
-    """``method (input): r`` for each method/input with ≥ 3 seeds and non-constant columns."""
+    """``method (backbone, input) r`` for each such group with ≥ 3 seeds and non-constant columns."""
     confusion = ("Nearer mirror (%)", "all")
     if confusion not in values:
         return []

@@ -9,13 +9,17 @@ from lrpose_bench.errors import ConfigError
 
 #: heatmaps are 1/4 of the input, as in HRNet/SimpleBaseline
 HEATMAP_STRIDE = 4
+#: the fewest heatmap pixels per side: UDP's unbiased transform measures in unit lengths, the side
+#: minus one (``transforms.input_to_heatmap_scale``: (w-1)/(W-1)), which is zero for a 1-pixel side
+MIN_HEATMAP_SIDE = 2
 
 _PATTERN = re.compile(r"^\s*(\d+)\s*[xX×]\s*(\d+)\s*$")
 
 
 @dataclass(frozen=True, order=True)
 class Resolution:
-    """A network input size; ``height`` and ``width`` in pixels, both multiples of 4."""
+    """A network input size; ``height`` and ``width`` in pixels, both multiples of 4 and at least
+    ``4 * MIN_HEATMAP_SIDE`` (8), so each heatmap side has a unit length to measure in."""
 
     height: int
     width: int
@@ -30,6 +34,13 @@ class Resolution:
             raise ConfigError(
                 f"resolution {text!r} must be positive multiples of {HEATMAP_STRIDE} "
                 "(the heatmap is 1/4 of the input), for example 64x48"
+            )
+        smallest = HEATMAP_STRIDE * MIN_HEATMAP_SIDE
+        if min(height, width) < smallest:
+            raise ConfigError(
+                f"resolution {text!r} gives a {height // HEATMAP_STRIDE}x{width // HEATMAP_STRIDE} heatmap; "
+                f"each side needs at least {MIN_HEATMAP_SIDE} heatmap pixels (the unbiased coordinate "
+                f"transform divides by the side minus one), so at least {smallest} input pixels: for example 64x48"
             )
         return cls(height, width)
 

@@ -28,6 +28,10 @@ def run_cli(args, capsys):
         ),
         (["run", "--methods", "hrnet", "--res", "64by48"], "malformed resolution '64by48'"),
         (["run", "--methods", "hrnet", "--res", "66x48"], "must be positive multiples of 4"),
+        # a 1-pixel heatmap side: the unbiased transform's unit length is zero; it used to train,
+        # fail every cell with "non-finite loss" and still write a report
+        (["run", "--methods", "hrnet", "--res", "64x4"], "resolution '64x4' gives a 16x1 heatmap"),
+        (["run", "--methods", "hrnet", "--res", "4x48"], "at least 8 input pixels"),
         (["run", "--methods", "hrnet", "--profile", "turbo"], "unknown profile 'turbo'"),
         (["run", "--methods", "hrnet", "--set", "train.lr=fast"], "config key train.lr: expected float, got 'fast'"),
         (["run", "--methods", "hrnet", "--set", "train.nonsense=1"], "unknown config key 'train.nonsense'"),

@@ -172,6 +172,26 @@ def test_a_nan_loss_is_named_by_its_iteration_even_between_host_syncs(tmp_path, 
     assert all(bool(torch.isfinite(t).all()) for t in kept["model"].values() if t.is_floating_point())
 
 
+@pytest.mark.parametrize("amp", [True, False])
+def test_a_divergence_under_bf16_autocast_names_the_fp32_fix(tmp_path, monkeypatch, amp):
+    """A cell that diverges under bf16 autocast says how to train it in fp32 (bf16 BatchNorm on a
+    1-pixel branch diverges at inputs under 32 px, where fp32 trains); an fp32 cell's reason does
+    not. The CPU is declared bf16-capable so the autocast path runs on any CI machine."""
+    monkeypatch.setattr("lrpose_bench.engine.accelerate.cpu_has_native_bf16", lambda: True)
+    coco = make_coco_layout(tmp_path / "coco", train_images=10, val_images=1)
+    poison_heatmap_loss(monkeypatch)  # NaN at epoch 2, iteration 3
+    out = tmp_path / "out"
+    args = ["train", "--method", "hrnet", "--res", "64x48", "--data", "coco", "--coco-root", str(coco),
+            "--out", str(out), "--no-progress", "--backbone", "hrnet-w8", "--set", "train.epochs=2",
+            "--set", "train.batch_size=4", "--set", "train.threads=1", "--set", "train.device=cpu",
+            "--set", f"train.amp={str(amp).lower()}"]  # fmt: skip
+    assert main(args) == 1
+    reason = read_status(out / CELL)["reason"]
+    assert "non-finite loss" in reason and "epoch 2, iteration 3" in reason
+    hint = "it trained under bf16 autocast: rerun with --set train.amp=false to train in fp32"
+    assert (hint in reason) is amp
+
+
 def test_run_with_the_crop_store_pipeline_records_it(tmp_path):
     coco = make_coco_layout(tmp_path / "coco", train_images=4, val_images=1)
     out = tmp_path / "out"

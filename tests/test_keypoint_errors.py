@@ -372,3 +372,25 @@ def test_errors_by_seed_table_has_one_row_per_cell_and_the_ap_confusion_correlat
     assert f"udp (hrnet-w8, 64×48) {expected:+.2f}" in note and "hrnet (" not in note  # one seed: none
     frame = pd.read_csv(build_report(root, ["csv"])["csv"].parent / "tables" / "errors_by_seed.csv")
     assert len(frame) == 4
+
+
+def test_a_cell_with_unreadable_predictions_is_named_on_the_console_with_the_fix(tmp_path: Path) -> None:
+    """A complete cell whose predictions.json is cut short drops out of the bootstrap and keypoint
+    tables; the report says so in one console warning naming the cell and how to re-evaluate it
+    (it used to say nothing outside a note in the HTML)."""
+    import pandas as pd
+
+    root = make_run(tmp_path / "run", [CellSpec("udp", noise=2.0), CellSpec("cal", noise=2.5)], num_images=8)
+    run = load_run(root)
+    broken = next(cell for cell in run.cells if cell.method == "cal")
+    text = (broken.folder / "predictions.json").read_text()
+    (broken.folder / "predictions.json").write_text(text[: len(text) // 2])
+    with pytest.warns(UserWarning) as caught:
+        paths = build_report(root, ["csv"])
+    messages = [str(w.message) for w in caught if "predictions.json unusable" in str(w.message)]
+    assert len(messages) == 1
+    assert messages[0].startswith(f"{broken.id}: predictions.json unusable (JSONDecodeError)")
+    assert str(broken.folder / "metrics.json") in messages[0] and "not retrained" in messages[0]
+    errors = pd.read_csv(paths["csv"].parent / "tables" / "errors_by_seed.csv")
+    assert list(errors["Method"]) == ["udp"]  # the broken cell has no row; its AP stays in cells.csv
+    assert broken.id in set(pd.read_csv(paths["csv"])["cell"])

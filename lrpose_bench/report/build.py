@@ -12,6 +12,7 @@ import dataclasses
 import io
 import json
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -145,7 +146,9 @@ def build_report(
     budget = tbl.budget_table(run)
     if budget is not None:
         tables.append(budget)
-    errors = keypoint_error_breakdowns(run, settings.keypoint_errors)
+    unusable: dict[str, str] = {}
+    errors = keypoint_error_breakdowns(run, settings.keypoint_errors, unusable)
+    warn_unusable_predictions(run, unusable)
     optional_tables = (
         tbl.bootstrap_table(run, differences),
         tbl.displacement_table(run, summaries, labels),
@@ -287,9 +290,12 @@ def _fixed_differences(
     return [(context, diff) for context, diff in differences if str(context["seed"]).startswith("pooled")]
 
 
-def keypoint_error_breakdowns(run: RunData, thresholds: Thresholds) -> dict[str, ErrorBreakdown]:
+def keypoint_error_breakdowns(
+    run: RunData, thresholds: Thresholds, problems: dict[str, str] | None = None
+) -> dict[str, ErrorBreakdown]:
     """Keypoint error breakdown of every complete cell whose predictions and ground truth are
-    readable; a cell without them simply has no row (its AP is in the main table)."""
+    readable; a cell without them simply has no row (its AP is in the main table). ``problems``
+    collects, per cell id, why an existing ``predictions.json`` could not be used."""
     out: dict[str, ErrorBreakdown] = {}
     gt_cache: dict[str, Any] = {}
     for cell in run.complete_cells():
@@ -303,9 +309,25 @@ def keypoint_error_breakdowns(run: RunData, thresholds: Thresholds) -> dict[str,
         try:
             predictions = json.loads((cell.folder / "predictions.json").read_text())
             out[cell.id] = error_breakdown(gt_cache[gt_path], predictions, thresholds)
-        except (OSError, ValueError, AssertionError, KeyError):
-            continue
+        except (OSError, ValueError, AssertionError, KeyError) as error:
+            if problems is not None:
+                problems[cell.id] = type(error).__name__
     return out
+
+
+def warn_unusable_predictions(run: RunData, problems: Mapping[str, str]) -> None:
+    """One console line per complete cell whose ``predictions.json`` is unusable: the report leaves
+    it out of the bootstrap and keypoint-error tables, which a reader of the HTML alone could miss,
+    and the fix (re-evaluation from the checkpoint, no retraining) is one file removal away."""
+    folders = {cell.id: cell.folder for cell in run.cells}
+    for cell_id, why in sorted(problems.items()):
+        warnings.warn(
+            f"{cell_id}: predictions.json unusable ({why}); the report leaves this cell out of the "
+            f"bootstrap and keypoint-error tables (its AP stays in the main table). To restore it, "
+            f"delete {folders[cell_id] / 'metrics.json'} and rerun the run command: the cell is "
+            "re-evaluated from its checkpoint, not retrained",
+            stacklevel=2,
+        )
 
 
 def _load_gt(path: Path) -> Any:

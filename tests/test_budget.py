@@ -78,3 +78,17 @@ def test_cell_scores_its_snapshots_and_the_report_shows_the_budget(tmp_path, cap
         assert row["Train CPU-min"] == f"{minutes:.1f}"
     assert (out / "report" / "latex" / "figures" / "budget_curve.pdf").is_file()
     assert "Budget curve" in (out / "report" / "report.html").read_text()
+
+    # each snapshot's COCO results are kept beside its weights (the report's breakdown per budget
+    # point reads them; its values are tested on constructed predictions in test_keypoint_errors.py)
+    columns = set(report["tables"]["budget"]["rows"][0])
+    assert {"Left/right confusion (%): 0.5× ep", "AP, inversions fixed: final"} <= columns
+    for name in ("hrnet", "cal"):
+        cell = next(out.glob(f"{name}__*"))
+        info = json.loads((cell / "metrics.json").read_text())
+        final = json.loads((cell / "predictions.json").read_text())
+        for snap in info["snapshots"]:
+            assert snap["predictions"] == f"predictions_epoch{snap['epochs']:04d}.json"
+            results = json.loads((cell / snap["predictions"]).read_text())
+            assert len(results) == len(final) and {r["image_id"] for r in results} == {r["image_id"] for r in final}
+            assert all(len(r["keypoints"]) == 3 * 17 for r in results)

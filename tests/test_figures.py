@@ -59,3 +59,22 @@ def test_a_few_cells_keep_one_legend_entry_each() -> None:
     fig = figs.training_curves(logs)
     _render(fig)
     assert _legend_texts(fig) == [f"{m} s0" for m in METHODS]
+
+
+def test_budget_curve_adds_the_left_right_panel_only_when_a_point_has_it() -> None:
+    rows = [
+        {"method": m, "resolution": "64x48", "epochs": e, "AP": ap, "AP_sd": 0.5, "ratio": 0.6, "ratio_sd": 0.01}
+        for m, base in (("udp", 10.0), ("cal", 9.0))
+        for e, ap in ((6, base / 4), (24, base), (29, base + 0.5))
+    ]
+    frame = pd.DataFrame(rows)
+    assert len(figs.budget_curve(frame).axes) == 2
+    assert len(figs.budget_curve(frame.assign(mirror=float("nan"), mirror_sd=float("nan"))).axes) == 2
+    with_mirror = frame.assign(mirror=[30.0, 25.0, 24.0, 35.0, 40.0, 41.0], mirror_sd=1.0)
+    with_mirror.loc[0, "mirror"] = float("nan")  # an old cell without that snapshot's predictions
+    figure = figs.budget_curve(with_mirror)
+    assert len(figure.axes) == 3
+    panel = figure.axes[2]
+    assert "left/right" in panel.get_ylabel()
+    plotted = {bars.get_label(): list(bars.lines[0].get_ydata()) for bars in panel.containers}
+    assert plotted == {"udp": [25.0, 24.0], "cal": [35.0, 40.0, 41.0]}

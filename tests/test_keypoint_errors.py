@@ -394,3 +394,39 @@ def test_a_cell_with_unreadable_predictions_is_named_on_the_console_with_the_fix
     errors = pd.read_csv(paths["csv"].parent / "tables" / "errors_by_seed.csv")
     assert list(errors["Method"]) == ["udp"]  # the broken cell has no row; its AP stays in cells.csv
     assert broken.id in set(pd.read_csv(paths["csv"])["cell"])
+
+
+def test_budget_table_breaks_down_each_snapshot_from_its_saved_predictions(tmp_path: Path) -> None:
+    """A snapshot whose predictions have every person's left and right exchanged: at that budget
+    point the budget table shows near-total left/right confusion and an inversion-fixed AP far above
+    the AP as scored; at 'final' (the untouched predictions) little confusion. Every value equals
+    the breakdown of that point's own file."""
+    from lrpose_bench.evaluation.coco_metric import evaluate_keypoints
+
+    root = make_run(tmp_path / "run", [CellSpec("udp", noise=2.0), CellSpec("udp", seed=1, noise=2.5)], num_images=12)
+    gt = json.loads((root / "gt.json").read_text())
+    expected = {}
+    for cell in load_run(root).cells:
+        final = json.loads((cell.folder / "predictions.json").read_text())
+        swapped = [
+            dict(r, keypoints=np.asarray(r["keypoints"]).reshape(-1, 3)[flip_index()].ravel().tolist()) for r in final
+        ]
+        (cell.folder / "predictions_epoch0003.json").write_text(json.dumps(swapped))
+        info = json.loads((cell.folder / "metrics.json").read_text())
+        info["snapshots"] = [{"fraction": 0.5, "epochs": 3, "metrics": evaluate_keypoints(gt, [dict(r) for r in swapped]),
+                              "errors": {}, "predictions": "predictions_epoch0003.json"}]  # fmt: skip
+        (cell.folder / "metrics.json").write_text(json.dumps(info))
+        expected[cell.seed] = (error_breakdown(gt, swapped, fix=("inversion",)), error_breakdown(gt, final))
+    paths = build_report(root, ["json"])
+    (row,) = json.loads(paths["json"].read_text())["tables"]["budget"]["rows"]
+    at_half = [pair[0] for pair in expected.values()]
+    at_end = [pair[1] for pair in expected.values()]
+    mean = lambda values: float(np.mean(values))  # noqa: E731
+    assert row["Left/right confusion (%): 0.5× ep"] == pytest.approx(
+        mean([100 * b.nearer_mirror_share for b in at_half])
+    )
+    assert row["Left/right confusion (%): final"] == pytest.approx(mean([100 * b.nearer_mirror_share for b in at_end]))
+    assert row["AP, inversions fixed: 0.5× ep"] == pytest.approx(mean([100 * b.ap_fixed["inversion"] for b in at_half]))
+    assert row["AP, inversions fixed: final"] == pytest.approx(mean([100 * b.ap_fixed["inversion"] for b in at_end]))
+    assert row["Left/right confusion (%): 0.5× ep"] > 90 > 10 > row["Left/right confusion (%): final"]
+    assert row["AP, inversions fixed: 0.5× ep"] > row["AP: 0.5× ep"] + 20

@@ -268,21 +268,26 @@ def budget_curve(frame: pd.DataFrame) -> Figure:
     (mean over seeds, bars = sd): does the ranking hold as training grows?
 
     ``frame`` columns: ``method, resolution, epochs, AP, AP_sd, ratio, ratio_sd`` (one row per
-    method, resolution and budget point, the last point being the end of training).
+    method, resolution and budget point, the last point being the end of training), and optionally
+    ``mirror, mirror_sd``, the left/right confusion (%): a third panel when any value is known.
     """
     resolutions = list(dict.fromkeys(frame["resolution"]))
-    fig = Figure(figsize=(9.0, 3.4 * len(resolutions)), layout="constrained")
-    axes = fig.subplots(len(resolutions), 2, squeeze=False)
+    panels = [("AP", "AP (OKS, ×100)"), ("ratio", "final error / mean-pose floor")]
+    if "mirror" in frame and frame["mirror"].notna().any():
+        panels.append(("mirror", "left/right confusion (% nearer mirror)"))
+    fig = Figure(figsize=(4.5 * len(panels), 3.4 * len(resolutions)), layout="constrained")
+    axes = fig.subplots(len(resolutions), len(panels), squeeze=False)
     for row, res in enumerate(resolutions):
         part = frame[frame["resolution"] == res]
         for j, (method, lines) in enumerate(part.groupby("method", sort=False)):
             lines = lines.sort_values("epochs")
             colour = method_colour(str(method))
-            for ax, key in ((axes[row][0], "AP"), (axes[row][1], "ratio")):
-                ax.errorbar(lines["epochs"], lines[key], yerr=lines[f"{key}_sd"].fillna(0), color=colour,
+            for ax, (key, _) in zip(axes[row], panels, strict=True):
+                known = lines[lines[key].notna()]
+                ax.errorbar(known["epochs"], known[key], yerr=known[f"{key}_sd"].fillna(0), color=colour,
                             marker=_MARKERS[j % len(_MARKERS)], capsize=3, label=str(method))  # fmt: skip
-        axes[row][0].set_ylabel("AP (OKS, ×100)")
-        axes[row][1].set_ylabel("final error / mean-pose floor")
+        for ax, (_, label) in zip(axes[row], panels, strict=True):
+            ax.set_ylabel(label)
         axes[row][1].axhline(1.0, color="0.6", linewidth=0.8, linestyle=":")
         for ax in axes[row]:
             ax.set_xlabel("training epochs")

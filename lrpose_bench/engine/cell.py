@@ -275,6 +275,8 @@ def discard_training_state(cell_dir: Path) -> None:
     (a complete checkpoint would otherwise be loaded and only re-evaluated)."""
     for name in ("checkpoint.pt", "train_log.csv", "metrics.json", "predictions.json", "displacements.npz"):
         (cell_dir / name).unlink(missing_ok=True)
+    for stale in cell_dir.glob(snapshot_predictions_name(0).replace("0000", "*")):
+        stale.unlink(missing_ok=True)
 
 
 def _try_status(cell_dir: Path, state: str, reason: str) -> None:
@@ -468,7 +470,11 @@ def score_snapshots(
     """Score the weights kept during training (``train.snapshot_fractions``) on the evaluation split
     with the same protocol as the final weights: the budget curve, and every method's score at the
     base budget (CAL's stage 1). The final weights are put back afterwards. Ranks > 0 take part in
-    each prediction; only rank 0 gets the list."""
+    each prediction; only rank 0 gets the list.
+
+    Each snapshot's COCO results are kept beside its weights (:func:`snapshot_predictions_name`), so
+    the report can break its errors down as it does the final predictions' (left/right confusion
+    and the AP with inversions fixed against budget), reading the run folder only."""
     final = {k: v.detach().clone() for k, v in built.model.state_dict().items()}
     scored: list[dict[str, Any]] = []
     for epochs, fraction in sorted(snapshot_epochs(cfg.train).items()):
@@ -479,9 +485,24 @@ def score_snapshots(
         evaluation = evaluate_trained(built, cfg, bundle, progress)
         if evaluation is not None:
             errors = decoder_errors(evaluation.preds)
-            scored.append({"fraction": fraction, "epochs": epochs, "metrics": evaluation.metrics, "errors": errors})
+            predictions = snapshot_predictions_name(epochs)
+            write_json(cell_dir / predictions, evaluation.results)
+            scored.append(
+                {
+                    "fraction": fraction,
+                    "epochs": epochs,
+                    "metrics": evaluation.metrics,
+                    "errors": errors,
+                    "predictions": predictions,
+                }
+            )
     built.model.load_state_dict(final)
     return scored
+
+
+def snapshot_predictions_name(epochs: int) -> str:
+    """File name, in the cell folder, of the COCO results of the weights kept after ``epochs``."""
+    return f"predictions_epoch{epochs:04d}.json"
 
 
 def write_cell_results(

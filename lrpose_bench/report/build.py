@@ -143,12 +143,13 @@ def build_report(
     if elsewhere is not None:
         tables.append(elsewhere)
     tables += tbl.ablation_tables(run, ref)
-    budget = tbl.budget_table(run)
-    if budget is not None:
-        tables.append(budget)
     unusable: dict[str, str] = {}
     errors = keypoint_error_breakdowns(run, settings.keypoint_errors, unusable)
     warn_unusable_predictions(run, unusable)
+    by_budget = budget_point_breakdowns(run, errors, settings.keypoint_errors)
+    budget = tbl.budget_table(run, by_budget)
+    if budget is not None:
+        tables.append(budget)
     optional_tables = (
         tbl.bootstrap_table(run, differences),
         tbl.displacement_table(run, summaries, labels),
@@ -166,7 +167,9 @@ def build_report(
         (boot or tables[0]).notes.extend(bootstrap_notes)
 
     pdf_dir = out / "latex" / "figures" if "latex" in chosen else None
-    figures = make_figures(run, ref, displacements, summaries, settings, want_png="html" in chosen, pdf_dir=pdf_dir)
+    figures = make_figures(
+        run, ref, displacements, summaries, settings, want_png="html" in chosen, pdf_dir=pdf_dir, by_budget=by_budget
+    )
 
     extra_columns = {cid: {f"disp_{k}": v for k, v in s.items()} for cid, s in summaries.items()}
     content = ReportContent(
@@ -315,6 +318,48 @@ def keypoint_error_breakdowns(
     return out
 
 
+#: a budget point of a cell: (cell id, fraction of the base epochs), ``None`` for the end of training
+BudgetPoint = tuple[str, float | None]
+
+
+def budget_point_breakdowns(
+    run: RunData, final: Mapping[str, ErrorBreakdown], thresholds: Thresholds
+) -> dict[BudgetPoint, ErrorBreakdown]:
+    """Keypoint error breakdown at every budget point: each snapshot's saved COCO results
+    (``metrics.json`` ``snapshots[].predictions``, written by ``engine/cell.py::score_snapshots``)
+    with inversions fixed, and the final predictions' breakdown (``final``) at ``None``.
+
+    Why: the budget curve shows whether the ranking holds as training grows; with the left/right
+    confusion and the inversion-fixed AP beside it, it also shows whether what moves is where a
+    method puts a joint or which side it thinks the joint is on (for CAL: whether stage 2 changes
+    the confusion, since its point at 1× is stage 1). Cells run before snapshots kept their results
+    simply have no snapshot entries."""
+    out: dict[BudgetPoint, ErrorBreakdown] = {}
+    gt_cache: dict[str, Any] = {}
+    for cell in run.complete_cells():
+        if cell.ablation:
+            continue
+        if cell.id in final:
+            out[(cell.id, None)] = final[cell.id]
+        gt_path = cell.info.get("gt_annotations")
+        snaps = [s for s in cell.info.get("snapshots") or [] if isinstance(s, dict) and s.get("predictions")]
+        if not gt_path or not snaps:
+            continue
+        if gt_path not in gt_cache:
+            gt_cache[gt_path] = _load_gt(Path(gt_path))
+        if gt_cache[gt_path] is None:
+            continue
+        for snap in snaps:
+            try:
+                results = json.loads((cell.folder / str(snap["predictions"])).read_text())
+                out[(cell.id, float(snap["fraction"]))] = error_breakdown(
+                    gt_cache[gt_path], results, thresholds, fix=(INVERSION_FIX,)
+                )
+            except (OSError, ValueError, AssertionError, KeyError, TypeError):
+                continue  # that point simply has no breakdown; its AP is in metrics.json
+    return out
+
+
 def warn_unusable_predictions(run: RunData, problems: Mapping[str, str]) -> None:
     """One console line per complete cell whose ``predictions.json`` is unusable: the report leaves
     it out of the bootstrap and keypoint-error tables, which a reader of the HTML alone could miss,
@@ -451,10 +496,11 @@ def _environment(run: RunData) -> dict[str, Any]:
     return env
 
 
-def _budget_frame(run: RunData) -> pd.DataFrame | None:
-    """Rows (method, resolution, epochs, AP, ratio + sds) from every un-ablated cell's snapshots and
-    final scores; ``None`` when no cell kept snapshots."""
-    points: dict[tuple[str, str, int], list[tuple[float, float]]] = {}
+def _budget_frame(run: RunData, by_budget: Mapping[BudgetPoint, ErrorBreakdown]) -> pd.DataFrame | None:
+    """Rows (method, resolution, epochs, AP, ratio, mirror + sds) from every un-ablated cell's
+    snapshots and final scores, ``mirror`` the left/right confusion (nearer-mirror %) where the
+    point has a breakdown; ``None`` when no cell kept snapshots."""
+    points: dict[tuple[str, str, int], list[tuple[float, float, float]]] = {}
     for cell in run.complete_cells():
         snaps = cell.info.get("snapshots") or []
         if cell.ablation or not snaps:
@@ -462,22 +508,24 @@ def _budget_frame(run: RunData) -> pd.DataFrame | None:
         floor = (cell.info.get("floor") or {}).get("final_mean_px")
         stages = (cell.info.get("method") or {}).get("stages") or []
         total = sum(int(s.get("epochs", 0)) for s in stages if isinstance(s, dict))
-        entries = [(int(s["epochs"]), s.get("metrics", {}), s.get("errors", {})) for s in snaps]
-        entries.append((total, cell.metrics, cell.info.get("errors") or {}))
-        for epochs, metrics, errors in entries:
+        entries = [(int(s["epochs"]), s.get("metrics", {}), s.get("errors", {}), s.get("fraction")) for s in snaps]
+        entries.append((total, cell.metrics, cell.info.get("errors") or {}, None))
+        for epochs, metrics, errors, fraction in entries:
             if metrics.get("AP") is None:
                 continue
             error = errors.get("final_mean_px")
             ratio = error / floor if error is not None and floor else float("nan")
-            points.setdefault((cell.method, cell.resolution, epochs), []).append((100 * metrics["AP"], ratio))
+            key = (cell.id, None if fraction is None else float(fraction))
+            mirror = 100 * by_budget[key].nearer_mirror_share if key in by_budget else float("nan")
+            points.setdefault((cell.method, cell.resolution, epochs), []).append((100 * metrics["AP"], ratio, mirror))
     if not points:
         return None
     rows = []
     for (method, res, epochs), values in points.items():
-        ap = pd.Series([v[0] for v in values])
-        ratio = pd.Series([v[1] for v in values])
+        ap, ratio, mirror = (pd.Series([v[i] for v in values]) for i in range(3))
         rows.append({"method": method, "resolution": res, "epochs": epochs, "AP": ap.mean(), "AP_sd": ap.std(),
-                     "ratio": ratio.mean(), "ratio_sd": ratio.std()})  # fmt: skip
+                     "ratio": ratio.mean(), "ratio_sd": ratio.std(), "mirror": mirror.mean(),
+                     "mirror_sd": mirror.std()})  # fmt: skip
     return pd.DataFrame(rows).sort_values(["resolution", "method", "epochs"], key=None)
 
 
@@ -498,6 +546,7 @@ def make_figures(
     settings: Settings,
     want_png: bool,
     pdf_dir: Path | None,
+    by_budget: Mapping[BudgetPoint, ErrorBreakdown] | None = None,
 ) -> list[FigureOut]:
     """Every figure of the report, rendered to PNG (HTML) and/or PDF (LaTeX) and closed."""
     out: list[FigureOut] = []
@@ -534,15 +583,17 @@ def make_figures(
             + ".",
             "figures",
         )
-    budget = _budget_frame(run)
+    budget = _budget_frame(run, by_budget or {})
     if budget is not None:
         emit(
             figs.budget_curve(budget),
             "budget_curve",
             "Budget curve: score against training epochs",
             "Mean over seeds (bars: sd) of AP and of the final error relative to the mean-pose floor, from the "
-            "weights kept at fractions of the epochs and at the end (no extra training). The last point of a "
-            "baseline includes its budget-matched epochs; CAL's point at the base epochs is its stage 1.",
+            "weights kept at fractions of the epochs and at the end (no extra training), and, where the run kept "
+            "each snapshot's predictions, the left/right confusion (lateral joints predicted nearer their mirror "
+            "partner). The last point of a baseline includes its budget-matched epochs; CAL's point at the base "
+            "epochs is its stage 1.",
             "figures",
         )
     if summaries:

@@ -940,13 +940,28 @@ def _height(res: str) -> int:
 
 
 # ------------------------------------------------------------------------------ training budget
-def budget_table(run: RunData) -> Table | None:
+#: the budget table's breakdown columns: (group, what it reads from an ErrorBreakdown)
+BUDGET_BREAKDOWN_COLUMNS: tuple[tuple[str, Callable[[ErrorBreakdown], float]], ...] = (
+    ("AP, inversions fixed", lambda b: percent(b.ap_fixed.get("inversion", float("nan")))),
+    ("Left/right confusion (%)", lambda b: 100 * b.nearer_mirror_share),
+)
+
+
+def budget_table(
+    run: RunData, breakdowns: Mapping[tuple[str, float | None], ErrorBreakdown] | None = None
+) -> Table | None:
     """Score against training budget, from the weights each cell kept at fractions of its base
     epochs (``train.snapshot_fractions``) and at the end: the budget curve, and the budget-matched
     control. At fraction 1.0 every method has trained the profile's epochs: CAL's stage 1, a
     baseline before its matched extra epochs; "final" is after CAL's stage 2 and the baselines'
     equally long continuation at the same learning rate (``train.match_budget``). No extra training
-    is done for this table. Mean ± sd over seeds, like the main table."""
+    is done for this table. Mean ± sd over seeds, like the main table.
+
+    ``breakdowns`` (keyed by (cell id, fraction), ``None`` = final) add, where a run kept each
+    snapshot's predictions, the AP with inversions fixed and the left/right confusion at each point
+    (:data:`BUDGET_BREAKDOWN_COLUMNS`): whether a method's gain or loss with training is where it
+    puts joints or which side it takes them for."""
+    breakdowns = breakdowns or {}
     groups = [
         g for g in _group_by_seed(c for c in run.cells if not c.ablation) if any(_snapshots(c) for c in g.complete)
     ]
@@ -970,10 +985,19 @@ def budget_table(run: RunData) -> Table | None:
                 values = [v for v in values if v is not None and np.isfinite(v)]
                 row[(metric, label)] = float(np.mean(values)) if values else np.nan
                 sd_row[(metric, label)] = float(np.std(values, ddof=1)) if len(values) > 1 else np.nan
+        for group_name, read in BUDGET_BREAKDOWN_COLUMNS:
+            for label, fraction in zip(points, [*fractions, None], strict=True):
+                found = [breakdowns.get((c.id, fraction)) for c in group.complete]
+                values = [v for v in (read(b) for b in found if b is not None) if np.isfinite(v)]
+                row[(group_name, label)] = float(np.mean(values)) if values else np.nan
+                sd_row[(group_name, label)] = float(np.std(values, ddof=1)) if len(values) > 1 else np.nan
         rows.append(row)
         sds.append(sd_row)
     columns = [(LABEL, "Method"), (LABEL, "Input"), (LABEL, "Seeds"), (LABEL, "Epochs (base + extra)")]
     columns += [(LABEL, "Train CPU-min"), *((m, p) for m in ("AP", "AP75") for p in points)]
+    with_snapshots = {(cid, f) for cid, f in breakdowns if f is not None}
+    if with_snapshots:  # only runs that kept each snapshot's predictions
+        columns += [(g, p) for g, _ in BUDGET_BREAKDOWN_COLUMNS for p in points]
     values = pd.DataFrame(rows).reindex(columns=pd.MultiIndex.from_tuples(columns))
     notes = [
         f"OKS AP and AP75 ×100 on {run.eval_split} at fractions of the profile's epochs (weights kept during "
@@ -985,6 +1009,13 @@ def budget_table(run: RunData) -> Table | None:
         "Train CPU-min: a cell's whole training (every epoch), wall seconds × its torch threads / 60, mean over "
         "seeds; the budget points before 'final' cost their share of the epochs.",
     ]
+    if with_snapshots:
+        notes.append(
+            "AP, inversions fixed: AP ×100 with every joint predicted on its mirror partner moved back (a "
+            "diagnostic, as in the keypoint-error table). Left/right confusion: % of lateral joints (both "
+            "partners labelled) predicted nearer the partner than the joint. Read from each point's saved "
+            "predictions: a method whose AP lags while its inversion-fixed AP leads loses on which side, not where."
+        )
     return Table(key="budget", title="Training budget: score against epochs (budget curve, matched control)",
                  values=values, sd=pd.DataFrame(sds).reindex(index=values.index, columns=values.columns),
                  bold=[], decimals={}, notes=notes)  # fmt: skip

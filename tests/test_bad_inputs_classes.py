@@ -414,6 +414,14 @@ def test_complete_cell_with_corrupt_metrics_is_re_evaluated(trained, tmp_path, c
     info = json.loads((cell / "metrics.json").read_text())
     assert "AP" in info["metrics"] and read_status(cell)["state"] == "complete"
     assert (cell / "checkpoint.pt").read_bytes() == before  # not retrained
+    # the training time is the training's, from the epoch log, not the re-evaluating process's ~0 s
+    # (it was, and the budget table's CPU-minutes of every re-evaluated cell read zero)
+    logged = list(csv.DictReader((cell / "train_log.csv").open()))
+    assert info["timing"]["train_s"] == pytest.approx(sum(float(r["seconds"]) for r in logged), abs=0.01)
+    assert info["timing"]["train_s_source"].startswith("epoch log")
+    images = sum(int(r["iterations"]) for r in logged) * info["timing"]["global_batch"]
+    seconds = sum(float(r["seconds"]) for r in logged)
+    assert info["timing"]["train_images_per_s"] == pytest.approx(images / seconds, abs=0.05)
 
 
 def test_interrupted_cell_is_recorded_interrupted_and_the_rerun_says_where_it_resumes(world, capsys, monkeypatch):

@@ -389,12 +389,24 @@ def _deleted(cell: Path) -> None:
     (cell / "metrics.json").unlink()
 
 
+def _predictions_cut(cell: Path) -> None:
+    text = (cell / "predictions.json").read_text()
+    (cell / "predictions.json").write_text(text[: len(text) // 2])
+
+
+def _predictions_deleted(cell: Path) -> None:
+    (cell / "predictions.json").unlink()
+
+
 CORRUPT_CASES = [
     ("metrics-truncated", _corrupt_json, "its metrics.json is corrupt"),
     ("metrics-a-list", _json_list, "its metrics.json is corrupt (it holds no 'metrics' object)"),
     ("metrics-empty", _empty_file, "its metrics.json is corrupt"),
     ("metrics-not-utf8", _not_utf8, "its metrics.json is corrupt"),
     ("metrics-deleted", _deleted, "its metrics.json is missing"),
+    # a complete cell used to be skipped with predictions the report's bootstrap cannot read
+    ("predictions-cut", _predictions_cut, "its predictions.json is corrupt"),
+    ("predictions-deleted", _predictions_deleted, "its predictions.json is missing"),
 ]
 
 
@@ -408,11 +420,12 @@ def test_complete_cell_with_corrupt_metrics_is_re_evaluated(trained, tmp_path, c
     damage(cell)
     code, out, err = run_main(rerun_args(coco, run), capsys)
     assert code == 0 and "Traceback" not in err + out, err
-    said = [line for line in out.splitlines() if "metrics.json" in line]
+    said = [line for line in out.splitlines() if "is marked complete but" in line]
     assert len(said) == 1 and expected in said[0] and "re-evaluating it from its checkpoint" in said[0], out
     assert CELL in said[0]
     info = json.loads((cell / "metrics.json").read_text())
     assert "AP" in info["metrics"] and read_status(cell)["state"] == "complete"
+    assert isinstance(json.loads((cell / "predictions.json").read_text()), list)
     assert (cell / "checkpoint.pt").read_bytes() == before  # not retrained
     # the training time is the training's, from the epoch log, not the re-evaluating process's ~0 s
     # (it was, and the budget table's CPU-minutes of every re-evaluated cell read zero)

@@ -220,28 +220,41 @@ def run_cell(
 
 
 def read_finished_metrics(cell_dir: Path) -> dict[str, Any] | None:
-    """The ``metrics.json`` of a cell whose status says complete, or ``None`` when it is missing or
-    unreadable: then the cell is treated as incomplete (re-evaluated from its complete checkpoint,
-    or retrained without one) and one line says so, instead of every rerun crashing on the file."""
-    path = cell_dir / "metrics.json"
-    try:
-        info = read_json(path)
-        if not isinstance(info, dict) or not isinstance(info.get("metrics"), dict):
-            raise ValueError("it holds no 'metrics' object")
+    """The ``metrics.json`` of a cell whose status says complete, or ``None`` when it or the cell's
+    ``predictions.json`` is missing or unreadable: then the cell is treated as incomplete
+    (re-evaluated from its complete checkpoint, or retrained without one) and one line says so,
+    instead of every rerun crashing on the file, or skipping a cell whose predictions the report's
+    bootstrap and keypoint-error tables cannot read."""
+    info, problem = _read_json_of(cell_dir / "metrics.json", dict, "it holds no 'metrics' object")
+    if problem is None and not isinstance(info.get("metrics"), dict):
+        problem = "its metrics.json is corrupt (it holds no 'metrics' object)"
+    if problem is None:
+        _, problem = _read_json_of(cell_dir / "predictions.json", list, "it holds no list of COCO results")
+    if problem is None:
         return info
-    except FileNotFoundError:
-        problem = "is missing"
-    except (OSError, ValueError) as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        problem = f"is corrupt ({first[:100]})"
     what = (
         "re-evaluating it from its checkpoint"
         if (cell_dir / "checkpoint.pt").is_file()
         else "training it again (no checkpoint either)"
     )
     if distributed.is_writer():
-        print(f"   cell {cell_dir.name} is marked complete but its metrics.json {problem}; {what}", flush=True)
+        print(f"   cell {cell_dir.name} is marked complete but {problem}; {what}", flush=True)
     return None
+
+
+def _read_json_of(path: Path, kind: type, wrong_kind: str) -> tuple[Any, str | None]:
+    """(the JSON in ``path``, ``None``) when it is of type ``kind``, else (``None``, what is wrong, as
+    "its NAME is missing" or "its NAME is corrupt (why)")."""
+    try:
+        value = read_json(path)
+        if not isinstance(value, kind):
+            raise ValueError(wrong_kind)
+        return value, None
+    except FileNotFoundError:
+        return None, f"its {path.name} is missing"
+    except (OSError, ValueError) as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        return None, f"its {path.name} is corrupt ({first[:100]})"
 
 
 def _normalised(params: Any) -> Any:

@@ -363,14 +363,13 @@ def budget_point_breakdowns(
 def warn_unusable_predictions(run: RunData, problems: Mapping[str, str]) -> None:
     """One console line per complete cell whose ``predictions.json`` is unusable: the report leaves
     it out of the bootstrap and keypoint-error tables, which a reader of the HTML alone could miss,
-    and the fix (re-evaluation from the checkpoint, no retraining) is one file removal away."""
-    folders = {cell.id: cell.folder for cell in run.cells}
+    and the fix is a rerun of the run command, which re-evaluates such a cell from its checkpoint
+    (``engine/cell.py::read_finished_metrics``)."""
     for cell_id, why in sorted(problems.items()):
         warnings.warn(
             f"{cell_id}: predictions.json unusable ({why}); the report leaves this cell out of the "
-            f"bootstrap and keypoint-error tables (its AP stays in the main table). To restore it, "
-            f"delete {folders[cell_id] / 'metrics.json'} and rerun the run command: the cell is "
-            "re-evaluated from its checkpoint, not retrained",
+            "bootstrap and keypoint-error tables (its AP stays in the main table). To restore it, rerun "
+            "the run command: the cell is re-evaluated from its checkpoint, not retrained",
             stacklevel=2,
         )
 

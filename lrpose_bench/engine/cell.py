@@ -288,7 +288,7 @@ def discard_training_state(cell_dir: Path) -> None:
     (a complete checkpoint would otherwise be loaded and only re-evaluated)."""
     for name in ("checkpoint.pt", "train_log.csv", "metrics.json", "predictions.json", "displacements.npz"):
         (cell_dir / name).unlink(missing_ok=True)
-    for stale in cell_dir.glob(snapshot_predictions_name(0).replace("0000", "*")):
+    for stale in cell_dir.glob(SNAPSHOT_PREDICTIONS_GLOB):
         stale.unlink(missing_ok=True)
 
 
@@ -511,6 +511,10 @@ def score_snapshots(
             )
     built.model.load_state_dict(final)
     return scored
+
+
+#: every snapshot's COCO results in a cell folder (:func:`snapshot_predictions_name`)
+SNAPSHOT_PREDICTIONS_GLOB = "predictions_epoch*.json"
 
 
 def snapshot_predictions_name(epochs: int) -> str:

@@ -156,7 +156,7 @@ def build_report(
         tbl.keypoint_error_table(run, errors),
         tbl.left_right_table(run, errors),
         tbl.errors_by_seed_table(run, errors),
-        tbl.fixed_bootstrap_table(run, _fixed_differences(run, errors, settings), INVERSION_FIX),
+        tbl.fixed_bootstrap_table(run, _fixed_differences(run, errors, settings), tbl.INVERSION_FIX),
     )
     for optional in optional_tables:
         if optional is not None:
@@ -273,10 +273,6 @@ def run_bootstrap(
     return results, notes
 
 
-#: the error kind whose fixed AP gets its own pooled bootstrap: the one a codec cannot touch
-INVERSION_FIX = "inversion"
-
-
 def _fixed_differences(
     run: RunData, errors: dict[str, ErrorBreakdown], settings: Settings
 ) -> list[tuple[dict[str, Any], PairedDifference]]:
@@ -286,7 +282,7 @@ def _fixed_differences(
         return []
 
     def fixed(cell: Cell) -> list[dict[str, Any]]:
-        return errors[cell.id].fixed_results[INVERSION_FIX]
+        return errors[cell.id].fixed_results[tbl.INVERSION_FIX]
 
     usable = dataclasses.replace(run, cells=[c for c in run.cells if c.id in errors])
     differences, _ = run_bootstrap(usable, settings.bootstrap_samples, settings.seed, fixed)
@@ -318,13 +314,9 @@ def keypoint_error_breakdowns(
     return out
 
 
-#: a budget point of a cell: (cell id, fraction of the base epochs), ``None`` for the end of training
-BudgetPoint = tuple[str, float | None]
-
-
 def budget_point_breakdowns(
     run: RunData, final: Mapping[str, ErrorBreakdown], thresholds: Thresholds
-) -> dict[BudgetPoint, ErrorBreakdown]:
+) -> dict[tbl.BudgetPoint, ErrorBreakdown]:
     """Keypoint error breakdown at every budget point: each snapshot's saved COCO results
     (``metrics.json`` ``snapshots[].predictions``, written by ``engine/cell.py::score_snapshots``)
     with inversions fixed, and the final predictions' breakdown (``final``) at ``None``.
@@ -334,7 +326,7 @@ def budget_point_breakdowns(
     method puts a joint or which side it thinks the joint is on (for CAL: whether stage 2 changes
     the confusion, since its point at 1× is stage 1). Cells run before snapshots kept their results
     simply have no snapshot entries."""
-    out: dict[BudgetPoint, ErrorBreakdown] = {}
+    out: dict[tbl.BudgetPoint, ErrorBreakdown] = {}
     gt_cache: dict[str, Any] = {}
     for cell in run.complete_cells():
         if cell.ablation:
@@ -353,7 +345,7 @@ def budget_point_breakdowns(
             try:
                 results = json.loads((cell.folder / str(snap["predictions"])).read_text())
                 out[(cell.id, float(snap["fraction"]))] = error_breakdown(
-                    gt_cache[gt_path], results, thresholds, fix=(INVERSION_FIX,)
+                    gt_cache[gt_path], results, thresholds, fix=(tbl.INVERSION_FIX,)
                 )
             except (OSError, ValueError, AssertionError, KeyError, TypeError):
                 continue  # that point simply has no breakdown; its AP is in metrics.json
@@ -495,7 +487,7 @@ def _environment(run: RunData) -> dict[str, Any]:
     return env
 
 
-def _budget_frame(run: RunData, by_budget: Mapping[BudgetPoint, ErrorBreakdown]) -> pd.DataFrame | None:
+def _budget_frame(run: RunData, by_budget: Mapping[tbl.BudgetPoint, ErrorBreakdown]) -> pd.DataFrame | None:
     """Rows (method, resolution, epochs, AP, ratio, mirror + sds) from every un-ablated cell's
     snapshots and final scores, ``mirror`` the left/right confusion (nearer-mirror %) where the
     point has a breakdown; ``None`` when no cell kept snapshots."""
@@ -545,7 +537,7 @@ def make_figures(
     settings: Settings,
     want_png: bool,
     pdf_dir: Path | None,
-    by_budget: Mapping[BudgetPoint, ErrorBreakdown] | None = None,
+    by_budget: Mapping[tbl.BudgetPoint, ErrorBreakdown] | None = None,
 ) -> list[FigureOut]:
     """Every figure of the report, rendered to PNG (HTML) and/or PDF (LaTeX) and closed."""
     out: list[FigureOut] = []

@@ -940,16 +940,26 @@ def _height(res: str) -> int:
 
 
 # ------------------------------------------------------------------------------ training budget
+#: the error kind whose fixed AP the report follows beyond the keypoint-error table (its pooled
+#: bootstrap, the budget table): the one a codec cannot touch
+INVERSION_FIX = "inversion"
+#: a budget point of a cell: (cell id, fraction of the base epochs), ``None`` for the end of training
+BudgetPoint = tuple[str, float | None]
 #: the budget table's breakdown columns: (group, what it reads from an ErrorBreakdown)
 BUDGET_BREAKDOWN_COLUMNS: tuple[tuple[str, Callable[[ErrorBreakdown], float]], ...] = (
-    ("AP, inversions fixed", lambda b: percent(b.ap_fixed.get("inversion", float("nan")))),
+    ("AP, inversions fixed", lambda b: percent(b.ap_fixed.get(INVERSION_FIX, float("nan")))),
     ("Left/right confusion (%)", lambda b: 100 * b.nearer_mirror_share),
 )
 
 
-def budget_table(
-    run: RunData, breakdowns: Mapping[tuple[str, float | None], ErrorBreakdown] | None = None
-) -> Table | None:
+def _mean_and_sd(values: Iterable[float | None]) -> tuple[float, float]:
+    """Mean and sample sd of the finite values (NaN when there are none, sd NaN below two)."""
+    kept = [float(v) for v in values if v is not None and np.isfinite(v)]
+    mean = float(np.mean(kept)) if kept else np.nan
+    return mean, float(np.std(kept, ddof=1)) if len(kept) > 1 else np.nan
+
+
+def budget_table(run: RunData, breakdowns: Mapping[BudgetPoint, ErrorBreakdown] | None = None) -> Table | None:
     """Score against training budget, from the weights each cell kept at fractions of its base
     epochs (``train.snapshot_fractions``) and at the end: the budget curve, and the budget-matched
     control. At fraction 1.0 every method has trained the profile's epochs: CAL's stage 1, a
@@ -979,18 +989,13 @@ def budget_table(
             (LABEL, "Train CPU-min"): _cpu_minutes_label(group.complete),
         }
         sd_row: dict[tuple[str, str], float] = {}
-        for metric in ("AP", "AP75"):
-            for label, fraction in zip(points, [*fractions, None], strict=True):
+        for label, fraction in zip(points, [*fractions, None], strict=True):
+            for metric in ("AP", "AP75"):
                 values = [_snapshot_metric(c, fraction, metric) for c in group.complete]
-                values = [v for v in values if v is not None and np.isfinite(v)]
-                row[(metric, label)] = float(np.mean(values)) if values else np.nan
-                sd_row[(metric, label)] = float(np.std(values, ddof=1)) if len(values) > 1 else np.nan
-        for group_name, read in BUDGET_BREAKDOWN_COLUMNS:
-            for label, fraction in zip(points, [*fractions, None], strict=True):
-                found = [breakdowns.get((c.id, fraction)) for c in group.complete]
-                values = [v for v in (read(b) for b in found if b is not None) if np.isfinite(v)]
-                row[(group_name, label)] = float(np.mean(values)) if values else np.nan
-                sd_row[(group_name, label)] = float(np.std(values, ddof=1)) if len(values) > 1 else np.nan
+                row[(metric, label)], sd_row[(metric, label)] = _mean_and_sd(values)
+            found = [b for b in (breakdowns.get((c.id, fraction)) for c in group.complete) if b is not None]
+            for group_name, read in BUDGET_BREAKDOWN_COLUMNS:
+                row[(group_name, label)], sd_row[(group_name, label)] = _mean_and_sd(read(b) for b in found)
         rows.append(row)
         sds.append(sd_row)
     columns = [(LABEL, "Method"), (LABEL, "Input"), (LABEL, "Seeds"), (LABEL, "Epochs (base + extra)")]

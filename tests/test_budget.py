@@ -74,8 +74,19 @@ def test_cell_scores_its_snapshots_and_the_report_shows_the_budget(tmp_path, cap
     for row in report["tables"]["budget"]["rows"]:
         cell = next(out.glob(f"{row['Method']}__*"))
         info = json.loads((cell / "metrics.json").read_text())
-        minutes = info["timing"]["train_s"] * info["environment"]["threads"] / 60
-        assert row["Train CPU-min"] == f"{minutes:.1f}"
+        assert info["timing"]["train_cpu_s"] == pytest.approx(info["timing"]["train_s"] * 1, abs=0.02)  # 1 thread
+        assert row["Train CPU-min"] == f"{info['timing']['train_cpu_s'] / 60:.1f}"
+        assert {int(r["cpu_threads"]) for r in csv.DictReader((cell / "train_log.csv").open())} == {1}
+    # metrics.json written by a process with other threads (a cell re-evaluated elsewhere): the
+    # CPU-minutes are still the training's (they were multiplied by the writer's threads)
+    cell = next(out.glob("hrnet__*"))
+    info = json.loads((cell / "metrics.json").read_text())
+    info["environment"]["threads"] = 1000
+    (cell / "metrics.json").write_text(json.dumps(info))
+    assert main(["report", str(out), "--out", str(tmp_path / "again")]) == 0
+    again = json.loads((tmp_path / "again" / "report.json").read_text())
+    row = next(r for r in again["tables"]["budget"]["rows"] if r["Method"] == "hrnet")
+    assert row["Train CPU-min"] == f"{info['timing']['train_cpu_s'] / 60:.1f}"
     assert (out / "report" / "latex" / "figures" / "budget_curve.pdf").is_file()
     assert "Budget curve" in (out / "report" / "report.html").read_text()
 

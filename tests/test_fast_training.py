@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -20,9 +21,16 @@ from lrpose_bench.data.coco import load_split
 from lrpose_bench.data.dataset import PoseDataset
 from lrpose_bench.data.gpu_augment import DeviceAugmentPipeline
 from lrpose_bench.engine.accelerate import TrainStep, adam_for
-from lrpose_bench.engine.cell import CellSpec, build_cell_model, build_method, use_crop_store
+from lrpose_bench.engine.cell import (
+    CellSpec,
+    TrainedCell,
+    build_cell_model,
+    build_method,
+    use_crop_store,
+    whole_training_time,
+)
 from lrpose_bench.engine.train_state import load_checkpoint
-from lrpose_bench.engine.trainer import train
+from lrpose_bench.engine.trainer import TrainResult, train
 from lrpose_bench.errors import ConfigError
 from lrpose_bench.resolution import Resolution
 from lrpose_bench.store import read_status
@@ -56,8 +64,18 @@ def test_pipeline_choice_follows_the_documented_rule():
 
 
 # ------------------------------------------------------------------------ in-process training
-def _train(split, store, cell_dir: Path, *, fast: bool, stop_at: tuple[int, int] | None = None, **train_kw):
-    """Train hrnet-w8 at 64×48 for 2 epochs of 4 steps (batch 4) on the fixture, on the CPU."""
+def _train(
+    split,
+    store,
+    cell_dir: Path,
+    *,
+    fast: bool,
+    stop_at: tuple[int, int] | None = None,
+    pause_at: tuple[int, int] | None = None,
+    **train_kw,
+):
+    """Train hrnet-w8 at 64×48 for 2 epochs of 4 steps (batch 4) on the fixture, on the CPU;
+    ``stop_at`` (epoch, iteration) kills it there, ``pause_at`` sleeps 0.5 s there."""
     cfg = load_config("quick", overrides={"model.backbone": "hrnet-w8"})
     spec = CellSpec("hrnet", "hrnet-w8", R64, 0)
     torch.manual_seed(0)
@@ -77,6 +95,8 @@ def _train(split, store, cell_dir: Path, *, fast: bool, stop_at: tuple[int, int]
     pipeline = DeviceAugmentPipeline(store, method, R64, AugmentConfig(), seed=0, device="cpu") if fast else None
 
     def stop(epoch: int, iteration: int) -> None:
+        if pause_at is not None and (epoch, iteration) == pause_at:
+            time.sleep(0.5)
         if stop_at is not None and (epoch, iteration) == stop_at:
             raise KeyboardInterrupt  # as a kill during that iteration (after the previous checkpoint)
 
@@ -120,6 +140,51 @@ def test_crop_store_training_resumes_exactly_and_tracks_the_reference_path(split
     first_fast, first_ref = fast.history[0]["loss"], reference.history[0]["loss"]
     assert first_fast == pytest.approx(first_ref, rel=0.02), (first_fast, first_ref)
     assert fast.history[0]["iterations"] == reference.history[0]["iterations"] == 4
+
+
+def test_a_mid_epoch_resume_keeps_the_seconds_the_cut_epoch_ran_before_its_checkpoint(split_and_store, tmp_path):
+    """The cut epoch's log row, and so the cell's whole training time (the budget table's
+    CPU-minutes), count the part before the mid-epoch checkpoint. They used to restart the epoch's
+    clock at the resume and lose that part (here 0.5 s of sleep before the checkpoint at iteration 2)."""
+    split, store = split_and_store
+    with pytest.raises(KeyboardInterrupt):
+        _train(split, store, tmp_path / "killed", fast=True, pause_at=(1, 1), stop_at=(1, 3))
+    partial = load_checkpoint(tmp_path / "killed" / "checkpoint.pt")["partial"]
+    assert partial["seconds"] >= 0.5 and partial["cpu_threads"] == torch.get_num_threads()
+    _, resumed = _train(split, store, tmp_path / "killed", fast=True)
+    assert resumed.resumed_from == 1
+    assert resumed.carried_seconds == pytest.approx(partial["seconds"])
+    assert resumed.carried_cpu_threads == torch.get_num_threads()
+    assert resumed.history[1]["seconds"] >= 0.5  # the whole second epoch, both processes' parts
+    assert all(row["cpu_threads"] == torch.get_num_threads() for row in resumed.history)
+
+
+def test_whole_training_time_prices_each_part_at_the_threads_it_ran_on():
+    """A cell re-evaluated, or resumed, in a process with other threads than its training: each
+    part's CPU-seconds use the threads its log row (or mid-epoch checkpoint) recorded. The report
+    used to multiply every second by the threads of the process that wrote metrics.json."""
+    history = [
+        {"epoch": 1, "iterations": 4, "seconds": 10.0, "cpu_threads": 1},
+        {"epoch": 2, "iterations": 4, "seconds": 12.0, "cpu_threads": 1},
+        {"epoch": 3, "iterations": 4, "seconds": 9.0, "cpu_threads": 2},
+    ]
+    finished = TrainedCell(TrainResult(3, 0, 0.0, 0.0, 3, history, 4), 0.1, "crop_store")
+    time_ = whole_training_time(finished, threads_now=4)
+    assert time_.seconds == pytest.approx(31.0) and time_.cpu_seconds == pytest.approx(10 + 12 + 18)
+    assert time_.source.startswith("epoch log") and time_.images_per_second == pytest.approx(12 * 4 / 31.0)
+    # resumed in epoch 3 after 3 s of it (on 1 thread); this process ran the rest, 6 s on 2 threads
+    cut = TrainedCell(
+        TrainResult(3, 2, 6.0, 0.0, 2, history, 4, carried_seconds=3.0, carried_cpu_threads=1), 6.0, "crop_store"
+    )
+    time_ = whole_training_time(cut, threads_now=2)
+    assert time_.seconds == pytest.approx(10 + 12 + 3 + 6) and time_.cpu_seconds == pytest.approx(22 + 3 + 12)
+    # a log written before the threads were recorded: the CPU-seconds are unknown, not guessed
+    old_log = [{k: v for k, v in row.items() if k != "cpu_threads"} for row in history]
+    time_ = whole_training_time(TrainedCell(TrainResult(3, 0, 0.0, 0.0, 3, old_log, 4), 0.1, "x"), threads_now=2)
+    assert time_.seconds == pytest.approx(31.0) and time_.cpu_seconds is None
+    fresh = TrainedCell(TrainResult(3, 12, 30.0, 1.6, None, history, 4), 30.5, "crop_store")
+    time_ = whole_training_time(fresh, threads_now=2)
+    assert (time_.seconds, time_.cpu_seconds, time_.source) == (30.5, 61.0, "wall clock")
 
 
 def test_batched_host_syncs_change_nothing(split_and_store, tmp_path):

@@ -583,41 +583,67 @@ def cell_record(
     }
 
 
-def whole_training_time(trained: TrainedCell) -> tuple[float, float, str]:
-    """(seconds, images/s, where the seconds come from) of the cell's whole training.
+@dataclass
+class TrainingTime:
+    """The cost of a cell's whole training (``metrics.json`` ``timing``)."""
+
+    seconds: float
+    images_per_second: float
+    source: str  # where the seconds come from
+    cpu_seconds: float | None  # seconds × the CPU threads they ran on; None when a part's threads are unknown
+
+
+def whole_training_time(trained: TrainedCell, threads_now: int) -> TrainingTime:
+    """Seconds, images/s and CPU-seconds of the cell's whole training; ``threads_now``: the CPU
+    threads this process trains on, all processes together (``trainer.cpu_threads``).
 
     Why: ``train_s`` is the cost axis of the budget table (CPU-minutes per cell). A cell trained in
     one go is timed by the wall clock of this process. A cell that resumed, or whose finished
     checkpoint is only re-evaluated (its ``metrics.json`` lost), trained partly or wholly in earlier
     processes; this process's wall clock would say ~0 s. Those epochs' seconds come from the epoch
     log the checkpoint carries (``train_log.csv`` rows, the steps of each epoch; ~1.5 % under the
-    wall clock, which also counts checkpoint writes), plus this process's wall clock for what it
-    trained. A mid-epoch resume loses the cut epoch's earlier part, at most one epoch."""
+    wall clock, which also counts checkpoint writes), the seconds a mid-epoch checkpoint saved of the
+    epoch it cut, plus this process's wall clock for what it trained. CPU-seconds price each part at
+    the threads it ran on (each log row records them), not at this process's, which may differ."""
     result = trained.result
     if result.resumed_from is None:
-        return trained.seconds, result.images_per_second, "wall clock"
+        return TrainingTime(trained.seconds, result.images_per_second, "wall clock", trained.seconds * threads_now)
     rows = [row for row in result.history if isinstance(row, dict)]
     earlier = [row for row in rows if int(row.get("epoch", 0)) <= result.resumed_from]
-    seconds = sum(float(row.get("seconds", 0.0)) for row in earlier)
+    parts = [(float(row.get("seconds", 0.0)), _int_or_zero(row.get("cpu_threads"))) for row in earlier]
+    if result.carried_seconds > 0:
+        parts.append((result.carried_seconds, result.carried_cpu_threads))
     if result.iterations:
-        seconds += trained.seconds
+        parts.append((trained.seconds, threads_now))
         source = f"epoch log to epoch {result.resumed_from}, then wall clock"
     else:
         source = "epoch log (training finished in an earlier process)"
+    seconds = sum(part for part, _ in parts)
+    known = all(threads > 0 for part, threads in parts if part > 0)
+    cpu_seconds = sum(part * threads for part, threads in parts) if known else None
     images = sum(int(row.get("iterations", 0)) for row in rows) * (result.global_batch or 0)
-    return seconds, images / seconds if seconds > 0 else 0.0, source
+    return TrainingTime(seconds, images / seconds if seconds > 0 else 0.0, source, cpu_seconds)
+
+
+def _int_or_zero(value: Any) -> int:
+    """A log cell as an int; 0 for a missing or empty one (logs written before the column existed)."""
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return 0
 
 
 def _timing_record(
     cfg: BenchConfig, ctx: distributed.DistContext, trained: TrainedCell, evaluation: CellEvaluation
 ) -> dict[str, Any]:
     """``metrics.json`` ``timing``: speeds, the resume point, and how the batches were made."""
-    train_s, train_images_per_s, train_s_source = whole_training_time(trained)
+    training = whole_training_time(trained, torch.get_num_threads() * ctx.world_size)
     return {
-        "train_s": round(train_s, 2),
-        "train_s_source": train_s_source,
+        "train_s": round(training.seconds, 2),
+        "train_s_source": training.source,
+        "train_cpu_s": None if training.cpu_seconds is None else round(training.cpu_seconds, 2),
         "eval_s": round(evaluation.seconds, 2),
-        "train_images_per_s": round(train_images_per_s, 1),
+        "train_images_per_s": round(training.images_per_second, 1),
         "eval_images_per_s": round(evaluation.instances / max(evaluation.seconds, 1e-9), 1),
         "resumed_from_epoch": trained.result.resumed_from,
         "world_size": ctx.world_size,

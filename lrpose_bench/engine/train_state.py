@@ -17,8 +17,8 @@ What a training checkpoint holds, and why some things are absent:
 * ``rng``: Python, numpy, torch and (when present) CUDA generator states;
 * ``epoch``/``iteration`` (the next batch to run), the method's training ``stage`` (CAL: Eq. 14
   stage, then Eq. 15 stage) and ``sampler`` (seed, epoch, position, data-set size, batch size);
-* ``partial``: loss sums of a half-finished epoch, so the resumed ``train_log.csv`` row is the
-  uninterrupted one.
+* ``partial``: loss sums, seconds and CPU threads of a half-finished epoch, so the resumed
+  ``train_log.csv`` row is the uninterrupted one and the cell's training time loses nothing.
 """
 
 from __future__ import annotations

@@ -136,6 +136,10 @@ class TrainResult:
     history: list[dict[str, Any]] = field(default_factory=list)
     #: the batch over all processes that trained (train.batch_size x world, unless clamped)
     global_batch: int | None = None
+    #: seconds and CPU threads of the epoch a mid-epoch checkpoint cut, spent before that checkpoint
+    #: in an earlier process (0.0 / 0 when the run did not resume mid-epoch)
+    carried_seconds: float = 0.0
+    carried_cpu_threads: int = 0
 
 
 def effective_batch_size(requested: int, instances: int, world_size: int = 1) -> int:
@@ -394,7 +398,7 @@ class ResumePoint:
     epoch: int = 0
     iteration: int = 0  # the next batch of ``epoch`` to run
     history: list[dict[str, Any]] = field(default_factory=list)  # train_log.csv rows so far
-    partial: dict[str, Any] = field(default_factory=dict)  # loss sums of the half-finished ``epoch``
+    partial: dict[str, Any] = field(default_factory=dict)  # loss sums and seconds of the half-finished ``epoch``
     resumed_from: int | None = None  # the epoch a checkpoint was loaded at (None: fresh start)
     complete: bool = False  # the checkpoint is of a finished training
 
@@ -405,6 +409,15 @@ class ResumePoint:
     def partial_sums(self, epoch: int) -> dict[str, Any]:
         """The saved loss sums ``epoch`` continues from (only the epoch a mid-epoch checkpoint cut)."""
         return self.partial if epoch == self.epoch and self.iteration > 0 else {}
+
+    def carried_seconds(self) -> float:
+        """Seconds the cut epoch ran before its mid-epoch checkpoint (0.0 for checkpoints written
+        before they recorded it, and at epoch boundaries)."""
+        return float(self.partial.get("seconds", 0.0)) if self.iteration > 0 else 0.0
+
+    def carried_cpu_threads(self) -> int:
+        """CPU threads that first part ran on (0: unknown)."""
+        return int(self.partial.get("cpu_threads", 0)) if self.iteration > 0 else 0
 
 
 class Checkpointer:
@@ -456,9 +469,11 @@ class Checkpointer:
         complete: bool = False,
         sums: dict[str, float] | None = None,
         count: int = 0,
+        seconds: float = 0.0,
     ) -> None:
         """Save the state before batch ``iteration`` of ``epoch`` (``iteration`` 0: ``epoch`` starts
-        next); ``sums``/``count``: the loss sums of the epoch's first part, for its log row."""
+        next); ``sums``/``count``/``seconds``: the loss sums and time of the epoch's first part, for
+        its log row and the cell's whole training time (a resumed run adds them, loses nothing)."""
         run = self.run
         _check_finite_weights(run.model, epoch if iteration else epoch - 1, iteration or run.steps_per_epoch)
         if not run.ctx.is_writer:  # only rank 0 writes
@@ -474,7 +489,11 @@ class Checkpointer:
                 "iteration": iteration,
                 "stage": stage_at(run.stages, min(epoch, total - 1)).index,
                 "sampler": {**self.sampler_now, "epoch": epoch, "position": iteration * run.global_batch},
-                "partial": {"sums": dict(sums or {}), "count": count} if iteration else {},
+                "partial": (
+                    {"sums": dict(sums or {}), "count": count, "seconds": seconds, "cpu_threads": cpu_threads(run)}
+                    if iteration
+                    else {}
+                ),
                 "history": history,
                 "meta": {**self.meta, "complete": complete, "total_epochs": total},
             },
@@ -553,6 +572,7 @@ class _EpochLoop:
         self.log_path = log_path
         self.progress = progress
         self.on_iteration = on_iteration
+        self._epoch_start = time.perf_counter()  # the running epoch's clock (mid-epoch checkpoints save it)
 
     def run_from(self, start: ResumePoint) -> TrainResult:
         """Train epochs ``start.epoch`` to the last; returns the timing and the full history."""
@@ -572,7 +592,15 @@ class _EpochLoop:
         elapsed = time.perf_counter() - started
         images_per_second = iterations * run.global_batch / max(elapsed, 1e-9)
         return TrainResult(
-            run.total_epochs, iterations, elapsed, images_per_second, start.resumed_from, history, run.global_batch
+            run.total_epochs,
+            iterations,
+            elapsed,
+            images_per_second,
+            start.resumed_from,
+            history,
+            run.global_batch,
+            carried_seconds=start.carried_seconds(),
+            carried_cpu_threads=start.carried_cpu_threads(),
         )
 
     def _keep_snapshot(self, epochs_done: int) -> None:
@@ -596,7 +624,10 @@ class _EpochLoop:
         run.train_model.train()
         resumed = start.partial_sums(epoch)
         meter = _LossMeter(run.device, resumed.get("sums") or {}, int(resumed.get("count", 0)))
-        epoch_start = time.perf_counter()
+        # the epoch's clock starts where the cut epoch's earlier part left it, so its log row (and
+        # the cell's training time) counts the whole epoch
+        epoch_start = time.perf_counter() - float(resumed.get("seconds", 0.0))
+        self._epoch_start = epoch_start
         bar = tqdm(
             batches,
             total=run.steps_per_epoch - first,
@@ -627,7 +658,10 @@ class _EpochLoop:
         if self.on_iteration is not None:
             self.on_iteration(epoch, iteration)
         if checkpoint_now:
-            self.checkpointer.save(epoch, iteration, history, sums=meter.host_sums(), count=meter.count)
+            seconds = time.perf_counter() - self._epoch_start
+            self.checkpointer.save(
+                epoch, iteration, history, sums=meter.host_sums(), count=meter.count, seconds=seconds
+            )
 
     def _log_row(
         self, epoch: int, stage: TrainingStage, lr: float, meter: _LossMeter, seconds: float
@@ -641,6 +675,7 @@ class _EpochLoop:
             "iterations": count,
             "seconds": round(seconds, 3),
             "images_per_s": round(count * self.run.global_batch / max(seconds, 1e-9), 1),
+            "cpu_threads": cpu_threads(self.run),
         }
         # per-rank means of equal batches, averaged over ranks = the global batch mean
         row.update(distributed.all_reduce_mean({k: (sums[k] / max(count, 1)) for k in sums}))
@@ -706,6 +741,13 @@ def train(
         return loop.run_from(start)
     except TrainingDiverged as error:
         raise TrainingDiverged(f"{error}{precision_hint(run)}") from error
+
+
+def cpu_threads(run: _Run) -> int:
+    """The CPU threads training runs on, all processes together: torch's intra-op threads × world
+    size. Why: the budget table prices training in CPU-minutes (seconds × these threads); recorded
+    with each epoch, because a cell may resume, or be re-evaluated, in a process with other threads."""
+    return torch.get_num_threads() * run.ctx.world_size
 
 
 def precision_hint(run: _Run) -> str:

@@ -1040,9 +1040,16 @@ def _snapshot_metric(cell: Cell, fraction: float | None, metric: str) -> float |
 
 
 def train_cpu_minutes(cell: Cell) -> float | None:
-    """A cell's training cost in CPU-minutes: ``timing.train_s`` × the torch threads it ran on / 60
-    (``environment.threads``; cells trained side by side run on one thread each)."""
-    seconds = (cell.info.get("timing") or {}).get("train_s")
+    """A cell's training cost in CPU-minutes: ``timing.train_cpu_s`` / 60 (each part of the training
+    priced at the threads it ran on; cells trained side by side run on one thread each). Runs made
+    before that field, or whose epoch log lacks the threads, fall back to ``timing.train_s`` × the
+    threads of the process that wrote ``metrics.json`` (``environment.threads``), which are the
+    training's unless the cell was resumed or re-evaluated elsewhere."""
+    timing = cell.info.get("timing") or {}
+    cpu_seconds = timing.get("train_cpu_s")
+    if isinstance(cpu_seconds, (int, float)) and cpu_seconds > 0:
+        return cpu_seconds / 60.0
+    seconds = timing.get("train_s")
     threads = (cell.info.get("environment") or {}).get("threads")
     if not isinstance(seconds, (int, float)) or not isinstance(threads, int) or seconds <= 0:
         return None

@@ -430,3 +430,20 @@ def test_budget_table_breaks_down_each_snapshot_from_its_saved_predictions(tmp_p
     assert row["AP, inversions fixed: final"] == pytest.approx(mean([100 * b.ap_fixed["inversion"] for b in at_end]))
     assert row["Left/right confusion (%): 0.5× ep"] > 90 > 10 > row["Left/right confusion (%): final"]
     assert row["AP, inversions fixed: 0.5× ep"] > row["AP: 0.5× ep"] + 20
+
+
+def test_a_report_reads_each_ground_truth_file_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The bootstrap, its inversion-fixed twin and both keypoint breakdowns score against one
+    annotation file; the build reads it once (it read it four times, ~10 MB each on COCO val)."""
+    from lrpose_bench.data import coco
+
+    reads: list[int] = []
+    real = coco.coco_from_dict
+    monkeypatch.setattr(coco, "coco_from_dict", lambda doc: reads.append(1) or real(doc))
+    specs = [CellSpec(m, seed=s, noise=n) for s in (0, 1) for m, n in (("udp", 2.0), ("cal", 3.0))]
+    root = make_run(tmp_path / "run", specs, num_images=6)
+    tables = build_report(root, ["csv"])["csv"].parent / "tables"
+    assert {"bootstrap.csv", "bootstrap_inversion_fixed.csv", "keypoint_errors.csv"} <= {
+        p.name for p in tables.iterdir()
+    }
+    assert len(reads) == 1

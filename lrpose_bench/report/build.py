@@ -135,7 +135,8 @@ def build_report(
     displacements = _load_displacements(run)
     labels = bin_labels(settings.bins)
     summaries = {cell_id: summarize(d, settings.bins) for cell_id, d in displacements.items()}
-    differences, bootstrap_notes = run_bootstrap(run, settings.bootstrap_samples, settings.seed)
+    truths = GroundTruths()  # every table below scores against the same annotation files
+    differences, bootstrap_notes = run_bootstrap(run, settings.bootstrap_samples, settings.seed, truths=truths)
 
     tables: list[tbl.Table] = []
     tables += tbl.main_tables(run, ref)
@@ -144,9 +145,9 @@ def build_report(
         tables.append(elsewhere)
     tables += tbl.ablation_tables(run, ref)
     unusable: dict[str, str] = {}
-    errors = keypoint_error_breakdowns(run, settings.keypoint_errors, unusable)
+    errors = keypoint_error_breakdowns(run, settings.keypoint_errors, unusable, truths)
     warn_unusable_predictions(run, unusable)
-    by_budget = budget_point_breakdowns(run, errors, settings.keypoint_errors)
+    by_budget = budget_point_breakdowns(run, errors, settings.keypoint_errors, truths)
     budget = tbl.budget_table(run, by_budget)
     if budget is not None:
         tables.append(budget)
@@ -156,7 +157,7 @@ def build_report(
         tbl.keypoint_error_table(run, errors),
         tbl.left_right_table(run, errors),
         tbl.errors_by_seed_table(run, errors),
-        tbl.fixed_bootstrap_table(run, _fixed_differences(run, errors, settings), tbl.INVERSION_FIX),
+        tbl.fixed_bootstrap_table(run, _fixed_differences(run, errors, settings, truths), tbl.INVERSION_FIX),
     )
     for optional in optional_tables:
         if optional is not None:
@@ -232,22 +233,21 @@ def run_bootstrap(
     samples: int,
     seed: int,
     predictions_of: Callable[[Cell], list[dict[str, Any]]] = _saved_predictions,
+    truths: GroundTruths | None = None,
 ) -> tuple[list[tuple[dict[str, Any], PairedDifference]], list[str]]:
     """Paired bootstrap for every pair of cells sharing input size, backbone, seed and ground truth.
 
     ``predictions_of`` gives a cell's COCO results (default: its ``predictions.json``); the keypoint
-    error table passes predictions with one kind of error fixed."""
+    error table passes predictions with one kind of error fixed; ``truths``: the build's ground truths."""
+    truths = truths or GroundTruths()
     notes: list[str] = []
     if samples <= 0:
         return [], ["Bootstrap disabled (0 resamples: eval.bootstrap_samples or --bootstrap-samples)."]
     results: list[tuple[dict[str, Any], PairedDifference]] = []
     per_seed: dict[tuple[str, str, str], dict[int, dict[str, ImageEvaluation]]] = {}
-    gt_cache: dict[str, Any] = {}
     for context, cells in tbl.pairs_for_bootstrap(run):
         gt_path = Path(context["gt"])
-        if context["gt"] not in gt_cache:
-            gt_cache[context["gt"]] = _load_gt(gt_path)
-        coco_gt = gt_cache[context["gt"]]
+        coco_gt = truths.get(gt_path)
         if coco_gt is None:
             notes.append(
                 f"Bootstrap skipped for {context['resolution']} / {context['backbone']}: ground truth "
@@ -274,7 +274,7 @@ def run_bootstrap(
 
 
 def _fixed_differences(
-    run: RunData, errors: dict[str, ErrorBreakdown], settings: Settings
+    run: RunData, errors: dict[str, ErrorBreakdown], settings: Settings, truths: GroundTruths
 ) -> list[tuple[dict[str, Any], PairedDifference]]:
     """Pooled-over-seeds paired bootstrap of AP with inversions fixed (only where every cell of a
     comparison has a breakdown; per-seed rows are left to the main bootstrap table)."""
@@ -285,29 +285,29 @@ def _fixed_differences(
         return errors[cell.id].fixed_results[tbl.INVERSION_FIX]
 
     usable = dataclasses.replace(run, cells=[c for c in run.cells if c.id in errors])
-    differences, _ = run_bootstrap(usable, settings.bootstrap_samples, settings.seed, fixed)
+    differences, _ = run_bootstrap(usable, settings.bootstrap_samples, settings.seed, fixed, truths)
     return [(context, diff) for context, diff in differences if str(context["seed"]).startswith("pooled")]
 
 
 def keypoint_error_breakdowns(
-    run: RunData, thresholds: Thresholds, problems: dict[str, str] | None = None
+    run: RunData,
+    thresholds: Thresholds,
+    problems: dict[str, str] | None = None,
+    truths: GroundTruths | None = None,
 ) -> dict[str, ErrorBreakdown]:
     """Keypoint error breakdown of every complete cell whose predictions and ground truth are
     readable; a cell without them simply has no row (its AP is in the main table). ``problems``
     collects, per cell id, why an existing ``predictions.json`` could not be used."""
+    truths = truths or GroundTruths()
     out: dict[str, ErrorBreakdown] = {}
-    gt_cache: dict[str, Any] = {}
     for cell in run.complete_cells():
         gt_path = cell.info.get("gt_annotations")
-        if not gt_path:
-            continue
-        if gt_path not in gt_cache:
-            gt_cache[gt_path] = _load_gt(Path(gt_path))
-        if gt_cache[gt_path] is None:
+        coco_gt = truths.get(gt_path) if gt_path else None
+        if coco_gt is None:
             continue
         try:
             predictions = json.loads((cell.folder / "predictions.json").read_text())
-            out[cell.id] = error_breakdown(gt_cache[gt_path], predictions, thresholds)
+            out[cell.id] = error_breakdown(coco_gt, predictions, thresholds)
         except (OSError, ValueError, AssertionError, KeyError) as error:
             if problems is not None:
                 problems[cell.id] = type(error).__name__
@@ -315,7 +315,7 @@ def keypoint_error_breakdowns(
 
 
 def budget_point_breakdowns(
-    run: RunData, final: Mapping[str, ErrorBreakdown], thresholds: Thresholds
+    run: RunData, final: Mapping[str, ErrorBreakdown], thresholds: Thresholds, truths: GroundTruths | None = None
 ) -> dict[tbl.BudgetPoint, ErrorBreakdown]:
     """Keypoint error breakdown at every budget point: each snapshot's saved COCO results
     (``metrics.json`` ``snapshots[].predictions``, written by ``engine/cell.py::score_snapshots``)
@@ -326,8 +326,8 @@ def budget_point_breakdowns(
     method puts a joint or which side it thinks the joint is on (for CAL: whether stage 2 changes
     the confusion, since its point at 1× is stage 1). Cells run before snapshots kept their results
     simply have no snapshot entries."""
+    truths = truths or GroundTruths()
     out: dict[tbl.BudgetPoint, ErrorBreakdown] = {}
-    gt_cache: dict[str, Any] = {}
     for cell in run.complete_cells():
         if cell.ablation:
             continue
@@ -335,17 +335,14 @@ def budget_point_breakdowns(
             out[(cell.id, None)] = final[cell.id]
         gt_path = cell.info.get("gt_annotations")
         snaps = [s for s in cell.info.get("snapshots") or [] if isinstance(s, dict) and s.get("predictions")]
-        if not gt_path or not snaps:
-            continue
-        if gt_path not in gt_cache:
-            gt_cache[gt_path] = _load_gt(Path(gt_path))
-        if gt_cache[gt_path] is None:
+        coco_gt = truths.get(gt_path) if gt_path and snaps else None
+        if coco_gt is None:
             continue
         for snap in snaps:
             try:
                 results = json.loads((cell.folder / str(snap["predictions"])).read_text())
                 out[(cell.id, float(snap["fraction"]))] = error_breakdown(
-                    gt_cache[gt_path], results, thresholds, fix=(tbl.INVERSION_FIX,)
+                    coco_gt, results, thresholds, fix=(tbl.INVERSION_FIX,)
                 )
             except (OSError, ValueError, AssertionError, KeyError, TypeError):
                 continue  # that point simply has no breakdown; its AP is in metrics.json
@@ -366,13 +363,32 @@ def warn_unusable_predictions(run: RunData, problems: Mapping[str, str]) -> None
         )
 
 
-def _load_gt(path: Path) -> Any:
-    from lrpose_bench.data.coco import coco_from_dict
+class GroundTruths:
+    """The ground-truth COCO objects of one report build, each annotation file read and indexed once.
 
-    try:
-        return coco_from_dict(json.loads(path.read_text()))
-    except (OSError, ValueError):
-        return None
+    Why: the paired bootstrap, its inversion-fixed twin, the keypoint-error breakdown and the
+    budget-point breakdown all score against the same ``metrics.json`` ``gt_annotations`` file; each
+    used to read it anew (four reads of the same JSON per report, COCO val's is ~10 MB)."""
+
+    def __init__(self) -> None:
+        self._loaded: dict[str, Any] = {}
+        self.reads = 0  # how many files were read (a test counts them)
+
+    def get(self, path: str | Path) -> Any:
+        """The COCO object of ``path``; ``None`` when it is unreadable (the caller skips or notes it)."""
+        key = str(path)
+        if key not in self._loaded:
+            self._loaded[key] = self._read(Path(path))
+        return self._loaded[key]
+
+    def _read(self, path: Path) -> Any:
+        from lrpose_bench.data.coco import coco_from_dict
+
+        self.reads += 1
+        try:
+            return coco_from_dict(json.loads(path.read_text()))
+        except (OSError, ValueError):
+            return None
 
 
 def _diff_record(diff: PairedDifference) -> dict[str, Any]:

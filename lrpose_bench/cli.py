@@ -159,8 +159,14 @@ def _parse_ablation(items: Sequence[str]) -> tuple[tuple[str, Any], ...]:
     pairs = []
     for text in items:
         for part in text.split(","):
-            if part.strip():
-                pairs.append(parse_override(part.strip()))
+            if not part.strip():
+                continue
+            if "=" not in part:
+                raise ConfigError(
+                    f"--ablation {part.strip()!r} must look like KEY=VALUE, for example --ablation offset_mask=binary "
+                    "(each method's constants: 'lrpose-bench methods')"
+                )
+            pairs.append(parse_override(part.strip()))
     return tuple(sorted(pairs))
 
 

@@ -39,6 +39,8 @@ def run_cli(args, capsys):
             ["run", "--methods", "hrnet", "--ablation", "colour=blue"],
             "unknown ablation key 'colour' for method 'hrnet'",
         ),
+        # it used to name a config override and suggest train.epochs=5, which --ablation refuses
+        (["run", "--methods", "cal", "--ablation", "binary"], "--ablation 'binary' must look like KEY=VALUE"),
         (["run", "--methods", "hrnet", "--data", "coco"], "--data coco needs --coco-root"),
         (["run", "--methods", "hrnet", "--data", "imagenet"], "unknown dataset 'imagenet'"),
     ],

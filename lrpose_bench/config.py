@@ -379,6 +379,7 @@ class ReportConfig:
         rule=Range(0, 1, low_open=True, high_open=True, increasing=True), factory=lambda: [0.5, 0.85]
     )
     keypoint_error_match_oks: float = bounded(0.1, Range(0, 1, low_open=True, high_open=True))
+    keypoint_error_collapse_ratio: float = bounded(0.25, Range(0, 1, low_open=True, high_open=True))
 
 
 @dataclass

@@ -24,6 +24,7 @@ from lrpose_bench.analysis.keypoint_errors import (
     UNLABELLED,
     Thresholds,
     classify_detection,
+    collapsed_partners,
     corrected_keypoints,
     error_breakdown,
     keypoint_similarity,
@@ -123,6 +124,54 @@ def test_nearer_mirror_counts_left_right_confusion_at_any_distance() -> None:
     assert eligible.sum() == NUM_JOINTS - 1 - 2
 
 
+def test_collapsed_partners_are_pairs_predicted_on_one_point() -> None:
+    """Both ankles predicted at their midpoint: a collapse (each side's prediction lies at 0 × the true
+    gap from its partner's); a wrist pair swapped keeps its gap: confused, not collapsed; an
+    unlabelled partner or two true joints on one point are not eligible."""
+    own = _person()
+    mirror = flip_index()
+    left_ankle, left_wrist, left_knee = 15, 9, 13
+    pred = own[:, :2].copy()
+    middle = (own[left_ankle, :2] + own[mirror[left_ankle], :2]) / 2
+    pred[left_ankle] = pred[mirror[left_ankle]] = middle
+    pred[left_wrist], pred[mirror[left_wrist]] = own[mirror[left_wrist], :2], own[left_wrist, :2]
+    own[mirror[left_knee], 2] = 0
+    own[3, :2] = own[mirror[3], :2]  # ears labelled on one point: no gap to collapse
+    eligible, collapsed = collapsed_partners(pred, own, ratio=0.25)
+    assert np.flatnonzero(collapsed).tolist() == sorted([left_ankle, mirror[left_ankle]])
+    assert not eligible[0] and not eligible[left_knee] and not eligible[mirror[left_knee]] and not eligible[3]
+    assert eligible[left_wrist] and nearer_mirror(pred, own)[1][left_wrist]
+    # just inside and just outside the ratio
+    gap = np.linalg.norm(own[left_ankle, :2] - own[mirror[left_ankle], :2])
+    unit = (own[left_ankle, :2] - own[mirror[left_ankle], :2]) / gap
+    for factor, expected in ((0.249, True), (0.251, False)):
+        pred[left_ankle] = middle + unit * factor * gap / 2
+        pred[mirror[left_ankle]] = middle - unit * factor * gap / 2
+        assert collapsed_partners(pred, own, ratio=0.25)[1][left_ankle] == expected
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    scale=st.floats(0.05, 20.0),
+    shift=st.tuples(st.floats(-500.0, 500.0), st.floats(-500.0, 500.0)),
+    noise=st.floats(0.0, 30.0),
+    seed=st.integers(0, 2**16),
+)
+def test_collapse_is_the_same_at_any_position_and_scale(scale, shift, noise, seed) -> None:
+    """A ratio of two distances: moving and scaling prediction and ground truth together changes
+    nothing (the same person at 64×48 or 384×288)."""
+    own = _person()
+    rng = np.random.default_rng(seed)
+    pred = own[:, :2] + rng.normal(0.0, noise, (NUM_JOINTS, 2))
+    pred[15] = pred[16] = (own[15, :2] + own[16, :2]) / 2 + rng.normal(0.0, 0.1, 2)
+    moved = own.copy()
+    moved[:, :2] = own[:, :2] * scale + shift
+    before = collapsed_partners(pred, own, 0.25)
+    after = collapsed_partners(pred * scale + shift, moved, 0.25)
+    np.testing.assert_array_equal(before[0], after[0])
+    np.testing.assert_array_equal(before[1], after[1])
+
+
 def test_band_edges_follow_coco_analyze() -> None:
     """good needs ks > high; a joint at exactly the lower bound is still a hit (jitter)."""
     own = _person()
@@ -140,6 +189,8 @@ def test_thresholds_are_checked() -> None:
         Thresholds(low=0.9, high=0.5)
     with pytest.raises(ValueError, match="match_oks"):
         Thresholds(match_oks=0.0)
+    with pytest.raises(ValueError, match="collapse_ratio"):
+        Thresholds(collapse_ratio=1.0)
     with pytest.raises(ValueError, match="cannot fix"):
         corrected_keypoints(np.zeros((NUM_JOINTS, 2)), np.zeros(NUM_JOINTS, int), [(_person(), AREA)], ("good",))
 
@@ -447,3 +498,30 @@ def test_a_report_reads_each_ground_truth_file_once(tmp_path: Path, monkeypatch:
         p.name for p in tables.iterdir()
     }
     assert len(reads) == 1
+
+
+def test_the_left_right_tables_show_which_pairs_collapse(tmp_path: Path) -> None:
+    """A method whose ankle predictions sit on one point (as CAL's on SynthPose) shows ankles
+    collapsed 100 %, the other method ~0 %; the error table's 'collapsed' is the all-pairs share."""
+    from lrpose_bench.keypoints import FLIP_PAIR_NAMES
+
+    specs = [CellSpec("udp", noise=2.0), CellSpec("cal", noise=2.0)]
+    root = make_run(tmp_path / "run", specs, num_images=12)
+    predictions = root / "cal__hrnet-w8__64x48__s0" / "predictions.json"
+    results = json.loads(predictions.read_text())
+    for result in results:
+        k = np.asarray(result["keypoints"], float).reshape(-1, 3)
+        k[15, :2] = k[16, :2] = (k[15, :2] + k[16, :2]) / 2
+        result["keypoints"] = k.reshape(-1).tolist()
+    predictions.write_text(json.dumps(results))
+    run = load_run(root)
+    breakdowns = keypoint_error_breakdowns(run, Thresholds())
+    rows = tbl.left_right_table(run, breakdowns).values.set_index(("", "Method"))
+    assert [c[1] for c in rows.columns if c[0] == "Collapsed (%)"] == [*FLIP_PAIR_NAMES, "all"]
+    assert rows.loc["cal", ("Collapsed (%)", "ankles")] == pytest.approx(100.0)
+    assert rows.loc["udp", ("Collapsed (%)", "ankles")] < 5.0
+    errors = tbl.keypoint_error_table(run, breakdowns).values.set_index(("", "Method"))
+    cal = breakdowns["cal__hrnet-w8__64x48__s0"]
+    assert errors.loc["cal", ("Left/right (%)", "collapsed")] == pytest.approx(100 * cal.collapsed_share)
+    ankles_only = [cal.separable_by_joint[j] if j in (15, 16) else 0 for j in range(len(cal.separable_by_joint))]
+    assert list(cal.collapsed_by_joint) == ankles_only and sum(ankles_only) > 0

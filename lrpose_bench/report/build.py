@@ -89,10 +89,13 @@ def _keypoint_error_thresholds(report: dict[str, Any]) -> Thresholds:
     defaults = ReportConfig()
     low, high = (float(v) for v in report.get("keypoint_error_ks", defaults.keypoint_error_ks))
     match = float(report.get("keypoint_error_match_oks", defaults.keypoint_error_match_oks))
+    collapse = float(report.get("keypoint_error_collapse_ratio", defaults.keypoint_error_collapse_ratio))
     try:
-        return Thresholds(low=low, high=high, match_oks=match)
+        return Thresholds(low=low, high=high, match_oks=match, collapse_ratio=collapse)
     except ValueError as error:
-        raise ConfigError(f"report.keypoint_error_ks / keypoint_error_match_oks: {error}") from None
+        raise ConfigError(
+            f"report.keypoint_error_ks / keypoint_error_match_oks / keypoint_error_collapse_ratio: {error}"
+        ) from None
 
 
 def parse_formats(formats: Sequence[str] | str | None, default: Sequence[str]) -> list[str]:

@@ -694,6 +694,8 @@ def keypoint_error_table(run: RunData, breakdowns: Mapping[str, ErrorBreakdown])
     def columns(found: list[ErrorBreakdown]) -> list[tuple[tuple[str, str], list[float]]]:
         out = [(("Labelled joints (%)", name), [100 * b.share(name) for b in found]) for name in ERROR_TYPES]
         out.append((("Left/right (%)", "nearer mirror"), [100 * b.nearer_mirror_share for b in found]))
+        if all(b.separable_by_joint for b in found):
+            out.append((("Left/right (%)", "collapsed"), [100 * b.collapsed_share for b in found]))
         out.append((("AP ×100", "as scored"), [100 * b.ap for b in found]))
         return out + [(("AP ×100", f"{name} fixed"), [100 * b.ap_fixed[name] for b in found]) for name in fixes]
 
@@ -713,6 +715,10 @@ def keypoint_error_table(run: RunData, breakdowns: Mapping[str, ErrorBreakdown])
         "nearer the partner's ground truth than their own, at any distance. The taxonomy counts such a joint as "
         "an inversion only within its lower bound of the partner (else a miss), so a more precise method shows "
         "more inversions for the same confusion; this column compares the confusion itself.",
+        "'collapsed': of the same joints (partners labelled apart), the share whose pair's two predictions lie "
+        f"closer together than {first.thresholds.collapse_ratio:g} × the distance between the two true joints: "
+        "the network gives both sides of the pair the same map, so both land on one point and one of them is "
+        "nearer its mirror by a coin toss. A confusion without a collapse is a side picked wrongly.",
         "'X fixed': COCO AP (0.50:0.95) with every joint of type X moved onto its own joint at the distance that "
         "keeps its similarity (jitter at ks = the upper bound, miss at the lower one). A codec moves a joint by a "
         "fraction of a heatmap pixel: it can turn jitter into good, not an inversion, swap or miss into anything.",
@@ -741,7 +747,14 @@ def left_right_table(run: RunData, breakdowns: Mapping[str, ErrorBreakdown]) -> 
             (("Nearer mirror (%)", name), [100 * b.nearer_mirror_share_of(pair) for b in found])
             for name, pair in zip(FLIP_PAIR_NAMES, FLIP_PAIRS, strict=True)
         ]
-        return out + [(("Nearer mirror (%)", "all"), [100 * b.nearer_mirror_share for b in found])]
+        out.append((("Nearer mirror (%)", "all"), [100 * b.nearer_mirror_share for b in found]))
+        if all(b.separable_by_joint for b in found):
+            out += [
+                (("Collapsed (%)", name), [100 * b.collapsed_share_of(pair) for b in found])
+                for name, pair in zip(FLIP_PAIR_NAMES, FLIP_PAIRS, strict=True)
+            ]
+            out.append((("Collapsed (%)", "all"), [100 * b.collapsed_share for b in found]))
+        return out
 
     usable = {cid: b for cid, b in breakdowns.items() if b.lateral_by_joint}
     frames = _seed_summary_frames(run, usable, columns)
@@ -753,6 +766,10 @@ def left_right_table(run: RunData, breakdowns: Mapping[str, ErrorBreakdown]) -> 
         "error table), the share predicted nearer the partner's ground truth than their own, at any distance; "
         "'all' is the table above's 'nearer mirror'. 50 % is a coin toss between the two sides. Mean ± sd over "
         "seeds.",
+        "'Collapsed': of the pair's joints labelled apart, the share whose two predictions lie closer together than "
+        "the keypoint error table's collapse ratio × the true separation (both sides given one map). Where "
+        "'nearer mirror' nears 50 % and 'collapsed' is high, the network does not tell that pair's sides apart; "
+        "where 'collapsed' stays low, it tells them apart and sometimes picks the wrong one.",
         "A diagnostic of where a method confuses left and right, not a score; the paper has no such table.",
     ]
     return Table(
@@ -794,6 +811,8 @@ def errors_by_seed_table(run: RunData, breakdowns: Mapping[str, ErrorBreakdown])
             for name, pair in zip(FLIP_PAIR_NAMES, FLIP_PAIRS, strict=True):
                 row[("Nearer mirror (%)", name)] = 100 * found.nearer_mirror_share_of(pair)
             row[("Nearer mirror (%)", "all")] = 100 * found.nearer_mirror_share
+        if found.separable_by_joint:
+            row[("Collapsed (%)", "all")] = 100 * found.collapsed_share
         rows.append(row)
     values = pd.DataFrame(rows)
     values.columns = pd.MultiIndex.from_tuples(values.columns)

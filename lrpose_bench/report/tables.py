@@ -769,7 +769,8 @@ def left_right_table(run: RunData, breakdowns: Mapping[str, ErrorBreakdown]) -> 
         "'Collapsed': of the pair's joints labelled apart, the share whose two predictions lie closer together than "
         "the keypoint error table's collapse ratio × the true separation (both sides given one map). Where "
         "'nearer mirror' nears 50 % and 'collapsed' is high, the network does not tell that pair's sides apart; "
-        "where 'collapsed' stays low, it tells them apart and sometimes picks the wrong one.",
+        "where 'collapsed' stays low, it tells them apart and sometimes picks the wrong one. A pair less than a "
+        "heatmap pixel apart (the eyes at 64×48) collapses under a plain arg-max by quantization alone.",
         "A diagnostic of where a method confuses left and right, not a score; the paper has no such table.",
     ]
     return Table(

@@ -47,7 +47,7 @@ from __future__ import annotations
 
 import contextlib
 import io
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -248,10 +248,7 @@ class ErrorBreakdown:
         """:attr:`nearer_mirror_share` restricted to ``joints`` (e.g. a left/right pair: which body
         part a method confuses, not only how often). Joints the predictions do not have (a skeleton
         with fewer than COCO's 17) count as unlabelled."""
-        present = [j for j in joints if 0 <= j < len(self.lateral_by_joint)]
-        lateral = sum(self.lateral_by_joint[j] for j in present)
-        confused = sum(self.nearer_mirror_by_joint[j] for j in present)
-        return confused / lateral if lateral else float("nan")
+        return _share_of(self.nearer_mirror_by_joint, self.lateral_by_joint, joints)
 
     @property
     def collapsed_share(self) -> float:
@@ -260,10 +257,15 @@ class ErrorBreakdown:
 
     def collapsed_share_of(self, joints: Sequence[int]) -> float:
         """:attr:`collapsed_share` restricted to ``joints`` (a left/right pair: which body part)."""
-        present = [j for j in joints if 0 <= j < len(self.separable_by_joint)]
-        separable = sum(self.separable_by_joint[j] for j in present)
-        collapsed = sum(self.collapsed_by_joint[j] for j in present)
-        return collapsed / separable if separable else float("nan")
+        return _share_of(self.collapsed_by_joint, self.separable_by_joint, joints)
+
+
+def _share_of(counted: Sequence[int], eligible: Sequence[int], joints: Iterable[int]) -> float:
+    """Σ counted / Σ eligible over ``joints`` (per-joint counts; joints beyond them count as
+    unlabelled); NaN when none is eligible."""
+    present = [j for j in joints if 0 <= j < len(eligible)]
+    total = sum(eligible[j] for j in present)
+    return sum(counted[j] for j in present) / total if total else float("nan")
 
 
 def match_detections(coco_gt: Any, results: list[dict[str, Any]], match_oks: float) -> dict[int, int]:

@@ -31,7 +31,14 @@ from lrpose_bench.engine import distributed
 from lrpose_bench.engine.accelerate import precision_name
 from lrpose_bench.engine.distributed import resolve_device
 from lrpose_bench.engine.evaluator import Predictions, build_eval_dataset
-from lrpose_bench.engine.trainer import TrainResult, snapshot_epochs, snapshot_path, train, training_stages
+from lrpose_bench.engine.trainer import (
+    TrainResult,
+    cpu_threads,
+    snapshot_epochs,
+    snapshot_path,
+    train,
+    training_stages,
+)
 from lrpose_bench.environment import environment
 from lrpose_bench.errors import ConfigError, TrainingDiverged, UserError
 from lrpose_bench.evaluation.coco_metric import build_results, evaluate_keypoints
@@ -637,7 +644,7 @@ def _timing_record(
     cfg: BenchConfig, ctx: distributed.DistContext, trained: TrainedCell, evaluation: CellEvaluation
 ) -> dict[str, Any]:
     """``metrics.json`` ``timing``: speeds, the resume point, and how the batches were made."""
-    training = whole_training_time(trained, torch.get_num_threads() * ctx.world_size)
+    training = whole_training_time(trained, cpu_threads(ctx.world_size))
     return {
         "train_s": round(training.seconds, 2),
         "train_s_source": training.source,

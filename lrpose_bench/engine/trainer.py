@@ -490,7 +490,12 @@ class Checkpointer:
                 "stage": stage_at(run.stages, min(epoch, total - 1)).index,
                 "sampler": {**self.sampler_now, "epoch": epoch, "position": iteration * run.global_batch},
                 "partial": (
-                    {"sums": dict(sums or {}), "count": count, "seconds": seconds, "cpu_threads": cpu_threads(run)}
+                    {
+                        "sums": dict(sums or {}),
+                        "count": count,
+                        "seconds": seconds,
+                        "cpu_threads": cpu_threads(run.ctx.world_size),
+                    }
                     if iteration
                     else {}
                 ),
@@ -675,7 +680,7 @@ class _EpochLoop:
             "iterations": count,
             "seconds": round(seconds, 3),
             "images_per_s": round(count * self.run.global_batch / max(seconds, 1e-9), 1),
-            "cpu_threads": cpu_threads(self.run),
+            "cpu_threads": cpu_threads(self.run.ctx.world_size),
         }
         # per-rank means of equal batches, averaged over ranks = the global batch mean
         row.update(distributed.all_reduce_mean({k: (sums[k] / max(count, 1)) for k in sums}))
@@ -743,11 +748,11 @@ def train(
         raise TrainingDiverged(f"{error}{precision_hint(run)}") from error
 
 
-def cpu_threads(run: _Run) -> int:
+def cpu_threads(world_size: int) -> int:
     """The CPU threads training runs on, all processes together: torch's intra-op threads × world
     size. Why: the budget table prices training in CPU-minutes (seconds × these threads); recorded
     with each epoch, because a cell may resume, or be re-evaluated, in a process with other threads."""
-    return torch.get_num_threads() * run.ctx.world_size
+    return torch.get_num_threads() * world_size
 
 
 def precision_hint(run: _Run) -> str:

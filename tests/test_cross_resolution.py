@@ -232,6 +232,24 @@ def test_split_scores_the_training_images_beside_the_cell_s_own_evaluation(clean
     assert "--split train with --res" in capsys.readouterr().err
 
 
+def test_another_split_s_coco_results_are_written_beside_its_evaluation(clean_cell, captured):
+    """``evaluate --split`` / ``--no-flip-test`` also write the COCO results they scored
+    (``predictions_<split>.json``), so a paired bootstrap on that split needs no retraining; the
+    cell's own ``predictions.json`` stays as it was. This fixture trains and scores one annotation
+    file, so the train-split results must equal the cell's own."""
+    own = clean_cell / "predictions.json"
+    before = own.read_text()
+    assert main(["evaluate", "--checkpoint", str(clean_cell), "--split", "train", "--no-progress"]) == 0
+    written = json.loads((clean_cell / "predictions_train.json").read_text())
+    assert written and written == captured[-1]
+    assert_same_results(written, json.loads(before))
+    assert own.read_text() == before
+    assert main(["evaluate", "--checkpoint", str(clean_cell), "--no-flip-test", "--no-progress"]) == 0
+    noflip = json.loads((clean_cell / "predictions_noflip.json").read_text())
+    assert noflip == captured[-1] and {r["image_id"] for r in noflip} == {r["image_id"] for r in written}
+    assert own.read_text() == before
+
+
 def test_no_flip_test_predicts_without_flip_beside_the_cell_s_own_evaluation(clean_cell, capsys, monkeypatch):
     """``evaluate --no-flip-test``: the flip-test ablation. The flag must reach the prediction (recorded
     here), the row must say so, and the cell's own evaluation must stay as it was."""

@@ -78,12 +78,17 @@ def load_cell(cell_dir: Path) -> tuple[CellSpec, BenchConfig, dict[str, Any]]:
 
 
 def evaluate_cell(
-    cell_dir: Path, resolutions: list[Resolution] | None, progress: bool = True, cfg_override: BenchConfig | None = None
+    cell_dir: Path,
+    resolutions: list[Resolution] | None,
+    progress: bool = True,
+    cfg_override: BenchConfig | None = None,
+    results_sink: list[list[dict[str, Any]]] | None = None,
 ) -> list[dict[str, Any]]:
     """Evaluate a trained cell at each resolution; returns one metrics row per test resolution.
 
     One method instance decodes and transforms, as in the cell that trained it; its network works at
-    ``method.train_resolution()`` (SR+pose: the pose network's size)."""
+    ``method.train_resolution()`` (SR+pose: the pose network's size). ``results_sink``, when given,
+    receives the scored COCO results of each test resolution (in the rows' order)."""
     spec, cfg, _ = load_cell(cell_dir)
     train_degrade = cfg.degrade
     cfg = cfg_override or cfg
@@ -109,7 +114,9 @@ def evaluate_cell(
             progress=progress,
             input_transform=eval_transform(method, test_res, train_res, spec.resolution),
         )
-        metrics, _ = score_predictions(bundle, preds, cfg)
+        metrics, results = score_predictions(bundle, preds, cfg)
+        if results_sink is not None:
+            results_sink.append(results)
         rows.append(_evaluation_row(spec, test_res, bundle.eval_label, cfg, train_degrade, metrics))
     return rows
 
@@ -255,11 +262,16 @@ def evaluate_checkpoint(args: argparse.Namespace) -> int:
         split=split,
         no_flip=no_flip,
     )
-    rows = evaluate_cell(cell_dir, resolutions, progress=not args.no_progress, cfg_override=override)
+    results: list[list[dict[str, Any]]] = []
+    rows = evaluate_cell(
+        cell_dir, resolutions, progress=not args.no_progress, cfg_override=override, results_sink=results
+    )
     out = Path(args.out) if args.out else cell_dir
     # another split's (or protocol's) numbers sit beside the cell's own evaluation, never over it
-    name = "_".join(["evaluation"] + ([split] if split else []) + (["noflip"] if no_flip else []))
-    write_json(out / f"{name}.json", rows)
+    suffix = ([split] if split else []) + (["noflip"] if no_flip else [])
+    write_json(out / f"{'_'.join(['evaluation', *suffix])}.json", rows)
+    if suffix:  # its COCO results too, so a paired bootstrap on that split needs no retraining
+        write_json(out / f"{'_'.join(['predictions', *suffix])}.json", results[0])
     run_dir = cell_dir.parent
     if resolutions:  # an explicit --res is a cross-resolution evaluation: merge its entries into the matrix
         path = run_dir / "cross_resolution.json"

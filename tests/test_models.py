@@ -96,6 +96,73 @@ def test_3k_head_adds_only_final_layer_parameters():
     assert backbone_parameters("hrnet-w32", 51) - backbone_parameters("hrnet-w32", 17) == extra
 
 
+# ------------------------------------------------------------------------------ CAL's split network
+@pytest.mark.parametrize(
+    "name, millions, gmacs",
+    [("hrnet-w32-split", 49.3, 2.5), ("hrnet-w48-split", 110.3, 5.3)],
+)
+def test_split_hrnet_matches_the_cal_papers_table_1(name, millions, gmacs):
+    """Paper Table 1 (128x96): CAL W32 49.3M / 2.5 GFLOPs, W48 110.3M / 5.3, against HRNet's 28.5M /
+    1.8 and 63.6M / 3.7: the reference network's second transition3 + stage 4 + two-block heads
+    (ilovepose/Low-resolution-human-pose pose_hrnet.py) account for the whole difference."""
+    assert backbone_parameters(name, 51) / 1e6 == pytest.approx(millions, abs=0.05)
+    assert backbone_macs(name, Resolution(128, 96), 51) / GIB == pytest.approx(gmacs, abs=0.05)
+
+
+def test_split_hrnet_has_the_reference_towers_and_keeps_the_backbone_keys():
+    keys = set(meta("hrnet-w8-split", 51).state_dict())
+    shared = set(meta("hrnet-w8", 51).state_dict()) - {"final_layer.weight", "final_layer.bias"}
+    assert shared <= keys  # stages 1-4 and transitions keep the official names (pretrained files load)
+    tower = {k.split(".")[0] for k in keys - shared}
+    assert tower == {"transition3_om", "stage4_om", "head_hm", "head_om", "final_layer", "final_layer_om"}
+    model = meta("hrnet-w8-split", 51)
+    assert (model.final_layer.out_channels, model.final_layer_om.out_channels) == (17, 34)
+    assert len(model.head_hm) == len(model.head_om) == 2  # HeadHeatMap/HeadOffsetMap: two BasicBlocks
+
+
+def test_split_hrnet_heatmaps_and_offsets_come_from_their_own_towers():
+    """Output layout [cls, x, y] per joint; the heatmaps depend on the heatmap tower only and the
+    offsets on the offset tower only (stages 1-3 are shared)."""
+    torch.manual_seed(0)
+    model = build_model("hrnet-w8-split", 6).train()
+    out = model(torch.randn(2, 3, 64, 48))
+    assert out.shape == (2, 6, 16, 12)
+    view = out.reshape(2, 2, 3, 16, 12)
+    heat, offsets = view[:, :, 0], view[:, :, 1:]
+
+    def touched(loss: torch.Tensor) -> set[str]:
+        model.zero_grad()
+        loss.backward(retain_graph=True)
+        return {n.split(".")[0] for n, p in model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+
+    from_heat, from_offsets = touched(heat.pow(2).sum()), touched(offsets.pow(2).sum())
+    assert {"stage4", "head_hm", "final_layer", "stage3"} <= from_heat
+    assert not from_heat & {"stage4_om", "head_om", "final_layer_om", "transition3_om"}
+    assert {"stage4_om", "head_om", "final_layer_om", "stage3"} <= from_offsets
+    assert not from_offsets & {"stage4", "head_hm", "final_layer"}
+
+
+def test_split_hrnet_refuses_a_heatmap_only_head():
+    with pytest.raises(ConfigError, match=r"hrnet-w8-split: .*offset fields .*udp, cal.*use hrnet-w8"):
+        build_model("hrnet-w8-split", 17)
+
+
+def test_models_table_counts_a_split_backbone_with_the_offset_methods_head():
+    table = models_table([Resolution(64, 48)], names=["hrnet-w8", "hrnet-w8-split"]).set_index("backbone")
+    assert table.loc["hrnet-w8", "out_channels"] == 17 and table.loc["hrnet-w8-split", "out_channels"] == 51
+    assert table.loc["hrnet-w8-split", "params_M"] == pytest.approx(backbone_parameters("hrnet-w8-split", 51) / 1e6)
+
+
+def test_split_hrnet_output_layers_keep_the_official_init_under_kaiming():
+    from lrpose_bench.models import apply_init
+
+    torch.manual_seed(0)
+    net = apply_init(build_model("hrnet-w8-split", 51), "kaiming")
+    for layer in (net.final_layer, net.final_layer_om):
+        assert layer.weight.std().item() == pytest.approx(0.001, rel=0.2)
+    assert net.head_om[0].conv1.weight.std().item() > 0.01
+
+
 # ------------------------------------------------------------------------------ key layout
 def test_hrnet_state_dict_uses_official_keys():
     keys = set(meta("hrnet-w32").state_dict())
@@ -275,8 +342,9 @@ def test_macs_scale_with_input_area():
 def test_models_table_columns_and_cache():
     res = [Resolution(64, 48), Resolution(128, 96)]
     table = models_table(res, names=["hrnet-w8", "simplebaseline-r18"])
-    assert list(table.columns) == ["backbone", "params_M", "GMACs@64x48", "GMACs@128x96"]
+    assert list(table.columns) == ["backbone", "out_channels", "params_M", "GMACs@64x48", "GMACs@128x96"]
     assert list(table.backbone) == ["hrnet-w8", "simplebaseline-r18"]
+    assert list(table.out_channels) == [17, 17]
     row = table.set_index("backbone").loc["hrnet-w8"]
     assert row.params_M == pytest.approx(count_parameters(FACTORIES["hrnet-w8"](17)) / 1e6)
     assert row["GMACs@64x48"] == pytest.approx(measure_macs(meta("hrnet-w8"), res[0]) / GIB)

@@ -81,8 +81,9 @@ class MethodHeadModel(nn.Module):
         return self.head(self.backbone(x))
 
 
-#: name of the output layer every backbone ends with (keeps its official N(0, 0.001) under any scheme)
-OUTPUT_LAYER = "final_layer"
+#: names of the output layers (every backbone ends with ``final_layer``; the ``-split`` HRNets add the
+#: offset tower's ``final_layer_om``): they keep their official N(0, 0.001) under any scheme
+OUTPUT_LAYERS: tuple[str, ...] = ("final_layer", "final_layer_om")
 
 
 def apply_init(net: nn.Module, scheme: str) -> nn.Module:
@@ -102,7 +103,7 @@ def apply_init(net: nn.Module, scheme: str) -> nn.Module:
     if scheme != "kaiming":
         raise ConfigError(f"model.init: unknown scheme {scheme!r}; use one of {', '.join(INIT_SCHEMES)}")
     for name, module in net.named_modules():
-        if isinstance(module, nn.Conv2d) and name.split(".")[-1] != OUTPUT_LAYER:
+        if isinstance(module, nn.Conv2d) and name.split(".")[-1] not in OUTPUT_LAYERS:
             nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
             if module.bias is not None:
                 nn.init.zeros_(module.bias)

@@ -127,7 +127,8 @@ def macs_column(resolution: Resolution) -> str:
 
 
 def models_table(resolutions: list[Resolution], names: list[str] | None = None, out_channels: int = 17) -> pd.DataFrame:
-    """One row per backbone: ``backbone``, ``params_M`` and ``GMACs@HxW`` for each resolution.
+    """One row per backbone: ``backbone``, ``out_channels`` (the head counted, :func:`head_channels_of`),
+    ``params_M`` and ``GMACs@HxW`` for each resolution.
 
     ``names`` defaults to every registered backbone. GMACs use the ``complexity.giga`` unit
     (2**30, as the HRNet tables); ``params_M`` is in millions (1e6, as the tables).
@@ -137,14 +138,28 @@ def models_table(resolutions: list[Resolution], names: list[str] | None = None, 
     giga = complexity_config()["giga"]
     rows = []
     for name in names if names is not None else BACKBONES.names():
+        channels = head_channels_of(name, out_channels)
         row: dict[str, Any] = {
             "backbone": name,
-            "params_M": backbone_parameters(name, out_channels) / 1e6,
+            "out_channels": channels,
+            "params_M": backbone_parameters(name, channels) / 1e6,
         }
         for res in resolutions:
-            row[macs_column(res)] = backbone_macs(name, res, out_channels) / giga
+            row[macs_column(res)] = backbone_macs(name, res, channels) / giga
         rows.append(row)
-    return pd.DataFrame(rows, columns=["backbone", "params_M"] + [macs_column(r) for r in resolutions])
+    columns = ["backbone", "out_channels", "params_M"] + [macs_column(r) for r in resolutions]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def head_channels_of(backbone: str, out_channels: int) -> int:
+    """The head size :func:`models_table` counts ``backbone`` with: ``out_channels``, except that a
+    backbone with a separate offset tower (``factory.offset_tower``: the ``-split`` HRNets), asked
+    for K heatmap channels, is counted with the 3K of the offset methods it serves."""
+    from lrpose_bench.registry import BACKBONES
+
+    if getattr(BACKBONES.get(backbone), "offset_tower", False) and out_channels % 3:
+        return 3 * out_channels
+    return out_channels
 
 
 __all__ = [
@@ -152,6 +167,7 @@ __all__ = [
     "backbone_macs",
     "backbone_parameters",
     "complexity_config",
+    "head_channels_of",
     "count_parameters",
     "macs_column",
     "measure_macs",

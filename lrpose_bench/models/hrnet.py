@@ -21,6 +21,19 @@ CAL counts, 49.3M / 2.5 GFLOPs (W32) and 110.3M / 5.3 (W48), are ~20.8M / ~46.7M
 that: CAL's head must hold far more than a 1x1 layer, but the paper does not describe it, so we do
 not invent one: our CAL models are this backbone with a 3K 1x1 head (say so beside any
 parameter comparison with the paper).
+
+The ``-split`` variants (``hrnet-w32-split`` …) are the network of CAL's reference implementation
+(ilovepose/Low-resolution-human-pose, ``lib/models/pose_hrnet.py``): after stage 3 the net forks into
+two towers, each with its own ``transition3`` and stage 4, one ending in the heatmap head
+(``head_hm``: two BasicBlocks + 1x1 conv to K maps) and one in the offset head (``head_om``: the same
+to 2K maps). That accounts for the paper's Table 1 exactly: a second transition3 + stage 4 + the two
+heads' blocks add 20.8M parameters and 0.7 GMACs at 128x96 to HRNet-W32 (paper: 49.3M, 2.5 against
+28.5M, 1.8) and 46.7M, 1.6 to W48 (110.3M, 5.3 against 63.6M, 3.7). Why it matters at low resolution:
+with one stage 4 the offset loss and the heatmap loss pull on the same features
+(docs/speed.md: the offset term costs CAL's heatmap its left/right identity); with two, only stages
+1–3 are shared. The forward output stays the combined ``(N, 3K, H, W)`` layout, ``[cls, x, y]`` per
+joint (``codecs.offset.interleave``), so UDP and CAL run on either network unchanged; a method with
+K heatmaps only cannot use it.
 """
 
 from __future__ import annotations
@@ -36,8 +49,18 @@ from lrpose_bench.models import init_config, model_config
 from lrpose_bench.models.pretrained import with_pretrained
 from lrpose_bench.registry import register_backbone
 
-#: module-name prefixes of the head (re-initialised when a checkpoint's head has another size)
-HEAD_PREFIXES: tuple[str, ...] = ("final_layer.",)
+#: module-name prefixes of the head (re-initialised when a checkpoint's head has another size); the
+#: ``-split`` variants' second stage 4 and heads are head too (no published pose file has them)
+HEAD_PREFIXES: tuple[str, ...] = (
+    "final_layer.",
+    "final_layer_om.",
+    "head_hm.",
+    "head_om.",
+    "transition3_om.",
+    "stage4_om.",
+)
+#: suffix of the backbone names with separate heatmap and offset towers (CAL's reference network)
+SPLIT_SUFFIX = "-split"
 #: key families of official ImageNet HRNet files (hrnet_w32-36af842e.pth) that the pose net lacks;
 #: stage4 of the classifier keeps all fuse outputs, the pose net only the highest-resolution one
 IGNORABLE_KEYS: tuple[str, ...] = (
@@ -209,8 +232,14 @@ def _stage_cfg(cfg: dict[str, Any], name: str, where: str) -> dict[str, Any]:
 class PoseHighResolutionNet(nn.Module):
     """HRNet backbone + 1x1 ``final_layer`` on the highest-resolution branch (stride 4)."""
 
-    def __init__(self, cfg: dict[str, Any], out_channels: int, name: str = "hrnet"):
+    def __init__(self, cfg: dict[str, Any], out_channels: int, name: str = "hrnet", offset_tower: bool = False):
         super().__init__()
+        if offset_tower and out_channels % 3:
+            raise ConfigError(
+                f"backbone {name}{SPLIT_SUFFIX}: its separate heatmap and offset towers need a method with "
+                f"offset fields (3K output channels: udp, cal), not {out_channels} channels; use {name}"
+            )
+        self.offset_tower = offset_tower
         stem = int(cfg.get("stem_channels", 64))
         s1, s2, s3, s4 = (_stage_cfg(cfg, f"stage{k}", name) for k in (1, 2, 3, 4))
         for k, stage in ((2, s2), (3, s3), (4, s4)):
@@ -227,9 +256,18 @@ class PoseHighResolutionNet(nn.Module):
 
         self.transition1, self.stage2, pre = self._stage(pre, s2, multi_scale_output=True)
         self.transition2, self.stage3, pre = self._stage(pre, s3, multi_scale_output=True)
-        self.transition3, self.stage4, pre = self._stage(pre, s4, multi_scale_output=False)
+        after_stage3 = pre
+        self.transition3, self.stage4, pre = self._stage(after_stage3, s4, multi_scale_output=False)
         kernel = int(cfg.get("final_conv_kernel", 1))
-        self.final_layer = nn.Conv2d(pre[0], out_channels, kernel, 1, 1 if kernel == 3 else 0)
+        padding = 1 if kernel == 3 else 0
+        if offset_tower:  # CAL reference pose_hrnet.py: transition3_om/stage4_om, HeadHeatMap/HeadOffsetMap
+            self.transition3_om, self.stage4_om, _ = self._stage(after_stage3, s4, multi_scale_output=False)
+            self.head_hm = _make_blocks(BasicBlock, pre[0], pre[0], 2)
+            self.head_om = _make_blocks(BasicBlock, pre[0], pre[0], 2)
+            self.final_layer = nn.Conv2d(pre[0], out_channels // 3, kernel, 1, padding)
+            self.final_layer_om = nn.Conv2d(pre[0], 2 * (out_channels // 3), kernel, 1, padding)
+        else:
+            self.final_layer = nn.Conv2d(pre[0], out_channels, kernel, 1, padding)
         self.init_weights()
 
     @staticmethod
@@ -297,14 +335,21 @@ class PoseHighResolutionNet(nn.Module):
         x = self.layer1(x)
         ys = self.stage2(self._branch_inputs(self.transition1, [x]))
         ys = self.stage3(self._branch_inputs(self.transition2, ys))
-        ys = self.stage4(self._branch_inputs(self.transition3, ys))
-        return self.final_layer(ys[0])
+        if not self.offset_tower:
+            return self.final_layer(self.stage4(self._branch_inputs(self.transition3, ys))[0])
+        heat = self.final_layer(self.head_hm(self.stage4(self._branch_inputs(self.transition3, ys))[0]))
+        offsets = self.final_layer_om(self.head_om(self.stage4_om(self._branch_inputs(self.transition3_om, ys))[0]))
+        n, k, h, w = heat.shape  # combined layout [cls, x, y] per joint, as codecs.offset.interleave
+        return torch.cat([heat[:, :, None], offsets.reshape(n, k, 2, h, w)], dim=2).reshape(n, 3 * k, h, w)
 
 
-def build_hrnet(name: str, out_channels: int, pretrained: str | None = None) -> PoseHighResolutionNet:
-    """Build HRNet variant ``name`` of ``configs/models.yaml``; load ``pretrained`` if given."""
+def build_hrnet(
+    name: str, out_channels: int, pretrained: str | None = None, offset_tower: bool = False
+) -> PoseHighResolutionNet:
+    """Build HRNet variant ``name`` of ``configs/models.yaml`` (with separate heatmap and offset towers
+    when ``offset_tower``: the ``-split`` backbones); load ``pretrained`` if given."""
     return with_pretrained(
-        PoseHighResolutionNet(model_config("hrnet", name), out_channels, name=name),
+        PoseHighResolutionNet(model_config("hrnet", name), out_channels, name=name, offset_tower=offset_tower),
         pretrained,
         head_prefixes=HEAD_PREFIXES,
         ignorable=IGNORABLE_KEYS,
@@ -347,3 +392,24 @@ def hrnet_w32(out_channels: int, pretrained: str | None = None) -> nn.Module:
 def hrnet_w48(out_channels: int, pretrained: str | None = None) -> nn.Module:
     """pose_hrnet_w48 (63.6M parameters with K=17, 14.6 GMACs at 256x192)."""
     return build_hrnet("hrnet-w48", out_channels, pretrained)
+
+
+def _register_split(name: str) -> Any:
+    """Register ``name + SPLIT_SUFFIX``: HRNet ``name`` with CAL's separate offset tower."""
+
+    def factory(out_channels: int, pretrained: str | None = None) -> nn.Module:
+        return build_hrnet(name, out_channels, pretrained, offset_tower=True)
+
+    factory.__name__ = factory.__qualname__ = name.replace("-", "_") + "_split"
+    factory.__doc__ = (
+        f"{name} forked after stage 3 into a heatmap tower and an offset tower (CAL's reference network; "
+        "3K output channels only)."
+    )
+    factory.offset_tower = True  # type: ignore[attr-defined]
+    return register_backbone(name + SPLIT_SUFFIX)(factory)
+
+
+SPLIT_FACTORIES: dict[str, Any] = {
+    name + SPLIT_SUFFIX: _register_split(name)
+    for name in ("hrnet-w8", "hrnet-w16", "hrnet-w16-slim", "hrnet-w32-slim", "hrnet-w32", "hrnet-w48")
+}

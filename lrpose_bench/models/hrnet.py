@@ -18,9 +18,9 @@ parameters (published 28.5M/63.6M) and 1.78/3.65 GMACs (published 1.8/3.7). A 3K
 (UDP, CAL) adds only the wider 1x1 ``final_layer``: 34*C+34 parameters (+1,122 for W32 → 28.54M,
 +1,666 for W48 → 63.60M; the paper prints 28.6M/63.7M for UDP) and <0.001 GMACs at 128x96. The paper's
 CAL counts, 49.3M / 2.5 GFLOPs (W32) and 110.3M / 5.3 (W48), are ~20.8M / ~46.7M parameters above
-that: CAL's head must hold far more than a 1x1 layer, but the paper does not describe it, so we do
-not invent one: our CAL models are this backbone with a 3K 1x1 head (say so beside any
-parameter comparison with the paper).
+that. The paper does not describe the difference; CAL's reference implementation does (below). By
+default our CAL and UDP models are this backbone with a 3K 1x1 head, one network for every offset
+method (say so beside any parameter comparison with the paper).
 
 The ``-split`` variants (``hrnet-w32-split`` …) are the network of CAL's reference implementation
 (ilovepose/Low-resolution-human-pose, ``lib/models/pose_hrnet.py``): after stage 3 the net forks into

@@ -63,6 +63,11 @@ def meta(name: str, out_channels: int = 17) -> nn.Module:
 def test_factories_are_registered_under_their_names():
     for name, factory in FACTORIES.items():
         assert registry.BACKBONES.items[name] is factory
+    for name, factory in hrnet.SPLIT_FACTORIES.items():  # every HRNet also as CAL's split network
+        assert registry.BACKBONES.items[name] is factory and factory.offset_tower
+    assert {n.removesuffix(hrnet.SPLIT_SUFFIX) for n in hrnet.SPLIT_FACTORIES} == {
+        n for n in FACTORIES if n.startswith("hrnet")
+    }
 
 
 def test_build_model_uses_registry_and_sizes_head():

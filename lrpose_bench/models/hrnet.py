@@ -44,6 +44,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from lrpose_bench.codecs.offset import interleave
 from lrpose_bench.errors import ConfigError
 from lrpose_bench.models import init_config, model_config
 from lrpose_bench.models.pretrained import with_pretrained
@@ -339,8 +340,8 @@ class PoseHighResolutionNet(nn.Module):
             return self.final_layer(self.stage4(self._branch_inputs(self.transition3, ys))[0])
         heat = self.final_layer(self.head_hm(self.stage4(self._branch_inputs(self.transition3, ys))[0]))
         offsets = self.final_layer_om(self.head_om(self.stage4_om(self._branch_inputs(self.transition3_om, ys))[0]))
-        n, k, h, w = heat.shape  # combined layout [cls, x, y] per joint, as codecs.offset.interleave
-        return torch.cat([heat[:, :, None], offsets.reshape(n, k, 2, h, w)], dim=2).reshape(n, 3 * k, h, w)
+        n, k, h, w = heat.shape  # the offset methods' combined layout, [cls, x, y] per joint
+        return interleave(heat, offsets.reshape(n, k, 2, h, w))
 
 
 def build_hrnet(
